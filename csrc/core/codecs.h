@@ -1,0 +1,173 @@
+/*
+ * codecs.h — scalar number formats shared by the C reference and the CUDA kernels.
+ *
+ * Every function is `static inline` and, under nvcc, also __device__, so the CPU
+ * reference and the GPU quantizers run the very same arithmetic and produce the same
+ * bytes. Rounding is round-to-nearest-even everywhere (nearbyintf under the default
+ * rounding mode on the host, rintf semantics on the device).
+ */
+#ifndef W4A16_CODECS_H
+#define W4A16_CODECS_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__CUDACC__)
+#define W4A16_HD static inline __host__ __device__
+#else
+#define W4A16_HD static inline
+#endif
+
+/* Largest finite E4M3FN value, and the NVFP4 global-scale divisor 6 * 448. */
+#define W4A16_E4M3_MAX 448.0f
+#define W4A16_E2M1_MAX 6.0f
+#define W4A16_NVFP4_GLOBAL_DIVISOR 2688.0f
+#define W4A16_E4M3_MIN_SUBNORMAL 0.001953125f /* 2^-9 */
+#define W4A16_E4M3_ONE 0x38                    /* the code of 1.0 */
+#define W4A16_E8M0_ONE 127                     /* 2^(127 - 127) */
+
+W4A16_HD uint32_t w4a16_f32_bits(float f) { uint32_t u; memcpy(&u, &f, sizeof u); return u; }
+W4A16_HD float w4a16_bits_f32(uint32_t u) { float f; memcpy(&f, &u, sizeof f); return f; }
+
+/* ---- 16-bit floats ------------------------------------------------------------ */
+
+W4A16_HD float w4a16_bf16_to_f32(uint16_t h) { return w4a16_bits_f32((uint32_t)h << 16); }
+
+W4A16_HD uint16_t w4a16_f32_to_bf16(float f)
+{
+    uint32_t x = w4a16_f32_bits(f);
+    if ((x & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((x >> 16) | 0x40u); /* quiet NaN */
+    x += 0x7FFFu + ((x >> 16) & 1u); /* round to nearest even on bit 16 */
+    return (uint16_t)(x >> 16);
+}
+
+W4A16_HD float w4a16_f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1Fu;
+    uint32_t man = h & 0x3FFu;
+    float mag;
+    if (exp == 0) mag = ldexpf((float)man, -24);                          /* zero, subnormal */
+    else if (exp == 31) mag = w4a16_bits_f32(0x7F800000u | (man << 13));   /* Inf, NaN */
+    else mag = w4a16_bits_f32(((exp + 112u) << 23) | (man << 13));
+    return w4a16_bits_f32(w4a16_f32_bits(mag) | sign);
+}
+
+W4A16_HD uint16_t w4a16_f32_to_f16(float f)
+{
+    uint32_t x = w4a16_f32_bits(f);
+    uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
+    uint32_t ax = x & 0x7FFFFFFFu;
+    if (ax > 0x7F800000u) return (uint16_t)(sign | 0x7E00u);  /* NaN */
+    if (ax >= 0x477FF000u) return (uint16_t)(sign | 0x7C00u); /* >= 65520 rounds to Inf */
+    if (ax >= 0x38800000u) {                                 /* normal half: >= 2^-14 */
+        /* rebias the exponent by -112 and round to nearest even on bit 13 */
+        ax += 0xC8000FFFu + ((ax >> 13) & 1u);
+        return (uint16_t)(sign | (ax >> 13));
+    }
+    /* subnormal half: steps of 2^-24; 1024 steps carry into the smallest normal */
+    return (uint16_t)(sign | (uint16_t)nearbyintf(w4a16_bits_f32(ax) * 16777216.0f));
+}
+
+/* ---- E2M1 (FP4): magnitudes 0, 0.5, 1, 1.5, 2, 3, 4, 6; bit 3 is the sign ---------- */
+
+W4A16_HD float w4a16_e2m1_decode(uint8_t code)
+{
+    uint32_t e = (code >> 1) & 3u, m = code & 1u;
+    float mag = e == 0 ? 0.5f * (float)m : ldexpf(1.0f + 0.5f * (float)m, (int)e - 1);
+    return (code & 8u) ? -mag : mag;
+}
+
+/* Round to nearest even onto the E2M1 grid, saturating at +-6. The sign bit is copied
+ * from v, so small negatives (and -0.0) give code 8. NaN gives 0 (callers reject NaN). */
+W4A16_HD uint8_t w4a16_e2m1_encode(float v)
+{
+    float a = fabsf(v);
+    uint8_t code;
+    if (!(a > 0.25f)) code = 0;   /* ties go to the even code: 0.25 -> 0 */
+    else if (a < 0.75f) code = 1; /* 0.75 -> 1.0 */
+    else if (a <= 1.25f) code = 2;
+    else if (a < 1.75f) code = 3; /* 1.75 -> 2.0 */
+    else if (a <= 2.5f) code = 4;
+    else if (a < 3.5f) code = 5;  /* 3.5 -> 4.0 */
+    else if (a <= 5.0f) code = 6;
+    else code = 7;
+    return (uint8_t)(code | (signbit(v) ? 8u : 0u));
+}
+
+/* ---- E4M3FN: bias 7, no Inf, 0x7F/0xFF are NaN, max 448 ------------------------- */
+
+W4A16_HD float w4a16_e4m3_decode(uint8_t code)
+{
+    int e = (code >> 3) & 0xF, m = code & 7;
+    float mag;
+    if (e == 15 && m == 7) mag = NAN;
+    else if (e == 0) mag = ldexpf((float)m, -9);   /* subnormal: m * 2^-9 */
+    else mag = ldexpf((float)(8 + m), e - 10);     /* (1 + m/8) * 2^(e-7) */
+    return (code & 0x80u) ? -mag : mag;
+}
+
+/* Round to nearest even, saturating at +-448 (no overflow to NaN). NaN -> 0x7F. */
+W4A16_HD uint8_t w4a16_e4m3_encode(float v)
+{
+    uint8_t sign = signbit(v) ? 0x80u : 0u;
+    float a = fabsf(v);
+    uint8_t code;
+    if (a != a) return (uint8_t)(sign | 0x7Fu);
+    if (a >= W4A16_E4M3_MAX) {
+        code = 0x7E;
+    } else if (a < 0.015625f) {
+        /* below 2^-6: subnormal steps of 2^-9; a result of 8 is the smallest normal */
+        code = (uint8_t)nearbyintf(a * 512.0f);
+    } else {
+        int e2;
+        frexpf(a, &e2);                              /* 2^(e2-1) <= a < 2^e2 */
+        float r = nearbyintf(ldexpf(a, 4 - e2));     /* 3 mantissa bits: r in [8, 16] */
+        int c = ((e2 + 6) << 3) + ((int)r - 8);      /* r == 16 carries into the exponent */
+        code = (uint8_t)(c > 0x7E ? 0x7E : c);
+    }
+    return (uint8_t)(code | sign);
+}
+
+/* ---- E8M0: 2^(code - 127), 255 is NaN -------------------------------------------- */
+
+W4A16_HD float w4a16_e8m0_decode(uint8_t code)
+{
+    return code == 255 ? NAN : ldexpf(1.0f, (int)code - 127);
+}
+
+/* ---- per-block scale rules ------------------------------------------------------ */
+
+/* NVFP4 tensor scale: amax / (6 * 448). An all-zero tensor (or one so small that the
+ * quotient underflows to zero) gets 1.0, which leaves every block at scale 1, codes 0. */
+W4A16_HD float w4a16_nvfp4_global_scale(float amax)
+{
+    float gs = amax / W4A16_NVFP4_GLOBAL_DIVISOR;
+    return gs > 0.0f ? gs : 1.0f;
+}
+
+/* NVFP4 block scale: amax_block / (6 * global_scale), clamped below at 2^-9, E4M3 RNE,
+ * saturating at 448. An all-zero block gets 1.0. */
+W4A16_HD uint8_t w4a16_nvfp4_scale_code(float block_amax, float global_scale)
+{
+    if (block_amax == 0.0f) return W4A16_E4M3_ONE;
+    float s = block_amax / (W4A16_E2M1_MAX * global_scale);
+    if (s < W4A16_E4M3_MIN_SUBNORMAL) s = W4A16_E4M3_MIN_SUBNORMAL;
+    return w4a16_e4m3_encode(s);
+}
+
+/* MXFP4 block scale (OCP MX): exponent floor(log2(amax)) - 2, clamped to [-127, 127],
+ * stored with bias 127. frexpf gives floor(log2) exactly, where log2f may round.
+ * An all-zero block gets 2^0. */
+W4A16_HD uint8_t w4a16_mxfp4_scale_code(float block_amax)
+{
+    if (block_amax == 0.0f) return W4A16_E8M0_ONE;
+    int e2;
+    frexpf(block_amax, &e2);
+    int e = e2 - 1 - 2;
+    if (e < -127) e = -127;
+    return (uint8_t)(e + 127);
+}
+
+#endif /* W4A16_CODECS_H */

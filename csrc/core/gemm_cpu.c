@@ -1,0 +1,201 @@
+/*
+ * gemm_cpu.c — y = alpha * x @ dequant(W)^T + bias on the CPU.
+ *
+ * Plan: the N rows of W are split into contiguous ranges, one per thread. Each thread
+ * dequantizes a panel of PANEL_ROWS rows of W into fp32 (through the reference row
+ * decoder, so there is one definition of every format) and multiplies it with all rows
+ * of x, converted to fp32 once up front. The inner product runs on a 2 x 4 register
+ * tile (2 rows of x, 4 rows of W), 8 lanes along K, which compilers turn into SIMD FMAs;
+ * on x86-64 an AVX2/FMA clone is selected at load time where the CPU has it.
+ * Accumulation is fp32; the epilogue applies alpha and bias and rounds to x's dtype.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "codecs.h"
+#include "core.h"
+
+#if !defined(_WIN32)
+#include <pthread.h>
+#include <unistd.h>
+#define W4A16_HAVE_PTHREADS 1
+#endif
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define W4A16_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define W4A16_SIMD_CLONES
+#endif
+
+#define PANEL_ROWS 64
+#define LANES 8
+#define MAX_THREADS 256
+/* Below this many multiply-adds per thread, another thread costs more than it saves. */
+#define MIN_MACS_PER_THREAD (1 << 22)
+
+typedef struct {
+    const float *x;              /* [m, k] fp32 */
+    int64_t m;
+    const w4a16_cpu_weight *w;
+    const float *bias;           /* [n] fp32 or NULL */
+    float alpha;
+    w4a16_dtype dtype;
+    void *y;
+    int64_t n_begin, n_end;
+    w4a16_status status;
+} gemm_task;
+
+/* Dot products of rows x0, x1 (x1 may equal x0) with 4 consecutive rows of w. */
+W4A16_SIMD_CLONES
+static void dot_2x4(const float *x0, const float *x1, const float *w, int64_t k,
+                    float out[2][4])
+{
+    float acc[2][4][LANES];
+    int64_t kk;
+    int i, j, l;
+    memset(acc, 0, sizeof acc);
+    for (kk = 0; kk + LANES <= k; kk += LANES) {
+        for (j = 0; j < 4; j++) {
+            const float *wj = w + j * k + kk;
+            for (l = 0; l < LANES; l++) {
+                acc[0][j][l] += x0[kk + l] * wj[l];
+                acc[1][j][l] += x1[kk + l] * wj[l];
+            }
+        }
+    }
+    for (i = 0; i < 2; i++) {
+        const float *xi = i ? x1 : x0;
+        for (j = 0; j < 4; j++) {
+            float s = 0.0f;
+            for (l = 0; l < LANES; l++) s += acc[i][j][l];
+            for (l = (int)kk; l < k; l++) s += xi[l] * w[j * k + l];
+            out[i][j] = s;
+        }
+    }
+}
+
+static void store_output(const gemm_task *t, int64_t row, int64_t col, float acc)
+{
+    float v = t->alpha * acc + (t->bias ? t->bias[col] : 0.0f);
+    int64_t n = t->w->n;
+    if (t->dtype == W4A16_DTYPE_FLOAT32) ((float *)t->y)[row * n + col] = v;
+    else if (t->dtype == W4A16_DTYPE_BFLOAT16) ((uint16_t *)t->y)[row * n + col] = w4a16_f32_to_bf16(v);
+    else ((uint16_t *)t->y)[row * n + col] = w4a16_f32_to_f16(v);
+}
+
+static void *gemm_range(void *arg)
+{
+    gemm_task *t = (gemm_task *)arg;
+    int64_t k = t->w->k, n0, m0, j0, j;
+    float *panel = (float *)malloc((size_t)PANEL_ROWS * (size_t)k * sizeof(float));
+    if (!panel) {
+        t->status = W4A16_ERR_NO_MEMORY;
+        return NULL;
+    }
+    for (n0 = t->n_begin; n0 < t->n_end; n0 += PANEL_ROWS) {
+        int64_t rows = t->n_end - n0 < PANEL_ROWS ? t->n_end - n0 : PANEL_ROWS;
+        for (j = 0; j < rows; j++) w4a16_dequantize_row_ref(t->w, n0 + j, panel + j * k);
+        /* pad the panel to a multiple of 4 rows with zeros so the tile never reads past it */
+        for (j = rows; j < ((rows + 3) & ~(int64_t)3); j++) memset(panel + j * k, 0, (size_t)k * sizeof(float));
+        for (m0 = 0; m0 < t->m; m0 += 2) {
+            const float *x0 = t->x + m0 * k;
+            const float *x1 = m0 + 1 < t->m ? x0 + k : x0;
+            for (j0 = 0; j0 < rows; j0 += 4) {
+                float out[2][4];
+                int jj;
+                dot_2x4(x0, x1, panel + j0 * k, k, out);
+                for (jj = 0; jj < 4 && j0 + jj < rows; jj++) {
+                    store_output(t, m0, n0 + j0 + jj, out[0][jj]);
+                    if (m0 + 1 < t->m) store_output(t, m0 + 1, n0 + j0 + jj, out[1][jj]);
+                }
+            }
+        }
+    }
+    free(panel);
+    return NULL;
+}
+
+static int64_t thread_count(int64_t m, int64_t n, int64_t k)
+{
+    int64_t threads = 1, by_work;
+    const char *env = getenv("W4A16_NUM_THREADS");
+#if W4A16_HAVE_PTHREADS
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    threads = cores > 0 ? cores : 1;
+#endif
+    if (env && atoi(env) > 0) threads = atoi(env);
+    by_work = (m > 0 ? m : 1) * n * k / MIN_MACS_PER_THREAD;
+    if (threads > by_work) threads = by_work;
+    if (threads > n / 4) threads = n / 4;
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    return threads < 1 ? 1 : threads;
+}
+
+static w4a16_status run_tasks(gemm_task *tasks, int64_t count)
+{
+    w4a16_status st = W4A16_OK;
+    int64_t i;
+#if W4A16_HAVE_PTHREADS
+    pthread_t ids[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    /* task 0 runs on the calling thread; the others on new threads (or inline if
+     * a thread cannot be created: slower, still correct) */
+    for (i = 1; i < count; i++)
+        started[i] = pthread_create(&ids[i], NULL, gemm_range, &tasks[i]) == 0;
+    gemm_range(&tasks[0]);
+    for (i = 1; i < count; i++) {
+        if (started[i]) pthread_join(ids[i], NULL);
+        else gemm_range(&tasks[i]);
+    }
+#else
+    for (i = 0; i < count; i++) gemm_range(&tasks[i]);
+#endif
+    for (i = 0; i < count; i++)
+        if (tasks[i].status != W4A16_OK) st = tasks[i].status;
+    return st;
+}
+
+w4a16_status w4a16_gemm_cpu(const void *x, w4a16_dtype dtype, int64_t m,
+                            const w4a16_cpu_weight *w, const void *bias, float alpha, void *y)
+{
+    w4a16_status st = W4A16_OK;
+    int64_t n = w->n, k = w->k, threads, per_thread, i;
+    size_t esize = w4a16_dtype_size(dtype);
+    float *xf = NULL, *bf = NULL;
+    gemm_task *tasks = NULL;
+
+    if (m == 0) return W4A16_OK;
+    threads = thread_count(m, n, k);
+    xf = (float *)malloc((size_t)m * (size_t)k * sizeof(float));
+    bf = bias ? (float *)malloc((size_t)n * sizeof(float)) : NULL;
+    tasks = (gemm_task *)calloc((size_t)threads, sizeof(gemm_task));
+    if (!xf || (bias && !bf) || !tasks) {
+        st = w4a16_fail(W4A16_ERR_NO_MEMORY, "gemm: out of host memory");
+        goto done;
+    }
+    for (i = 0; i < m; i++) w4a16_load_row_f32((const char *)x + (size_t)(i * k) * esize, dtype, k, xf + i * k);
+    if (bias) w4a16_load_row_f32(bias, dtype, n, bf);
+
+    /* split N into ranges that are multiples of 4 rows (the register tile) */
+    per_thread = ((n + threads - 1) / threads + 3) & ~(int64_t)3;
+    for (i = 0; i < threads; i++) {
+        gemm_task *t = &tasks[i];
+        t->x = xf;
+        t->m = m;
+        t->w = w;
+        t->bias = bf;
+        t->alpha = alpha;
+        t->dtype = dtype;
+        t->y = y;
+        t->n_begin = i * per_thread < n ? i * per_thread : n;
+        t->n_end = (i + 1) * per_thread < n ? (i + 1) * per_thread : n;
+        t->status = W4A16_OK;
+    }
+    st = run_tasks(tasks, threads);
+done:
+    free(xf);
+    free(bf);
+    free(tasks);
+    if (st == W4A16_ERR_NO_MEMORY) return w4a16_fail(st, "gemm: out of host memory");
+    return st;
+}

@@ -1,0 +1,37 @@
+/*
+ * cuda_ops.h — the CUDA entry points the C API dispatches to (compiled only when nvcc
+ * is found). Arguments are already validated by csrc/core/api.c: contiguous row-major
+ * device pointers, shapes consistent. Each launches on `stream` of device `device_id`
+ * and returns without synchronising.
+ */
+#ifndef W4A16_CUDA_OPS_H
+#define W4A16_CUDA_OPS_H
+
+#include <stdint.h>
+
+#include "w4a16.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+w4a16_status w4a16_cuda_quantize_nvfp4(const void *w, w4a16_dtype dtype, int64_t n, int64_t k,
+                                       const float *global_scale, uint8_t *codes,
+                                       uint8_t *scales, float *global_scale_out, int device_id,
+                                       void *stream);
+
+/* Number of CUDA devices the runtime sees; 0 when there is no driver or GPU. */
+int w4a16_cuda_device_count(void);
+
+/* Name and compute capability of device `index`; returns 0 on success. */
+int w4a16_cuda_device_info(int index, char *name, size_t name_bytes, int *major, int *minor,
+                           size_t *total_memory);
+
+/* CUDA runtime version the library was built against (e.g. 13000). */
+int w4a16_cuda_runtime_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* W4A16_CUDA_OPS_H */

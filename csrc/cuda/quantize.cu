@@ -1,0 +1,192 @@
+/*
+ * quantize.cu — GPU quantizers. They run the scalar rules of core/codecs.h, the same
+ * code as the C reference, so their bytes are identical to it (tests check this).
+ *
+ * NVFP4 in three launches on the caller's stream, no host synchronisation:
+ *   1. amax_kernel      max |w| over the tensor, as float bits with atomicMax into
+ *                       global_scale_out (non-negative floats order like their bit
+ *                       patterns; NaN > Inf > finite, so a non-finite w shows up here)
+ *   2. nvfp4_kernel     one thread per 16-element block: block amax, E4M3 scale, codes
+ *   3. finalize_kernel  replaces the amax by the global scale, or by NaN if w had a
+ *                       non-finite value (the caller's cue that w was invalid)
+ */
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+#include "../core/codecs.h"
+#include "cuda_common.cuh"
+#include "cuda_ops.h"
+
+#define NVFP4_BLOCK 16
+#define THREADS 256
+
+/* Loads 16 consecutive elements starting at element `i` as fp32. VEC: 16-byte loads. */
+template <typename T, bool VEC> struct block_loader;
+
+template <bool VEC> struct block_loader<float, VEC> {
+    static __device__ __forceinline__ void load(const float *p, int64_t i, float out[16])
+    {
+        if (VEC) {
+            const float4 *v = reinterpret_cast<const float4 *>(p + i);
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                float4 f = __ldg(v + j);
+                out[4 * j] = f.x; out[4 * j + 1] = f.y; out[4 * j + 2] = f.z; out[4 * j + 3] = f.w;
+            }
+        } else {
+#pragma unroll
+            for (int j = 0; j < 16; j++) out[j] = p[i + j];
+        }
+    }
+};
+
+/* 16-bit inputs as raw bits; `IS_BF16` picks the conversion (both exact). */
+template <bool IS_BF16> __device__ __forceinline__ float half_bits_to_float(uint16_t h)
+{
+    if (IS_BF16) return __uint_as_float((uint32_t)h << 16);
+    return __half2float(__ushort_as_half(h));
+}
+
+template <bool IS_BF16, bool VEC> struct half_block_loader {
+    static __device__ __forceinline__ void load(const uint16_t *p, int64_t i, float out[16])
+    {
+        if (VEC) {
+            const uint4 *v = reinterpret_cast<const uint4 *>(p + i);
+#pragma unroll
+            for (int j = 0; j < 2; j++) {
+                uint4 u = __ldg(v + j);
+                uint32_t words[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+                for (int q = 0; q < 4; q++) {
+                    out[8 * j + 2 * q] = half_bits_to_float<IS_BF16>((uint16_t)(words[q] & 0xFFFFu));
+                    out[8 * j + 2 * q + 1] = half_bits_to_float<IS_BF16>((uint16_t)(words[q] >> 16));
+                }
+            }
+        } else {
+#pragma unroll
+            for (int j = 0; j < 16; j++) out[j] = half_bits_to_float<IS_BF16>(p[i + j]);
+        }
+    }
+};
+
+template <typename T, int KIND, bool VEC> struct loader_for;
+template <bool VEC> struct loader_for<float, 0, VEC> : block_loader<float, VEC> {};
+template <bool VEC> struct loader_for<uint16_t, 1, VEC> : half_block_loader<false, VEC> {};
+template <bool VEC> struct loader_for<uint16_t, 2, VEC> : half_block_loader<true, VEC> {};
+
+/* KIND: 0 fp32, 1 fp16, 2 bf16 (the w4a16_dtype values). */
+template <typename T, int KIND, bool VEC>
+__global__ void amax_kernel(const T *__restrict__ w, int64_t blocks, unsigned int *__restrict__ amax_bits)
+{
+    unsigned int local = 0;
+    for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < blocks;
+         b += (int64_t)gridDim.x * blockDim.x) {
+        float x[16];
+        loader_for<T, KIND, VEC>::load(w, b * NVFP4_BLOCK, x);
+#pragma unroll
+        for (int j = 0; j < 16; j++) local = max(local, __float_as_uint(x[j]) & 0x7FFFFFFFu);
+    }
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) local = max(local, __shfl_xor_sync(0xFFFFFFFFu, local, offset));
+    __shared__ unsigned int warp_max[THREADS / 32];
+    if ((threadIdx.x & 31) == 0) warp_max[threadIdx.x >> 5] = local;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        unsigned int m = 0;
+        for (int i = 0; i < (int)(blockDim.x >> 5); i++) m = max(m, warp_max[i]);
+        atomicMax(amax_bits, m);
+    }
+}
+
+/* The global scale from the amax (or the caller's), as the reference computes it. */
+__device__ __forceinline__ float nvfp4_global_scale_from(const unsigned int *amax_bits, float given, bool has_given)
+{
+    return has_given ? given : w4a16_nvfp4_global_scale(__uint_as_float(*amax_bits));
+}
+
+template <typename T, int KIND, bool VEC>
+__global__ void nvfp4_kernel(const T *__restrict__ w, int64_t blocks, const unsigned int *__restrict__ amax_bits,
+                             float given_scale, bool has_given, uint8_t *__restrict__ codes,
+                             bool codes_aligned, uint8_t *__restrict__ scales)
+{
+    int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (b >= blocks) return;
+    const float gs = nvfp4_global_scale_from(amax_bits, given_scale, has_given);
+    float x[16];
+    loader_for<T, KIND, VEC>::load(w, b * NVFP4_BLOCK, x);
+    float amax = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 16; j++) amax = fmaxf(amax, fabsf(x[j]));
+    const uint8_t sc = w4a16_nvfp4_scale_code(amax, gs);
+    const float denom = w4a16_e4m3_decode(sc) * gs;
+    uint32_t packed[2] = {0u, 0u};
+    if (amax != 0.0f) {
+#pragma unroll
+        for (int j = 0; j < 16; j++) packed[j >> 3] |= (uint32_t)w4a16_e2m1_encode(x[j] / denom) << (4 * (j & 7));
+    }
+    /* 16 codes = 8 bytes at byte offset 8 * b: one 8-byte store where aligned */
+    if (codes_aligned) {
+        reinterpret_cast<uint2 *>(codes)[b] = make_uint2(packed[0], packed[1]);
+    } else {
+#pragma unroll
+        for (int j = 0; j < 8; j++) codes[8 * b + j] = (uint8_t)(packed[j >> 2] >> (8 * (j & 3)));
+    }
+    scales[b] = sc;
+}
+
+__global__ void nvfp4_finalize_kernel(float *global_scale_out, float given_scale, bool has_given)
+{
+    unsigned int bits = *reinterpret_cast<unsigned int *>(global_scale_out);
+    float result;
+    if (bits >= 0x7F800000u) result = __uint_as_float(0x7FC00000u); /* w had NaN/Inf */
+    else result = has_given ? given_scale : w4a16_nvfp4_global_scale(__uint_as_float(bits));
+    *global_scale_out = result;
+}
+
+template <typename T, int KIND>
+static w4a16_status launch_nvfp4(const T *w, int64_t n, int64_t k, const float *global_scale, uint8_t *codes,
+                                 uint8_t *scales, float *gs_out, cudaStream_t stream)
+{
+    const int64_t blocks = n * k / NVFP4_BLOCK;
+    const bool vec = (reinterpret_cast<uintptr_t>(w) % 16 == 0);
+    const bool codes_aligned = (reinterpret_cast<uintptr_t>(codes) % 8 == 0);
+    const bool has_given = global_scale != NULL;
+    const float given = has_given ? *global_scale : 0.0f;
+    unsigned int *amax_bits = reinterpret_cast<unsigned int *>(gs_out);
+    int sms = 0, device = 0;
+    cudaGetDevice(&device);
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    unsigned amax_grid = w4a16_ceil_div(blocks, THREADS);
+    if (amax_grid > (unsigned)(sms > 0 ? sms * 8 : 1024)) amax_grid = (unsigned)(sms > 0 ? sms * 8 : 1024);
+    const unsigned grid = w4a16_ceil_div(blocks, THREADS);
+
+    cudaError_t err = cudaMemsetAsync(gs_out, 0, sizeof(float), stream);
+    if (err != cudaSuccess) return w4a16_cuda_check(err, "quantize_nvfp4 (memset)");
+    if (vec) {
+        amax_kernel<T, KIND, true><<<amax_grid, THREADS, 0, stream>>>(w, blocks, amax_bits);
+        nvfp4_kernel<T, KIND, true><<<grid, THREADS, 0, stream>>>(w, blocks, amax_bits, given, has_given, codes, codes_aligned, scales);
+    } else {
+        amax_kernel<T, KIND, false><<<amax_grid, THREADS, 0, stream>>>(w, blocks, amax_bits);
+        nvfp4_kernel<T, KIND, false><<<grid, THREADS, 0, stream>>>(w, blocks, amax_bits, given, has_given, codes, codes_aligned, scales);
+    }
+    nvfp4_finalize_kernel<<<1, 1, 0, stream>>>(gs_out, given, has_given);
+    return w4a16_cuda_check(cudaGetLastError(), "quantize_nvfp4 (launch)");
+}
+
+extern "C" w4a16_status w4a16_cuda_quantize_nvfp4(const void *w, w4a16_dtype dtype, int64_t n, int64_t k,
+                                                  const float *global_scale, uint8_t *codes, uint8_t *scales,
+                                                  float *global_scale_out, int device_id, void *stream)
+{
+    w4a16_device_guard guard(device_id);
+    if (guard.error != cudaSuccess) return w4a16_cuda_check(guard.error, "quantize_nvfp4 (set device)");
+    cudaStream_t s = static_cast<cudaStream_t>(stream);
+    switch (dtype) {
+    case W4A16_DTYPE_FLOAT32:
+        return launch_nvfp4<float, 0>(static_cast<const float *>(w), n, k, global_scale, codes, scales, global_scale_out, s);
+    case W4A16_DTYPE_FLOAT16:
+        return launch_nvfp4<uint16_t, 1>(static_cast<const uint16_t *>(w), n, k, global_scale, codes, scales, global_scale_out, s);
+    default:
+        return launch_nvfp4<uint16_t, 2>(static_cast<const uint16_t *>(w), n, k, global_scale, codes, scales, global_scale_out, s);
+    }
+}

@@ -1,0 +1,380 @@
+/*
+ * module.c — the CPython extension w4a16._C: argument parsing, DLPack import, error
+ * mapping. The Python layer (python/w4a16) allocates every output in the caller's
+ * framework and passes it in; this file only borrows tensors for the length of a call.
+ *
+ * Every function follows one shape: import the arguments into views (each import
+ * records its owner), run the C API with the GIL released, map a failure status to a
+ * Python exception, and release every owner on the single exit path.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+#include "codecs.h"
+#include "core.h"
+#include "dlpack_import.h"
+#include "w4a16.h"
+#if defined(W4A16_WITH_CUDA)
+#include "../cuda/cuda_ops.h"
+#endif
+
+#define MAX_OWNERS 8
+
+typedef struct {
+    w4a16_dl_owner items[MAX_OWNERS];
+    int count;
+} owner_set;
+
+static void release_all(owner_set *set)
+{
+    int i;
+    for (i = 0; i < set->count; i++) w4a16_dl_release(&set->items[i]);
+    set->count = 0;
+}
+
+static int import_arg(owner_set *set, PyObject *obj, const char *name, int writable, PyObject *dl_stream,
+                      w4a16_view *view)
+{
+    if (set->count == MAX_OWNERS) {
+        PyErr_SetString(PyExc_RuntimeError, "w4a16: too many tensor arguments");
+        return -1;
+    }
+    if (w4a16_dl_import(obj, name, writable, dl_stream, view, &set->items[set->count]) < 0) return -1;
+    set->count++;
+    return 0;
+}
+
+/* Optional tensor: None leaves the view empty (data NULL). */
+static int import_optional(owner_set *set, PyObject *obj, const char *name, int writable, PyObject *dl_stream,
+                           w4a16_view *view)
+{
+    memset(view, 0, sizeof *view);
+    if (obj == Py_None) return 0;
+    return import_arg(set, obj, name, writable, dl_stream, view);
+}
+
+/* stream: None or an int cudaStream_t. DLPack reserves 0, so the legacy default
+ * stream is passed to producers as 1, its DLPack name. */
+static int parse_stream(PyObject *obj, void **stream, PyObject **dl_stream)
+{
+    *stream = NULL;
+    *dl_stream = NULL;
+    if (obj == Py_None) return 0;
+    *stream = PyLong_AsVoidPtr(obj);
+    if (!*stream && PyErr_Occurred()) return -1;
+    *dl_stream = *stream ? (Py_INCREF(obj), obj) : PyLong_FromLong(1);
+    return *dl_stream ? 0 : -1;
+}
+
+static void raise_status(w4a16_status st, const char *function)
+{
+    PyObject *type;
+    switch (st) {
+    case W4A16_ERR_DTYPE: type = PyExc_TypeError; break;
+    case W4A16_ERR_NO_MEMORY: type = PyExc_MemoryError; break;
+    case W4A16_ERR_UNSUPPORTED:
+    case W4A16_ERR_CUDA: type = PyExc_RuntimeError; break;
+    default: type = PyExc_ValueError; break;
+    }
+    PyErr_Format(type, "w4a16.%s: %s", function, w4a16_last_error());
+}
+
+/* weight tuple: (format, group_size, codes, scales, global_scale | None, zero_points | None) */
+static int import_weight(owner_set *set, PyObject *tuple, PyObject *dl_stream, w4a16_weight *w)
+{
+    int format;
+    long long group;
+    PyObject *codes, *scales, *gs, *zeros;
+    memset(w, 0, sizeof *w);
+    if (!PyArg_ParseTuple(tuple, "iLOOOO;weight: expected (format, group_size, codes, scales, global_scale, zero_points)",
+                          &format, &group, &codes, &scales, &gs, &zeros))
+        return -1;
+    w->format = (w4a16_format)format;
+    w->group_size = group;
+    if (import_arg(set, codes, "weight.codes", 0, dl_stream, &w->codes) < 0 ||
+        import_arg(set, scales, "weight.scales", 0, dl_stream, &w->scales) < 0 ||
+        import_optional(set, gs, "weight.global_scale", 0, dl_stream, &w->global_scale) < 0 ||
+        import_optional(set, zeros, "weight.zero_points", 0, dl_stream, &w->zero_points) < 0)
+        return -1;
+    return 0;
+}
+
+static PyObject *py_quantize_nvfp4(PyObject *self, PyObject *args)
+{
+    PyObject *w_obj, *codes_obj, *scales_obj, *gs_obj, *given_obj, *stream_obj, *dl_stream = NULL, *result = NULL;
+    owner_set owners = {{{0}}, 0};
+    w4a16_view w, codes, scales, gs;
+    float given = 0.0f;
+    void *stream;
+    w4a16_status st;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOOOO", &w_obj, &codes_obj, &scales_obj, &gs_obj, &given_obj, &stream_obj))
+        return NULL;
+    if (given_obj != Py_None) {
+        given = (float)PyFloat_AsDouble(given_obj);
+        if (PyErr_Occurred()) return NULL;
+    }
+    if (parse_stream(stream_obj, &stream, &dl_stream) < 0) goto done;
+    if (import_arg(&owners, w_obj, "w", 0, dl_stream, &w) < 0 ||
+        import_arg(&owners, codes_obj, "codes", 1, dl_stream, &codes) < 0 ||
+        import_arg(&owners, scales_obj, "scales", 1, dl_stream, &scales) < 0 ||
+        import_arg(&owners, gs_obj, "global_scale_out", 1, dl_stream, &gs) < 0)
+        goto done;
+    Py_BEGIN_ALLOW_THREADS
+    st = w4a16_quantize_nvfp4(&w, given_obj != Py_None ? &given : NULL, &codes, &scales, &gs, stream);
+    Py_END_ALLOW_THREADS
+    if (st != W4A16_OK) {
+        raise_status(st, "quantize_nvfp4");
+        goto done;
+    }
+    result = Py_NewRef(Py_None);
+done:
+    release_all(&owners);
+    Py_XDECREF(dl_stream);
+    return result;
+}
+
+static PyObject *py_quantize_mxfp4(PyObject *self, PyObject *args)
+{
+    PyObject *w_obj, *codes_obj, *scales_obj, *stream_obj, *dl_stream = NULL, *result = NULL;
+    owner_set owners = {{{0}}, 0};
+    w4a16_view w, codes, scales;
+    void *stream;
+    w4a16_status st;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOO", &w_obj, &codes_obj, &scales_obj, &stream_obj)) return NULL;
+    if (parse_stream(stream_obj, &stream, &dl_stream) < 0) goto done;
+    if (import_arg(&owners, w_obj, "w", 0, dl_stream, &w) < 0 ||
+        import_arg(&owners, codes_obj, "codes", 1, dl_stream, &codes) < 0 ||
+        import_arg(&owners, scales_obj, "scales", 1, dl_stream, &scales) < 0)
+        goto done;
+    Py_BEGIN_ALLOW_THREADS
+    st = w4a16_quantize_mxfp4(&w, &codes, &scales, stream);
+    Py_END_ALLOW_THREADS
+    if (st != W4A16_OK) {
+        raise_status(st, "quantize_mxfp4");
+        goto done;
+    }
+    result = Py_NewRef(Py_None);
+done:
+    release_all(&owners);
+    Py_XDECREF(dl_stream);
+    return result;
+}
+
+static PyObject *py_pack_int4(PyObject *self, PyObject *args)
+{
+    PyObject *w_obj, *codes_obj, *scales_obj, *zeros_obj, *stream_obj, *dl_stream = NULL, *result = NULL;
+    owner_set owners = {{{0}}, 0};
+    w4a16_view w, codes, scales, zeros;
+    long long group;
+    int symmetric;
+    void *stream;
+    w4a16_status st;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OLpOOOO", &w_obj, &group, &symmetric, &codes_obj, &scales_obj, &zeros_obj,
+                          &stream_obj))
+        return NULL;
+    if (parse_stream(stream_obj, &stream, &dl_stream) < 0) goto done;
+    if (import_arg(&owners, w_obj, "w", 0, dl_stream, &w) < 0 ||
+        import_arg(&owners, codes_obj, "codes", 1, dl_stream, &codes) < 0 ||
+        import_arg(&owners, scales_obj, "scales", 1, dl_stream, &scales) < 0 ||
+        import_optional(&owners, zeros_obj, "zero_points", 1, dl_stream, &zeros) < 0)
+        goto done;
+    Py_BEGIN_ALLOW_THREADS
+    st = w4a16_pack_int4(&w, group, symmetric, &codes, &scales, zeros.data ? &zeros : NULL, stream);
+    Py_END_ALLOW_THREADS
+    if (st != W4A16_OK) {
+        raise_status(st, "pack_int4");
+        goto done;
+    }
+    result = Py_NewRef(Py_None);
+done:
+    release_all(&owners);
+    Py_XDECREF(dl_stream);
+    return result;
+}
+
+static PyObject *py_dequantize(PyObject *self, PyObject *args)
+{
+    PyObject *weight_obj, *out_obj, *stream_obj, *dl_stream = NULL, *result = NULL;
+    owner_set owners = {{{0}}, 0};
+    w4a16_weight weight;
+    w4a16_view out;
+    void *stream;
+    w4a16_status st;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!OO", &PyTuple_Type, &weight_obj, &out_obj, &stream_obj)) return NULL;
+    if (parse_stream(stream_obj, &stream, &dl_stream) < 0) goto done;
+    if (import_weight(&owners, weight_obj, dl_stream, &weight) < 0 ||
+        import_arg(&owners, out_obj, "out", 1, dl_stream, &out) < 0)
+        goto done;
+    Py_BEGIN_ALLOW_THREADS
+    st = w4a16_dequantize(&weight, &out, stream);
+    Py_END_ALLOW_THREADS
+    if (st != W4A16_OK) {
+        raise_status(st, "dequantize");
+        goto done;
+    }
+    result = Py_NewRef(Py_None);
+done:
+    release_all(&owners);
+    Py_XDECREF(dl_stream);
+    return result;
+}
+
+static PyObject *py_gemm(PyObject *self, PyObject *args)
+{
+    PyObject *x_obj, *weight_obj, *bias_obj, *y_obj, *stream_obj, *dl_stream = NULL, *result = NULL;
+    owner_set owners = {{{0}}, 0};
+    w4a16_weight weight;
+    w4a16_view x, bias, y;
+    double alpha;
+    void *stream;
+    w4a16_status st;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OO!OdOO", &x_obj, &PyTuple_Type, &weight_obj, &bias_obj, &alpha, &y_obj,
+                          &stream_obj))
+        return NULL;
+    if (parse_stream(stream_obj, &stream, &dl_stream) < 0) goto done;
+    if (import_arg(&owners, x_obj, "x", 0, dl_stream, &x) < 0 ||
+        import_weight(&owners, weight_obj, dl_stream, &weight) < 0 ||
+        import_optional(&owners, bias_obj, "bias", 0, dl_stream, &bias) < 0 ||
+        import_arg(&owners, y_obj, "out", 1, dl_stream, &y) < 0)
+        goto done;
+    Py_BEGIN_ALLOW_THREADS
+    st = w4a16_gemm(&x, &weight, bias.data ? &bias : NULL, (float)alpha, &y, NULL, 0, stream);
+    Py_END_ALLOW_THREADS
+    if (st != W4A16_OK) {
+        raise_status(st, "gemm");
+        goto done;
+    }
+    result = Py_NewRef(Py_None);
+done:
+    release_all(&owners);
+    Py_XDECREF(dl_stream);
+    return result;
+}
+
+/* ---- build facts -------------------------------------------------------------------- */
+
+static PyObject *devices_list(void)
+{
+    PyObject *list = PyList_New(0);
+#if defined(W4A16_WITH_CUDA)
+    int count = w4a16_cuda_device_count(), i;
+    for (i = 0; list && i < count; i++) {
+        char name[256];
+        int major = 0, minor = 0;
+        size_t memory = 0;
+        PyObject *item;
+        if (w4a16_cuda_device_info(i, name, sizeof name, &major, &minor, &memory) != 0) continue;
+        item = Py_BuildValue("{s:i,s:s,s:(ii),s:K}", "index", i, "name", name, "capability", major, minor,
+                             "memory_bytes", (unsigned long long)memory);
+        if (!item || PyList_Append(list, item) < 0) {
+            Py_XDECREF(item);
+            Py_CLEAR(list);
+            break;
+        }
+        Py_DECREF(item);
+    }
+#endif
+    return list;
+}
+
+static PyObject *py_build_info(PyObject *self, PyObject *unused)
+{
+    PyObject *devices = devices_list(), *info;
+    int runtime = 0;
+    (void)self;
+    (void)unused;
+    if (!devices) return NULL;
+#if defined(W4A16_WITH_CUDA)
+    runtime = w4a16_cuda_runtime_version();
+#endif
+    info = Py_BuildValue("{s:s,s:O,s:s,s:i,s:N}", "version", w4a16_version(), "cuda",
+                         w4a16_has_cuda() ? Py_True : Py_False, "cuda_archs", w4a16_cuda_archs(), "cuda_runtime",
+                         runtime, "devices", devices);
+    return info;
+}
+
+/* ---- codec test hook ------------------------------------------------------------------ */
+
+/* _codec(kind, src, dst): applies one scalar codec of codecs.h elementwise, so tests can
+ * compare the exact C functions with an independent oracle. CPU, contiguous only. */
+static PyObject *py_codec(PyObject *self, PyObject *args)
+{
+    const char *kind;
+    PyObject *src_obj, *dst_obj, *result = NULL;
+    owner_set owners = {{{0}}, 0};
+    w4a16_view src, dst;
+    int64_t n = 1, i;
+    int d;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "sOO", &kind, &src_obj, &dst_obj)) return NULL;
+    if (import_arg(&owners, src_obj, "src", 0, NULL, &src) < 0 || import_arg(&owners, dst_obj, "dst", 1, NULL, &dst) < 0)
+        goto done;
+    for (d = 0; d < src.ndim; d++) n *= src.shape[d];
+    if (src.ndim != 1 || dst.ndim != 1 || dst.shape[0] != n || src.strides[0] != 1 || dst.strides[0] != 1 ||
+        src.device_type != W4A16_DEVICE_CPU || dst.device_type != W4A16_DEVICE_CPU) {
+        PyErr_SetString(PyExc_ValueError, "_codec: src and dst must be 1-D contiguous CPU arrays of one length");
+        goto done;
+    }
+#define CODEC_CASE(NAME, SRC_T, DST_T, EXPR)                                         \
+    if (strcmp(kind, NAME) == 0) {                                                   \
+        const SRC_T *s = (const SRC_T *)src.data;                                    \
+        DST_T *o = (DST_T *)dst.data;                                                \
+        for (i = 0; i < n; i++) o[i] = EXPR(s[i]);                                    \
+        result = Py_NewRef(Py_None);                                                 \
+        goto done;                                                                   \
+    }
+    CODEC_CASE("e2m1_encode", float, uint8_t, w4a16_e2m1_encode)
+    CODEC_CASE("e2m1_decode", uint8_t, float, w4a16_e2m1_decode)
+    CODEC_CASE("e4m3_encode", float, uint8_t, w4a16_e4m3_encode)
+    CODEC_CASE("e4m3_decode", uint8_t, float, w4a16_e4m3_decode)
+    CODEC_CASE("e8m0_decode", uint8_t, float, w4a16_e8m0_decode)
+    CODEC_CASE("f16_encode", float, uint16_t, w4a16_f32_to_f16)
+    CODEC_CASE("f16_decode", uint16_t, float, w4a16_f16_to_f32)
+    CODEC_CASE("bf16_encode", float, uint16_t, w4a16_f32_to_bf16)
+    CODEC_CASE("bf16_decode", uint16_t, float, w4a16_bf16_to_f32)
+#undef CODEC_CASE
+    PyErr_Format(PyExc_ValueError, "_codec: unknown kind '%s'", kind);
+done:
+    release_all(&owners);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"quantize_nvfp4", py_quantize_nvfp4, METH_VARARGS,
+     "quantize_nvfp4(w, codes, scales, global_scale_out, global_scale, stream)"},
+    {"quantize_mxfp4", py_quantize_mxfp4, METH_VARARGS, "quantize_mxfp4(w, codes, scales, stream)"},
+    {"pack_int4", py_pack_int4, METH_VARARGS, "pack_int4(w, group, symmetric, codes, scales, zero_points, stream)"},
+    {"dequantize", py_dequantize, METH_VARARGS, "dequantize(weight_tuple, out, stream)"},
+    {"gemm", py_gemm, METH_VARARGS, "gemm(x, weight_tuple, bias, alpha, out, stream)"},
+    {"build_info", py_build_info, METH_NOARGS, "build_info() -> dict of build facts and visible GPUs"},
+    {"_codec", py_codec, METH_VARARGS, "_codec(kind, src, dst): elementwise scalar codec (for tests)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "w4a16._C", "w4a16 C core: quantizers, dequantizer, gemm over DLPack tensors.", -1,
+    methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__C(void)
+{
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    if (PyModule_AddIntConstant(m, "FORMAT_NVFP4", W4A16_FORMAT_NVFP4) < 0 ||
+        PyModule_AddIntConstant(m, "FORMAT_MXFP4", W4A16_FORMAT_MXFP4) < 0 ||
+        PyModule_AddIntConstant(m, "FORMAT_INT4", W4A16_FORMAT_INT4) < 0 ||
+        PyModule_AddIntConstant(m, "DTYPE_FLOAT16", W4A16_DTYPE_FLOAT16) < 0 ||
+        PyModule_AddIntConstant(m, "DTYPE_BFLOAT16", W4A16_DTYPE_BFLOAT16) < 0 ||
+        PyModule_AddIntConstant(m, "DTYPE_FLOAT8_E4M3FN", W4A16_DTYPE_FLOAT8_E4M3FN) < 0 ||
+        PyModule_AddIntConstant(m, "DTYPE_FLOAT8_E8M0", W4A16_DTYPE_FLOAT8_E8M0) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

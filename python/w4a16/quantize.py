@@ -1,0 +1,275 @@
+"""Quantizers and the QuantizedWeight container (canonical interchange layout).
+
+Layout of every format (DESIGN.md): a Linear weight W [N, K]; 4-bit codes packed two per
+byte along K, element 2j in the low nibble -> ``codes`` uint8 [N, K/2].
+
+==========  ================================  =======================================
+format      scales                            dequantized value
+==========  ================================  =======================================
+nvfp4       float8_e4m3fn [N, K/16]           e2m1(q) * (e4m3(s) * global_scale)
+            + global_scale fp32 []
+mxfp4       E8M0 bytes (uint8) [N, K/32]      e2m1(q) * 2^(s - 127)
+int4        float16/bfloat16 [N, K/g]         q * s (symmetric, q in [-8, 7]) or
+            (+ zero_points uint8 [N, K/g])    (q - z) * s (asymmetric, q in [0, 15])
+==========  ================================  =======================================
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any, Mapping
+
+from . import _C
+from ._arrays import (
+    FLOAT_DTYPES,
+    HALF_DTYPES,
+    Array,
+    check_input,
+    cuda_stream,
+    dtype_name,
+    empty_like_framework,
+    for_c,
+    framework_of,
+    scalar_f32,
+    shape_of,
+    to_framework_of,
+)
+
+FORMATS = ("nvfp4", "mxfp4", "int4")
+_FORMAT_CODES = {"nvfp4": _C.FORMAT_NVFP4, "mxfp4": _C.FORMAT_MXFP4, "int4": _C.FORMAT_INT4}
+NVFP4_BLOCK = 16
+MXFP4_BLOCK = 32
+INT4_GROUPS = (32, 64, 128)
+
+
+@dataclass(frozen=True)
+class QuantizedWeight:
+    """A 4-bit quantized Linear weight W [N, K] in the canonical layout.
+
+    Attributes:
+        format: "nvfp4", "mxfp4" or "int4".
+        shape: (N, K) = (out_features, in_features).
+        group_size: elements per scale along K: 16 (nvfp4), 32 (mxfp4), 32/64/128/K (int4).
+        codes: uint8 [N, K/2], element 2j in the low nibble of byte j.
+        scales: [N, K/group_size]: float8_e4m3fn (or uint8 bytes) for nvfp4, uint8 E8M0
+            for mxfp4, float16/bfloat16 for int4.
+        global_scale: 0-d float32 array (nvfp4 only), else None.
+        zero_points: uint8 [N, K/group_size] in 0..15 (asymmetric int4), else None.
+    Arrays belong to the framework and device of the tensor that was quantized.
+    """
+
+    format: str
+    shape: tuple[int, int]
+    group_size: int
+    codes: Array
+    scales: Array
+    global_scale: Array | None = None
+    zero_points: Array | None = None
+
+    @property
+    def symmetric(self) -> bool:
+        return self.zero_points is None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of all arrays together (codes, scales, global scale, zero points)."""
+        total = 0
+        for array in (self.codes, self.scales, self.global_scale, self.zero_points):
+            if array is not None:
+                total += math.prod(shape_of(array)) * _itemsize(array)
+        return total
+
+    def c_weight(self) -> tuple:
+        """The tuple the C extension takes for a weight."""
+        return (_FORMAT_CODES[self.format], self.group_size, for_c(self.codes), for_c(self.scales),
+                for_c(self.global_scale), for_c(self.zero_points))
+
+    def dequantize(self, dtype: str = "float32") -> Array:
+        """W [N, K] in `dtype` ("float32", "float16" or "bfloat16")."""
+        return dequantize(self, dtype)
+
+    def state_dict(self) -> dict[str, Array]:
+        """ModelOpt-style names: weight, weight_scale, weight_scale_2 (nvfp4),
+        weight_zero_point (asymmetric int4)."""
+        state = {"weight": self.codes, "weight_scale": self.scales}
+        if self.global_scale is not None:
+            state["weight_scale_2"] = self.global_scale
+        if self.zero_points is not None:
+            state["weight_zero_point"] = self.zero_points
+        return state
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Array], format: str | None = None) -> "QuantizedWeight":
+        """Rebuilds a QuantizedWeight from :meth:`state_dict` output (or a ModelOpt
+        checkpoint's tensors for one Linear). The format is inferred when not given:
+        weight_scale_2 present -> nvfp4; 16-bit scales -> int4; byte scales -> mxfp4."""
+        for key in ("weight", "weight_scale"):
+            if key not in state:
+                raise KeyError(f"state: missing '{key}'")
+        codes, scales = state["weight"], state["weight_scale"]
+        n, half_k = shape_of(codes)
+        k = 2 * half_k
+        scale_dtype = dtype_name(scales)
+        if format is None:
+            if "weight_scale_2" in state:
+                format = "nvfp4"
+            elif scale_dtype in HALF_DTYPES:
+                format = "int4"
+            else:
+                format = "mxfp4"
+        if format not in FORMATS:
+            raise ValueError(f"format: expected one of {FORMATS}, got {format!r}")
+        scale_cols = shape_of(scales)[1]
+        if scale_cols == 0 or k % scale_cols:
+            raise ValueError(f"state: weight_scale shape {list(shape_of(scales))} does not divide K = {k}")
+        weight = cls(format=format, shape=(n, k), group_size=k // scale_cols, codes=codes, scales=scales,
+                     global_scale=state.get("weight_scale_2"), zero_points=state.get("weight_zero_point"))
+        _check_weight(weight)
+        return weight
+
+    def to(self, device: Any) -> "QuantizedWeight":
+        """Moves every array to `device` (torch arrays; numpy supports only "cpu")."""
+        if framework_of(self.codes, "codes") != "torch":
+            if str(device) != "cpu":
+                raise ValueError(f"device: numpy weights live on the CPU; got {device!r} (convert to torch first)")
+            return self
+
+        def move(array: Array | None) -> Array | None:
+            return None if array is None else array.to(device)
+
+        return replace(self, codes=move(self.codes), scales=move(self.scales),
+                       global_scale=move(self.global_scale), zero_points=move(self.zero_points))
+
+    def __repr__(self) -> str:
+        n, k = self.shape
+        extra = "" if self.format != "int4" else f", symmetric={self.symmetric}"
+        return (f"QuantizedWeight(format={self.format!r}, shape=({n}, {k}), group_size={self.group_size}"
+                f"{extra}, framework={framework_of(self.codes, 'codes')}, nbytes={self.nbytes})")
+
+
+def _itemsize(array: Array) -> int:
+    itemsize = getattr(array, "itemsize", None)
+    if itemsize is None:
+        itemsize = array.element_size()  # torch
+    return int(itemsize)
+
+
+def _check_weight(weight: QuantizedWeight) -> None:
+    """Python-side consistency checks of a QuantizedWeight (C re-checks the views)."""
+    if weight.format not in FORMATS:
+        raise ValueError(f"format: expected one of {FORMATS}, got {weight.format!r}")
+    if weight.format == "nvfp4" and weight.global_scale is None:
+        raise ValueError("global_scale: nvfp4 needs the fp32 global scale (weight_scale_2)")
+    if weight.format != "int4" and weight.zero_points is not None:
+        raise ValueError("zero_points: only int4 has zero points")
+
+
+def _nvfp4_scale_dtype(like: Array) -> str:
+    """float8_e4m3fn where the framework has it, else raw bytes."""
+    framework = framework_of(like, "w")
+    if framework == "torch":
+        return "float8_e4m3fn"
+    try:
+        import ml_dtypes  # noqa: F401
+
+        return "float8_e4m3fn" if framework in ("numpy", "jax") else "uint8"
+    except ImportError:
+        return "uint8"
+
+
+def _finish(like: Array, weight: QuantizedWeight) -> QuantizedWeight:
+    """Converts arrays computed in numpy back to `like`'s framework where needed (jax)."""
+    if framework_of(like, "w") != "jax":
+        return weight
+    return replace(weight, codes=to_framework_of(like, weight.codes), scales=to_framework_of(like, weight.scales),
+                   global_scale=None if weight.global_scale is None else to_framework_of(like, weight.global_scale),
+                   zero_points=None if weight.zero_points is None else to_framework_of(like, weight.zero_points))
+
+
+def quantize_nvfp4(w: Array, *, global_scale: float | None = None) -> QuantizedWeight:
+    """NVFP4 quantization of a Linear weight.
+
+    Args:
+        w: [N, K] float32/float16/bfloat16, K a multiple of 16, CPU or CUDA.
+        global_scale: the fp32 tensor scale; default amax(|w|) / (6 * 448).
+    Returns:
+        QuantizedWeight with codes uint8 [N, K/2], scales float8_e4m3fn [N, K/16] and a
+        0-d float32 global_scale, in w's framework and device.
+    Raises:
+        TypeError/ValueError naming the argument for bad input; ValueError for NaN/Inf in w.
+    """
+    check_input(w, "w", FLOAT_DTYPES, ndim=2)
+    n, k = shape_of(w)
+    if global_scale is not None:
+        global_scale = float(global_scale)
+        if not (math.isfinite(global_scale) and global_scale > 0):
+            raise ValueError(f"global_scale: must be a finite positive number, got {global_scale}")
+    codes = empty_like_framework(w, (n, k // 2), "uint8")
+    scales = empty_like_framework(w, (n, k // NVFP4_BLOCK), _nvfp4_scale_dtype(w))
+    gs = scalar_f32(w)
+    _C.quantize_nvfp4(for_c(w), for_c(codes), for_c(scales), for_c(gs), global_scale, cuda_stream(w))
+    if cuda_stream(w) is not None and not math.isfinite(float(gs)):
+        # the GPU kernel flags NaN/Inf through the global scale (reading it back syncs once)
+        raise ValueError("w4a16.quantize_nvfp4: w: contains NaN or Inf; weights must be finite")
+    return _finish(w, QuantizedWeight("nvfp4", (n, k), NVFP4_BLOCK, codes, scales, global_scale=gs))
+
+
+def quantize_mxfp4(w: Array) -> QuantizedWeight:
+    """MXFP4 (OCP MX) quantization: w [N, K] float32/float16/bfloat16, K % 32 == 0.
+    Returns codes uint8 [N, K/2] and E8M0 scale bytes uint8 [N, K/32]."""
+    check_input(w, "w", FLOAT_DTYPES, ndim=2)
+    n, k = shape_of(w)
+    codes = empty_like_framework(w, (n, k // 2), "uint8")
+    scales = empty_like_framework(w, (n, k // MXFP4_BLOCK), "uint8")
+    _C.quantize_mxfp4(for_c(w), for_c(codes), for_c(scales), cuda_stream(w))
+    return _finish(w, QuantizedWeight("mxfp4", (n, k), MXFP4_BLOCK, codes, scales))
+
+
+def pack_int4(w: Array, group_size: int | None = 128, symmetric: bool = True,
+              scale_dtype: str | None = None) -> QuantizedWeight:
+    """Group-wise INT4 quantization of w [N, K] (float32/float16/bfloat16).
+
+    Args:
+        group_size: 32, 64, 128, or None / -1 / K for one group per output channel.
+        symmetric: True -> q in [-8, 7], s = amax / 7; False -> q in [0, 15] with zero points.
+        scale_dtype: "float16" or "bfloat16"; default bfloat16 for bfloat16 w, else float16.
+    Returns:
+        QuantizedWeight with codes uint8 [N, K/2], scales [N, K/g] and, if asymmetric,
+        zero_points uint8 [N, K/g].
+    """
+    check_input(w, "w", FLOAT_DTYPES, ndim=2)
+    n, k = shape_of(w)
+    if group_size is None or group_size == -1:
+        group_size = k
+    if isinstance(group_size, bool) or not isinstance(group_size, int):
+        raise TypeError(f"group_size: expected an int (32, 64, 128 or -1), got {type(group_size).__name__}")
+    if group_size not in INT4_GROUPS and group_size != k:
+        raise ValueError(f"group_size: expected 32, 64, 128 or -1 (per channel, K = {k}), got {group_size}")
+    if k % group_size:
+        raise ValueError(f"w: K = {k} is not a multiple of group_size {group_size}")
+    if k % 2:
+        raise ValueError(f"w: K = {k} must be even to pack two 4-bit codes per byte")
+    if scale_dtype is None:
+        scale_dtype = "bfloat16" if dtype_name(w) == "bfloat16" else "float16"
+    if scale_dtype not in HALF_DTYPES:
+        raise ValueError(f"scale_dtype: expected 'float16' or 'bfloat16', got {scale_dtype!r}")
+    groups = k // group_size
+    codes = empty_like_framework(w, (n, k // 2), "uint8")
+    scales = empty_like_framework(w, (n, groups), scale_dtype)
+    zeros = None if symmetric else empty_like_framework(w, (n, groups), "uint8")
+    _C.pack_int4(for_c(w), group_size, bool(symmetric), for_c(codes), for_c(scales), for_c(zeros), cuda_stream(w))
+    return _finish(w, QuantizedWeight("int4", (n, k), group_size, codes, scales, zero_points=zeros))
+
+
+def dequantize(qw: QuantizedWeight, dtype: str = "float32") -> Array:
+    """W [N, K] of `dtype` ("float32", "float16", "bfloat16") from a QuantizedWeight, in
+    the weight's framework and device."""
+    if not isinstance(qw, QuantizedWeight):
+        raise TypeError(f"qw: expected a QuantizedWeight, got {type(qw).__name__}")
+    if dtype not in FLOAT_DTYPES:
+        raise ValueError(f"dtype: expected one of {FLOAT_DTYPES}, got {dtype!r}")
+    _check_weight(qw)
+    out = empty_like_framework(qw.codes, qw.shape, dtype)
+    _C.dequantize(qw.c_weight(), for_c(out), cuda_stream(qw.codes))
+    return to_framework_of(qw.codes, out)
