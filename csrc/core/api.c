@@ -73,6 +73,7 @@ static int view_is_contiguous(const w4a16_view *v)
 {
     int64_t expected = 1;
     int i;
+    if (view_numel(v) == 0) return 1; /* an empty tensor has no layout to get wrong */
     for (i = v->ndim - 1; i >= 0; i--) {
         /* the stride of an extent-1 dimension is meaningless; skip it */
         if (v->shape[i] != 1 && v->strides[i] != expected) return 0;
@@ -359,6 +360,7 @@ static w4a16_cpu_weight cpu_weight(const w4a16_weight *w, int64_t n, int64_t k)
     c.scale_dtype = w->scales.dtype;
     c.global_scale = w->format == W4A16_FORMAT_NVFP4 ? *(const float *)w->global_scale.data : 1.0f;
     c.zero_points = (const uint8_t *)w->zero_points.data;
+    w4a16_cpu_weight_tables(&c);
     return c;
 }
 

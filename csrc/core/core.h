@@ -47,7 +47,13 @@ typedef struct {
     w4a16_dtype scale_dtype;
     float global_scale;       /* nvfp4 only */
     const uint8_t *zero_points; /* int4 asymmetric, else NULL */
+    /* decoding tables, filled by w4a16_cpu_weight_tables() */
+    float code_values[16];    /* the value of each 4-bit code before scaling */
+    float byte_scales[256];   /* nvfp4: e4m3(s) * global_scale; mxfp4: 2^(s - 127) */
 } w4a16_cpu_weight;
+
+/* Fills code_values and byte_scales from format, scale_dtype and global_scale. */
+void w4a16_cpu_weight_tables(w4a16_cpu_weight *w);
 
 /* All take w [n, k] of dtype fp32/fp16/bf16 and fail with W4A16_ERR_VALUE on NaN/Inf. */
 w4a16_status w4a16_quantize_nvfp4_ref(const void *w, w4a16_dtype dtype, int64_t n, int64_t k,

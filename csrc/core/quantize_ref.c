@@ -189,37 +189,50 @@ w4a16_status w4a16_pack_int4_ref(const void *w, w4a16_dtype dtype, int64_t n, in
     return st;
 }
 
+void w4a16_cpu_weight_tables(w4a16_cpu_weight *w)
+{
+    int i;
+    for (i = 0; i < 16; i++) {
+        if (w->format == W4A16_FORMAT_INT4)
+            w->code_values[i] = w->zero_points ? (float)i : (float)(i < 8 ? i : i - 16);
+        else
+            w->code_values[i] = w4a16_e2m1_decode((uint8_t)i);
+    }
+    for (i = 0; i < 256; i++) {
+        if (w->format == W4A16_FORMAT_NVFP4)
+            w->byte_scales[i] = w4a16_e4m3_decode((uint8_t)i) * w->global_scale;
+        else if (w->format == W4A16_FORMAT_MXFP4)
+            w->byte_scales[i] = w4a16_e8m0_decode((uint8_t)i);
+        else
+            w->byte_scales[i] = 0.0f; /* int4 scales are 16-bit floats, decoded directly */
+    }
+}
+
 static float scale_value(const w4a16_cpu_weight *w, size_t index)
 {
-    if (w->format == W4A16_FORMAT_NVFP4)
-        return w4a16_e4m3_decode(((const uint8_t *)w->scales)[index]) * w->global_scale;
-    if (w->format == W4A16_FORMAT_MXFP4)
-        return w4a16_e8m0_decode(((const uint8_t *)w->scales)[index]);
-    if (w->scale_dtype == W4A16_DTYPE_BFLOAT16)
-        return w4a16_bf16_to_f32(((const uint16_t *)w->scales)[index]);
+    if (w->format != W4A16_FORMAT_INT4) return w->byte_scales[((const uint8_t *)w->scales)[index]];
+    if (w->scale_dtype == W4A16_DTYPE_BFLOAT16) return w4a16_bf16_to_f32(((const uint16_t *)w->scales)[index]);
     return w4a16_f16_to_f32(((const uint16_t *)w->scales)[index]);
 }
 
+/* value = (code_value - zero_point) * scale; NVFP4's scale is e4m3(s) * global_scale,
+ * rounded to fp32 once (the order an ONNX double DequantizeLinear uses). */
 void w4a16_dequantize_row_ref(const w4a16_cpu_weight *w, int64_t row, float *dst)
 {
     const uint8_t *q = w->codes + (size_t)row * (size_t)(w->k / 2);
-    int64_t groups = w->k / w->group_size, g, i;
-    float values[16];
+    const float *values = w->code_values;
+    int64_t groups = w->k / w->group_size, half = w->group_size / 2, g, j;
 
-    /* the 16 code values of the format, before scaling */
-    for (i = 0; i < 16; i++) {
-        if (w->format == W4A16_FORMAT_INT4)
-            values[i] = w->zero_points ? (float)i : (float)(i < 8 ? i : i - 16);
-        else
-            values[i] = w4a16_e2m1_decode((uint8_t)i);
-    }
     for (g = 0; g < groups; g++) {
         size_t index = (size_t)row * (size_t)groups + (size_t)g;
-        float s = scale_value(w, index);
-        float z = w->zero_points ? (float)w->zero_points[index] : 0.0f;
-        for (i = g * w->group_size; i < (g + 1) * w->group_size; i++) {
-            uint8_t code = (uint8_t)((q[i >> 1] >> ((i & 1) * 4)) & 0xF);
-            dst[i] = (values[code] - z) * s;
+        const float s = scale_value(w, index);
+        const float z = w->zero_points ? (float)w->zero_points[index] : 0.0f;
+        const uint8_t *qg = q + g * half;
+        float *d = dst + g * w->group_size;
+        for (j = 0; j < half; j++) {
+            const uint8_t b = qg[j];
+            d[2 * j] = (values[b & 0xF] - z) * s;     /* element 2j: low nibble */
+            d[2 * j + 1] = (values[b >> 4] - z) * s;
         }
     }
 }

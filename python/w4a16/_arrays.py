@@ -85,7 +85,10 @@ def check_input(obj: Array, name: str, dtypes: tuple[str, ...] | None = None, nd
     if not is_c_contiguous(obj):
         raise ValueError(f"{name}: must be C-contiguous (row-major); make a contiguous copy first "
                          "(tensor.contiguous() or numpy.ascontiguousarray)")
-    device_type, _ = device_of(obj)
+    try:
+        device_type, _ = device_of(obj)
+    except (ValueError, TypeError, BufferError, RuntimeError) as err:
+        raise ValueError(f"{name}: its device cannot be shared through DLPack ({err}); use a CPU or CUDA array") from err
     if device_type not in (DLPACK_CPU, DLPACK_CUDA):
         raise ValueError(f"{name}: lives on DLPack device type {device_type}; w4a16 runs on CPU or CUDA")
 

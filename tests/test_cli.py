@@ -1,0 +1,30 @@
+"""python -m w4a16 info prints the build facts."""
+
+import json
+import subprocess
+import sys
+
+import w4a16
+
+
+def run_cli(*args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "w4a16", *args], capture_output=True, text=True, check=True)
+    return done.stdout
+
+
+def test_info_prints_build_facts():
+    text = run_cli("info")
+    facts = w4a16.build_info()
+    assert f"w4a16 {w4a16.__version__}" in text
+    assert ("CUDA kernels: on" in text) == facts["cuda"]
+    for name in ("nvfp4", "mxfp4", "int4"):
+        assert name in text
+    if facts["cuda"]:
+        assert "sm_90" in text and "sm_110" in text  # Hopper and Jetson Thor in the default list
+    assert ("GPU 0:" in text) == bool(facts["devices"])
+
+
+def test_info_json_is_parseable():
+    facts = json.loads(run_cli("info", "--json"))
+    assert facts["version"] == w4a16.__version__
+    assert isinstance(facts["cuda"], bool) and isinstance(facts["devices"], list)
