@@ -154,12 +154,14 @@ static w4a16_status expect_disjoint(const w4a16_view *out, const char *out_name,
     return W4A16_OK;
 }
 
+#if !defined(W4A16_WITH_CUDA)
 static w4a16_status cuda_missing(const char *what)
 {
     return w4a16_fail(W4A16_ERR_UNSUPPORTED,
                       "%s: the tensors are on a CUDA device but this build of w4a16 has no CUDA "
                       "kernels (rebuild with nvcc on PATH)", what);
 }
+#endif
 
 /* The first checks of every quantizer: w [N, K] float, K a positive multiple of `block`. */
 static w4a16_status expect_weight_input(const w4a16_view *w, int64_t block, const char *format)
@@ -226,7 +228,7 @@ w4a16_status w4a16_quantize_mxfp4(const w4a16_view *w, w4a16_view *codes, w4a16_
     w4a16_status st;
     int64_t n, k, shape[2];
     w4a16_clear_error();
-    (void)stream;
+    (void)stream; /* unused in a CPU-only build */
     if ((st = expect_weight_input(w, 32, "MXFP4")) != W4A16_OK) return st;
     n = w->shape[0];
     k = w->shape[1];
@@ -243,7 +245,14 @@ w4a16_status w4a16_quantize_mxfp4(const w4a16_view *w, w4a16_view *codes, w4a16_
         (st = expect_disjoint(scales, "scales", w, "w")) != W4A16_OK ||
         (st = expect_disjoint(scales, "scales", codes, "codes")) != W4A16_OK)
         return st;
-    if (w->device_type == W4A16_DEVICE_CUDA) return cuda_missing("quantize_mxfp4");
+    if (w->device_type == W4A16_DEVICE_CUDA) {
+#if defined(W4A16_WITH_CUDA)
+        return w4a16_cuda_quantize_mxfp4(w->data, w->dtype, n, k, (uint8_t *)codes->data, (uint8_t *)scales->data,
+                                         w->device_id, stream);
+#else
+        return cuda_missing("quantize_mxfp4");
+#endif
+    }
     return w4a16_quantize_mxfp4_ref(w->data, w->dtype, n, k, (uint8_t *)codes->data, (uint8_t *)scales->data);
 }
 
@@ -259,7 +268,7 @@ w4a16_status w4a16_pack_int4(const w4a16_view *w, int64_t group, int symmetric,
     w4a16_status st;
     int64_t n, k, shape[2];
     w4a16_clear_error();
-    (void)stream;
+    (void)stream; /* unused in a CPU-only build */
     if ((st = expect_weight_input(w, 2, "INT4 packing")) != W4A16_OK) return st;
     n = w->shape[0];
     k = w->shape[1];
@@ -287,7 +296,15 @@ w4a16_status w4a16_pack_int4(const w4a16_view *w, int64_t group, int symmetric,
         (!symmetric && (st = expect_disjoint(zero_points, "zero_points", scales, "scales")) != W4A16_OK) ||
         (!symmetric && (st = expect_disjoint(zero_points, "zero_points", codes, "codes")) != W4A16_OK))
         return st;
-    if (w->device_type == W4A16_DEVICE_CUDA) return cuda_missing("pack_int4");
+    if (w->device_type == W4A16_DEVICE_CUDA) {
+#if defined(W4A16_WITH_CUDA)
+        return w4a16_cuda_pack_int4(w->data, w->dtype, n, k, group, symmetric, scales->dtype, (uint8_t *)codes->data,
+                                    scales->data, symmetric ? NULL : (uint8_t *)zero_points->data, w->device_id,
+                                    stream);
+#else
+        return cuda_missing("pack_int4");
+#endif
+    }
     return w4a16_pack_int4_ref(w->data, w->dtype, n, k, group, symmetric, scales->dtype, (uint8_t *)codes->data,
                                scales->data, symmetric ? NULL : (uint8_t *)zero_points->data);
 }
@@ -364,6 +381,26 @@ static w4a16_cpu_weight cpu_weight(const w4a16_weight *w, int64_t n, int64_t k)
     return c;
 }
 
+#if defined(W4A16_WITH_CUDA)
+/* The CUDA kernels' view of a weight (and, for gemm, of x, bias, y). */
+static w4a16_cuda_gemm_args cuda_args(const w4a16_weight *w, int64_t n, int64_t k)
+{
+    w4a16_cuda_gemm_args a;
+    memset(&a, 0, sizeof a);
+    a.format = w->format;
+    a.n = n;
+    a.k = k;
+    a.group_size = w->group_size;
+    a.codes = (const uint8_t *)w->codes.data;
+    a.scales = w->scales.data;
+    a.scale_dtype = w->scales.dtype;
+    a.global_scale = w->format == W4A16_FORMAT_NVFP4 ? (const float *)w->global_scale.data : NULL;
+    a.zero_points = (const uint8_t *)w->zero_points.data;
+    a.alpha = 1.0f;
+    return a;
+}
+#endif
+
 static w4a16_status expect_output_apart_from_weight(const w4a16_view *out, const char *name,
                                                     const w4a16_weight *w)
 {
@@ -383,14 +420,21 @@ w4a16_status w4a16_dequantize(const w4a16_weight *w, w4a16_view *out, void *stre
     w4a16_cpu_weight cw;
     float *row;
     w4a16_clear_error();
-    (void)stream;
+    (void)stream; /* unused in a CPU-only build */
     if ((st = expect_weight(w, &n, &k)) != W4A16_OK) return st;
     shape[0] = n;
     shape[1] = k;
     if ((st = expect_view(out, "out", FLOAT_DTYPES, 2, shape)) != W4A16_OK) return st;
     if ((st = expect_same_device(&w->codes, "weight.codes", out, "out")) != W4A16_OK) return st;
     if ((st = expect_output_apart_from_weight(out, "out", w)) != W4A16_OK) return st;
-    if (out->device_type == W4A16_DEVICE_CUDA) return cuda_missing("dequantize");
+    if (out->device_type == W4A16_DEVICE_CUDA) {
+#if defined(W4A16_WITH_CUDA)
+        w4a16_cuda_gemm_args a = cuda_args(w, n, k);
+        return w4a16_cuda_dequantize(&a, out->dtype, out->data, out->device_id, stream);
+#else
+        return cuda_missing("dequantize");
+#endif
+    }
     cw = cpu_weight(w, n, k);
     row = (float *)malloc((size_t)k * sizeof(float));
     if (!row) return w4a16_fail(W4A16_ERR_NO_MEMORY, "dequantize: out of host memory");
@@ -413,7 +457,7 @@ w4a16_status w4a16_gemm(const w4a16_view *x, const w4a16_weight *w, const w4a16_
     w4a16_clear_error();
     (void)workspace;
     (void)workspace_bytes;
-    (void)stream;
+    (void)stream; /* unused in a CPU-only build */
     if ((st = expect_weight(w, &n, &k)) != W4A16_OK) return st;
     if ((st = expect_view(x, "x", FLOAT_DTYPES, 2, NULL)) != W4A16_OK) return st;
     if (x->shape[1] != k)
@@ -435,7 +479,22 @@ w4a16_status w4a16_gemm(const w4a16_view *x, const w4a16_weight *w, const w4a16_
         (st = expect_disjoint(y, "y", bias, "bias")) != W4A16_OK ||
         (st = expect_output_apart_from_weight(y, "y", w)) != W4A16_OK)
         return st;
-    if (y->device_type == W4A16_DEVICE_CUDA) return cuda_missing("gemm");
+    if (y->device_type == W4A16_DEVICE_CUDA) {
+#if defined(W4A16_WITH_CUDA)
+        w4a16_cuda_gemm_args a = cuda_args(w, n, k);
+        if (x->dtype == W4A16_DTYPE_FLOAT32)
+            return w4a16_fail(W4A16_ERR_DTYPE, "x: expected dtype float16 or bfloat16 on CUDA, got float32");
+        a.m = m;
+        a.x = x->data;
+        a.x_dtype = x->dtype;
+        a.bias = bias && bias->data ? bias->data : NULL;
+        a.alpha = alpha;
+        a.y = y->data;
+        return w4a16_cuda_gemm(&a, y->device_id, stream);
+#else
+        return cuda_missing("gemm");
+#endif
+    }
     cw = cpu_weight(w, n, k);
     return w4a16_gemm_cpu(x->data, x->dtype, m, &cw, bias && bias->data ? bias->data : NULL, alpha, y->data);
 }

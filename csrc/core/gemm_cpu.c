@@ -50,14 +50,14 @@ typedef struct {
  * (two SSE registers otherwise, NEON on Arm). */
 typedef float v8f __attribute__((vector_size(32)));
 
-static inline v8f load8(const float *p)
+static inline __attribute__((always_inline)) v8f load8(const float *p)
 {
     v8f v;
     memcpy(&v, p, sizeof v); /* unaligned load */
     return v;
 }
 
-static inline float sum8(v8f v)
+static inline __attribute__((always_inline)) float sum8(v8f v)
 {
     return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
 }

@@ -20,6 +20,35 @@ w4a16_status w4a16_cuda_quantize_nvfp4(const void *w, w4a16_dtype dtype, int64_t
                                        uint8_t *scales, float *global_scale_out, int device_id,
                                        void *stream);
 
+/* Validated arguments of a CUDA gemm: all pointers on one device, row-major. */
+typedef struct {
+    w4a16_format format;
+    int64_t m, n, k, group_size;
+    const void *x;            /* [m, k] fp16 or bf16 (x_dtype) */
+    w4a16_dtype x_dtype;
+    const uint8_t *codes;     /* [n, k/2] */
+    const void *scales;       /* [n, k/group] */
+    w4a16_dtype scale_dtype;
+    const float *global_scale; /* nvfp4, device pointer */
+    const uint8_t *zero_points;
+    const void *bias;         /* [n] x_dtype, or NULL */
+    float alpha;
+    void *y;                  /* [m, n] x_dtype */
+} w4a16_cuda_gemm_args;
+
+w4a16_status w4a16_cuda_gemm(const w4a16_cuda_gemm_args *args, int device_id, void *stream);
+
+w4a16_status w4a16_cuda_quantize_mxfp4(const void *w, w4a16_dtype dtype, int64_t n, int64_t k, uint8_t *codes,
+                                       uint8_t *scales, int device_id, void *stream);
+
+w4a16_status w4a16_cuda_pack_int4(const void *w, w4a16_dtype dtype, int64_t n, int64_t k, int64_t group,
+                                  int symmetric, w4a16_dtype scale_dtype, uint8_t *codes, void *scales,
+                                  uint8_t *zero_points, int device_id, void *stream);
+
+/* out [n, k] (fp32/fp16/bf16) = dequant(weight); weight fields as in the gemm args. */
+w4a16_status w4a16_cuda_dequantize(const w4a16_cuda_gemm_args *weight, w4a16_dtype out_dtype, void *out,
+                                   int device_id, void *stream);
+
 /* Number of CUDA devices the runtime sees; 0 when there is no driver or GPU. */
 int w4a16_cuda_device_count(void);
 

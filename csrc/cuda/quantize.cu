@@ -190,3 +190,152 @@ extern "C" w4a16_status w4a16_cuda_quantize_nvfp4(const void *w, w4a16_dtype dty
         return launch_nvfp4<uint16_t, 2>(static_cast<const uint16_t *>(w), n, k, global_scale, codes, scales, global_scale_out, s);
     }
 }
+
+/* ---- MXFP4 and INT4: one thread per block / group ------------------------------------
+ * A block or group with NaN/Inf cannot raise an error without a host synchronisation, so
+ * it is marked in its scale instead: E8M0 0xFF (NaN) for MXFP4, a NaN 16-bit scale for
+ * INT4 (also used when the scale overflows the scale dtype). The Python layer checks. */
+
+template <int KIND> __device__ __forceinline__ float load_element(const void *w, int64_t i)
+{
+    if (KIND == 0) return reinterpret_cast<const float *>(w)[i];
+    const uint16_t h = reinterpret_cast<const uint16_t *>(w)[i];
+    return KIND == 1 ? half_bits_to_float<false>(h) : half_bits_to_float<true>(h);
+}
+
+template <int KIND>
+__global__ void mxfp4_kernel(const void *__restrict__ w, int64_t blocks, uint8_t *__restrict__ codes,
+                             uint8_t *__restrict__ scales)
+{
+    const int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (b >= blocks) return;
+    float x[32], amax = 0.0f;
+    bool finite = true;
+#pragma unroll
+    for (int j = 0; j < 32; j++) {
+        x[j] = load_element<KIND>(w, b * 32 + j);
+        finite = finite && isfinite(x[j]);
+        amax = fmaxf(amax, fabsf(x[j]));
+    }
+    const uint8_t sc = finite ? w4a16_mxfp4_scale_code(amax) : 0xFF;
+    uint32_t packed[4] = {0u, 0u, 0u, 0u};
+    if (finite) {
+#pragma unroll
+        for (int j = 0; j < 32; j++)
+            packed[j >> 3] |= (uint32_t)w4a16_e2m1_encode(ldexpf(x[j], W4A16_E8M0_ONE - (int)sc)) << (4 * (j & 7));
+    }
+#pragma unroll
+    for (int j = 0; j < 16; j++) codes[16 * b + j] = (uint8_t)(packed[j >> 2] >> (8 * (j & 3)));
+    scales[b] = sc;
+}
+
+/* The same rules as pack_int4_ref (quantize_ref.c), one group per thread. */
+template <int KIND>
+__global__ void int4_kernel(const void *__restrict__ w, int64_t groups_total, int64_t group, int symmetric,
+                            int scale_bf16, uint8_t *__restrict__ codes, uint16_t *__restrict__ scales,
+                            uint8_t *__restrict__ zero_points)
+{
+    const int64_t gi = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (gi >= groups_total) return;
+    const int64_t base = gi * group;
+    float lo = 0.0f, hi = 0.0f;
+    bool finite = true;
+    for (int64_t i = 0; i < group; i++) {
+        const float v = load_element<KIND>(w, base + i);
+        finite = finite && isfinite(v);
+        lo = fminf(lo, v);
+        hi = fmaxf(hi, v);
+    }
+    float s = symmetric ? fmaxf(hi, -lo) / 7.0f : (hi - lo) / 15.0f;
+    if (s == 0.0f) s = 1.0f;
+    const uint16_t bits = scale_bf16 ? w4a16_f32_to_bf16(s) : w4a16_f32_to_f16(s);
+    const float sd = scale_bf16 ? w4a16_bf16_to_f32(bits) : w4a16_f16_to_f32(bits);
+    const bool ok = finite && !isinf(sd);
+    scales[gi] = ok ? bits : (scale_bf16 ? 0x7FC0 : 0x7E00);
+    int z = 0;
+    if (!symmetric && sd > 0.0f && ok) z = min(max((int)nearbyintf(-lo / sd), 0), 15);
+    if (zero_points) zero_points[gi] = (uint8_t)z;
+    for (int64_t i = 0; i < group; i += 2) {
+        uint8_t byte = 0;
+        for (int e = 0; e < 2; e++) {
+            const float v = load_element<KIND>(w, base + i + e);
+            int q = (sd > 0.0f && ok) ? (int)nearbyintf(v / sd) : 0;
+            q = symmetric ? min(max(q, -8), 7) : min(max(q + z, 0), 15);
+            byte |= (uint8_t)((q & 0xF) << (4 * e));
+        }
+        codes[(base + i) / 2] = byte;
+    }
+}
+
+extern "C" w4a16_status w4a16_cuda_quantize_mxfp4(const void *w, w4a16_dtype dtype, int64_t n, int64_t k,
+                                                  uint8_t *codes, uint8_t *scales, int device_id, void *stream)
+{
+    w4a16_device_guard guard(device_id);
+    if (guard.error != cudaSuccess) return w4a16_cuda_check(guard.error, "quantize_mxfp4 (set device)");
+    const int64_t blocks = n * k / 32;
+    const unsigned grid = w4a16_ceil_div(blocks, THREADS);
+    cudaStream_t s = static_cast<cudaStream_t>(stream);
+    if (dtype == W4A16_DTYPE_FLOAT32) mxfp4_kernel<0><<<grid, THREADS, 0, s>>>(w, blocks, codes, scales);
+    else if (dtype == W4A16_DTYPE_FLOAT16) mxfp4_kernel<1><<<grid, THREADS, 0, s>>>(w, blocks, codes, scales);
+    else mxfp4_kernel<2><<<grid, THREADS, 0, s>>>(w, blocks, codes, scales);
+    return w4a16_cuda_check(cudaGetLastError(), "quantize_mxfp4 (launch)");
+}
+
+extern "C" w4a16_status w4a16_cuda_pack_int4(const void *w, w4a16_dtype dtype, int64_t n, int64_t k, int64_t group,
+                                             int symmetric, w4a16_dtype scale_dtype, uint8_t *codes, void *scales,
+                                             uint8_t *zero_points, int device_id, void *stream)
+{
+    w4a16_device_guard guard(device_id);
+    if (guard.error != cudaSuccess) return w4a16_cuda_check(guard.error, "pack_int4 (set device)");
+    const int64_t groups = n * (k / group);
+    const unsigned grid = w4a16_ceil_div(groups, 128);
+    const int bf16 = scale_dtype == W4A16_DTYPE_BFLOAT16;
+    uint16_t *sc = static_cast<uint16_t *>(scales);
+    cudaStream_t s = static_cast<cudaStream_t>(stream);
+    if (dtype == W4A16_DTYPE_FLOAT32)
+        int4_kernel<0><<<grid, 128, 0, s>>>(w, groups, group, symmetric, bf16, codes, sc, zero_points);
+    else if (dtype == W4A16_DTYPE_FLOAT16)
+        int4_kernel<1><<<grid, 128, 0, s>>>(w, groups, group, symmetric, bf16, codes, sc, zero_points);
+    else
+        int4_kernel<2><<<grid, 128, 0, s>>>(w, groups, group, symmetric, bf16, codes, sc, zero_points);
+    return w4a16_cuda_check(cudaGetLastError(), "pack_int4 (launch)");
+}
+
+/* ---- dequantize: one thread per byte (two elements) ------------------------------------- */
+
+__global__ void dequantize_kernel(w4a16_cuda_gemm_args wt, w4a16_dtype out_dtype, void *out)
+{
+    const int64_t byte = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (byte >= wt.n * wt.k / 2) return;
+    const int64_t row = byte / (wt.k / 2), k = 2 * (byte % (wt.k / 2));
+    const int64_t gi = row * (wt.k / wt.group_size) + k / wt.group_size;
+    float s, z = 0.0f;
+    if (wt.format == W4A16_FORMAT_NVFP4) s = w4a16_e4m3_decode(reinterpret_cast<const uint8_t *>(wt.scales)[gi]) * *wt.global_scale;
+    else if (wt.format == W4A16_FORMAT_MXFP4) s = w4a16_e8m0_decode(reinterpret_cast<const uint8_t *>(wt.scales)[gi]);
+    else {
+        const uint16_t bits = reinterpret_cast<const uint16_t *>(wt.scales)[gi];
+        s = wt.scale_dtype == W4A16_DTYPE_BFLOAT16 ? w4a16_bf16_to_f32(bits) : w4a16_f16_to_f32(bits);
+        if (wt.zero_points) z = (float)wt.zero_points[gi];
+    }
+    const uint8_t b = wt.codes[byte];
+    for (int e = 0; e < 2; e++) {
+        const uint8_t q = (b >> (4 * e)) & 0xF;
+        const float v = wt.format == W4A16_FORMAT_INT4 ? (wt.zero_points ? (float)q : (float)(q < 8 ? q : q - 16))
+                                                       : w4a16_e2m1_decode(q);
+        const float r = (v - z) * s;
+        const int64_t i = row * wt.k + k + e;
+        if (out_dtype == W4A16_DTYPE_FLOAT32) reinterpret_cast<float *>(out)[i] = r;
+        else if (out_dtype == W4A16_DTYPE_BFLOAT16) reinterpret_cast<uint16_t *>(out)[i] = w4a16_f32_to_bf16(r);
+        else reinterpret_cast<uint16_t *>(out)[i] = w4a16_f32_to_f16(r);
+    }
+}
+
+extern "C" w4a16_status w4a16_cuda_dequantize(const w4a16_cuda_gemm_args *weight, w4a16_dtype out_dtype, void *out,
+                                              int device_id, void *stream)
+{
+    w4a16_device_guard guard(device_id);
+    if (guard.error != cudaSuccess) return w4a16_cuda_check(guard.error, "dequantize (set device)");
+    const int64_t bytes = weight->n * weight->k / 2;
+    dequantize_kernel<<<w4a16_ceil_div(bytes, THREADS), THREADS, 0, static_cast<cudaStream_t>(stream)>>>(*weight, out_dtype, out);
+    return w4a16_cuda_check(cudaGetLastError(), "dequantize (launch)");
+}

@@ -223,6 +223,9 @@ def quantize_mxfp4(w: Array) -> QuantizedWeight:
     codes = empty_like_framework(w, (n, k // 2), "uint8")
     scales = empty_like_framework(w, (n, k // MXFP4_BLOCK), "uint8")
     _C.quantize_mxfp4(for_c(w), for_c(codes), for_c(scales), cuda_stream(w))
+    if cuda_stream(w) is not None and bool((scales == 255).any()):
+        # the GPU kernel marks a block holding NaN/Inf with the E8M0 NaN code
+        raise ValueError("w4a16.quantize_mxfp4: w: contains NaN or Inf; weights must be finite")
     return _finish(w, QuantizedWeight("mxfp4", (n, k), MXFP4_BLOCK, codes, scales))
 
 
@@ -259,6 +262,10 @@ def pack_int4(w: Array, group_size: int | None = 128, symmetric: bool = True,
     scales = empty_like_framework(w, (n, groups), scale_dtype)
     zeros = None if symmetric else empty_like_framework(w, (n, groups), "uint8")
     _C.pack_int4(for_c(w), group_size, bool(symmetric), for_c(codes), for_c(scales), for_c(zeros), cuda_stream(w))
+    if cuda_stream(w) is not None and bool((scales != scales).any()):
+        # the GPU kernel marks a bad group with a NaN scale
+        raise ValueError(f"w4a16.pack_int4: w: contains NaN or Inf, or a group needs a scale beyond {scale_dtype} "
+                         "(use scale_dtype='bfloat16')")
     return _finish(w, QuantizedWeight("int4", (n, k), group_size, codes, scales, zero_points=zeros))
 
 

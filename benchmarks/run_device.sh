@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The device run: build for sm_90, run the GPU tests and the benchmarks, leave logs in $OUT.
+# Used through the device tool:  bash benchmarks/run_device.sh [--quick]
+set -uo pipefail
+OUT="${OUT:-/tmp/w4a16-out}"
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/device.txt"
+W4A16_CUDA_ARCHS=90 pip install --no-build-isolation --no-deps -q . > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
+cd /tmp  # import the installed package, not the source tree
+python3 -m w4a16 info | tee -a "$OUT/device.txt"
+python3 -m pytest -q -x "$OLDPWD/tests" 2>&1 | tail -25 | tee "$OUT/tests.log"
+python3 "$OLDPWD/benchmarks/bench_gemm_gpu.py" --out "$OUT" "$@" 2>&1 | tee "$OUT/bench.log" | tail -80

@@ -1,0 +1,474 @@
+/*
+ * gemv.cu — W4A16 GEMM for small M on tensor cores, reading the canonical layout.
+ *
+ *   y [M, N] = alpha * x [M, K] @ dequant(W [N, K])^T + bias
+ *
+ * At M <= 16 the work is bound by reading the 4-bit weights, so the kernel is built
+ * around streaming them: 16-byte loads, several in flight per thread, dequantization in
+ * registers, and the multiply on tensor cores (mma.sync m16n8k16, SM80 .. SM120) so that
+ * the arithmetic per weight stays a handful of integer ops whatever M is.
+ *
+ * Stage 1 — tiles. A CTA owns a tile of 16 weight rows (or 8 rows x 2 halves of K when
+ *   N is small: "split2", a split-K that needs no second pass because both halves land
+ *   in the same mma tile). Its WARPS warps split K between them; blockIdx.x walks
+ *   16-row chunks of x, so CTAs sharing a weight tile run together and share it in L2.
+ *
+ * Stage 2 — the operand mapping. Weights are the mma's A operand (rows = n), x is B
+ *   (columns = m). A k-step of 128 elements ("super-tile") is covered by the 4 threads
+ *   of a quad: thread t of quad g loads bytes [16t, 16t + 16) of weight rows g and g+8,
+ *   i.e. 32 consecutive elements each. The 8 mma k-tiles of the super-tile take 4 of
+ *   those elements per thread; since a dot product does not care about the order of k,
+ *   x is loaded with the same permutation (thread t reads x[m, 32t .. 32t + 32)) and no
+ *   data is reshuffled between threads.
+ *
+ * Stage 3 — dequantization. Each 32-bit word (8 codes) is split into two byte-permuted
+ *   words so that every output pair (e_2j, e_2j+1) sits in the two 16-bit halves:
+ *     E2M1: magnitude bits shifted into the exponent/mantissa field and the sign into
+ *           bit 15 give e2m1 * 2^-14 (fp16) or e2m1 * 2^-126 (bf16) exactly;
+ *     INT4: the nibble OR-ed into the mantissa of 1024.0 (fp16) / 128.0 (bf16) gives
+ *           magic + q exactly, and one subtraction removes magic + zero point.
+ *   One 16-bit multiply applies the block scale, which a 256-entry shared-memory table
+ *   holds pre-multiplied by 2^4 (fp16) or 2^116 (bf16), so that the product
+ *   e2m1 * scale * 2^-10 is exact in 16 bits. The fp32 epilogue multiplies by 2^10,
+ *   the NVFP4 global scale and alpha.
+ *
+ * Stage 4 — epilogue. Warps reduce their fp32 accumulators through shared memory;
+ *   warp 0 adds bias, rounds to the output dtype and stores.
+ *
+ * Shapes the fast kernel does not take (K % 128 != 0, misaligned pointers) go to
+ * gemm_w4_generic, a plain fp32 SIMT kernel that reads one code at a time.
+ */
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+#include "../core/codecs.h"
+#include "cuda_common.cuh"
+#include "cuda_ops.h"
+
+namespace {
+
+constexpr int SUPER_K = 128;     /* elements of K per quad per step */
+constexpr int EPILOGUE_LOG2 = 10; /* the 2^-10 folded into the scale table */
+
+/* ---- 16-bit element traits ----------------------------------------------------- */
+
+template <typename T> struct bits16;
+template <> struct bits16<__half> {
+    static constexpr uint32_t E2M1_MAG_SHIFT = 9;          /* 3 magnitude bits -> 11..9 */
+    static constexpr uint32_t E2M1_MAG_MASK = 0x0E000E00u;
+    static constexpr uint32_t INT_MAGIC = 0x64006400u;       /* 1024.0 in each half */
+    static constexpr float INT_MAGIC_VALUE = 1024.0f;
+    static constexpr int SCALE_LOG2 = 4;                     /* 2^-14 * 2^4 = 2^-10 */
+    static __device__ __forceinline__ uint16_t from_float(float f) { return __half_as_ushort(__float2half_rn(f)); }
+    static __device__ __forceinline__ float to_float(uint16_t h) { return __half2float(__ushort_as_half(h)); }
+};
+template <> struct bits16<__nv_bfloat16> {
+    static constexpr uint32_t E2M1_MAG_SHIFT = 6;           /* 3 magnitude bits -> 8..6 */
+    static constexpr uint32_t E2M1_MAG_MASK = 0x01C001C0u;
+    static constexpr uint32_t INT_MAGIC = 0x43004300u;       /* 128.0 in each half */
+    static constexpr float INT_MAGIC_VALUE = 128.0f;
+    static constexpr int SCALE_LOG2 = 116;                   /* 2^-126 * 2^116 = 2^-10 */
+    static __device__ __forceinline__ uint16_t from_float(float f) { return __bfloat16_as_ushort(__float2bfloat16_rn(f)); }
+    static __device__ __forceinline__ float to_float(uint16_t h) { return __bfloat162float(__ushort_as_bfloat16(h)); }
+};
+
+__device__ __forceinline__ uint32_t mul2(uint32_t a, uint32_t b, __half)
+{
+    __half2 r = __hmul2(*reinterpret_cast<__half2 *>(&a), *reinterpret_cast<__half2 *>(&b));
+    return *reinterpret_cast<uint32_t *>(&r);
+}
+__device__ __forceinline__ uint32_t mul2(uint32_t a, uint32_t b, __nv_bfloat16)
+{
+    __nv_bfloat162 r = __hmul2(*reinterpret_cast<__nv_bfloat162 *>(&a), *reinterpret_cast<__nv_bfloat162 *>(&b));
+    return *reinterpret_cast<uint32_t *>(&r);
+}
+__device__ __forceinline__ uint32_t sub2(uint32_t a, uint32_t b, __half)
+{
+    __half2 r = __hsub2(*reinterpret_cast<__half2 *>(&a), *reinterpret_cast<__half2 *>(&b));
+    return *reinterpret_cast<uint32_t *>(&r);
+}
+__device__ __forceinline__ uint32_t sub2(uint32_t a, uint32_t b, __nv_bfloat16)
+{
+    __nv_bfloat162 r = __hsub2(*reinterpret_cast<__nv_bfloat162 *>(&a), *reinterpret_cast<__nv_bfloat162 *>(&b));
+    return *reinterpret_cast<uint32_t *>(&r);
+}
+
+/* d += a (16x16, weights) * b (16x8, x^T), fp32 accumulate */
+__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2], __half)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2], __nv_bfloat16)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+/* ---- stage 3: one word of 8 codes -> 4 pairs of raw 16-bit values --------------- */
+
+template <int FMT, typename T>
+__device__ __forceinline__ uint32_t convert_pair(uint32_t p, uint32_t int_xor)
+{
+    if (FMT == W4A16_FORMAT_INT4) {
+        (void)int_xor;
+        return (p & 0x000F000Fu) ^ int_xor; /* magic + q (offset by 8 when symmetric) */
+    } else {
+        return ((p << bits16<T>::E2M1_MAG_SHIFT) & bits16<T>::E2M1_MAG_MASK) | ((p << 12) & 0x80008000u);
+    }
+}
+
+/* out[j] holds elements (2j, 2j+1) of the word, in the low and high halves. */
+template <int FMT, typename T>
+__device__ __forceinline__ void dequant_word(uint32_t w, uint32_t int_xor, uint32_t (&out)[4])
+{
+    const uint32_t even = w & 0x0F0F0F0Fu;         /* e0 e2 e4 e6, one per byte */
+    const uint32_t odd = (w >> 4) & 0x0F0F0F0Fu;   /* e1 e3 e5 e7 */
+    const uint32_t p0 = __byte_perm(even, odd, 0x5410); /* bytes e0 e2 e1 e3 */
+    const uint32_t p1 = __byte_perm(even, odd, 0x7632); /* bytes e4 e6 e5 e7 */
+    out[0] = convert_pair<FMT, T>(p0, int_xor);
+    out[1] = convert_pair<FMT, T>(p0 >> 8, int_xor);
+    out[2] = convert_pair<FMT, T>(p1, int_xor);
+    out[3] = convert_pair<FMT, T>(p1 >> 8, int_xor);
+}
+
+/* ---- kernel arguments ------------------------------------------------------------- */
+
+struct gemv_args {
+    const void *x;
+    const uint8_t *codes;
+    const void *scales;
+    const float *global_scale; /* nvfp4 */
+    const uint8_t *zero_points;
+    const void *bias;
+    void *y;
+    int64_t m, n, k, group;
+    float alpha;
+};
+
+/* Per-row data of one thread for one super-tile: the 16-bit scales of its 32-element
+ * chunk (two for NVFP4, whose blocks are 16 wide) and the INT4 subtrahend. */
+struct chunk_scale {
+    uint32_t s0, s1;   /* half2 patterns; s1 used for the second NVFP4 block */
+    uint32_t offset;   /* int4: half2 of magic + zero point (or + 8) */
+};
+
+template <int FMT, typename T>
+__device__ __forceinline__ chunk_scale load_chunk_scale(const gemv_args &a, const uint16_t *lut, int64_t row,
+                                                        int64_t k0)
+{
+    chunk_scale cs;
+    const int64_t groups = a.k / a.group;
+    if (FMT == W4A16_FORMAT_NVFP4) {
+        const uint16_t pair = __ldg(reinterpret_cast<const uint16_t *>(a.scales) + (row * groups + k0 / 16) / 2);
+        const uint32_t lo = lut[pair & 0xFF], hi = lut[pair >> 8];
+        cs.s0 = lo | (lo << 16);
+        cs.s1 = hi | (hi << 16);
+        cs.offset = 0;
+    } else if (FMT == W4A16_FORMAT_MXFP4) {
+        const uint32_t s = lut[__ldg(reinterpret_cast<const uint8_t *>(a.scales) + row * groups + k0 / 32)];
+        cs.s0 = cs.s1 = s | (s << 16);
+        cs.offset = 0;
+    } else {
+        const int64_t index = row * groups + k0 / a.group;
+        const uint32_t s = __ldg(reinterpret_cast<const uint16_t *>(a.scales) + index);
+        cs.s0 = cs.s1 = s | (s << 16);
+        const float z = a.zero_points ? (float)__ldg(a.zero_points + index) : 8.0f;
+        const uint32_t o = bits16<T>::from_float(bits16<T>::INT_MAGIC_VALUE + z);
+        cs.offset = o | (o << 16);
+    }
+    return cs;
+}
+
+/* Scaled A-operand pairs for the 8 k-tiles of one row chunk (16 bytes of codes). */
+template <int FMT, typename T>
+__device__ __forceinline__ void dequant_chunk(const uint4 &q, const chunk_scale &cs, uint32_t int_xor,
+                                              uint32_t (&pairs)[16])
+{
+    const uint32_t words[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+    for (int r = 0; r < 4; r++) {
+        uint32_t p[4];
+        dequant_word<FMT, T>(words[r], int_xor, p);
+        const uint32_t s = (FMT == W4A16_FORMAT_NVFP4 && r >= 2) ? cs.s1 : cs.s0;
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            uint32_t v = p[j];
+            if (FMT == W4A16_FORMAT_INT4) v = sub2(v, cs.offset, T());
+            pairs[4 * r + j] = mul2(v, s, T());
+        }
+    }
+}
+
+/* The scale table: code byte -> 16-bit scale * 2^SCALE_LOG2 (unused for INT4). */
+template <int FMT, typename T>
+__device__ __forceinline__ void fill_scale_lut(uint16_t *lut)
+{
+    for (int i = threadIdx.x; i < 256; i += blockDim.x) {
+        float s = FMT == W4A16_FORMAT_NVFP4 ? w4a16_e4m3_decode((uint8_t)i) : w4a16_e8m0_decode((uint8_t)i);
+        lut[i] = bits16<T>::from_float(ldexpf(s, bits16<T>::SCALE_LOG2));
+    }
+}
+
+/* ---- the kernel ---------------------------------------------------------------------- */
+
+template <int FMT, typename T, int MB, bool SPLIT2, int WARPS>
+__global__ void __launch_bounds__(WARPS * 32) gemv_w4_kernel(gemv_args a)
+{
+    __shared__ uint16_t lut[256];
+    __shared__ float partial[WARPS][MB][4][32];
+
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    constexpr int ROWS = SPLIT2 ? 8 : 16;
+    const int64_t n0 = (int64_t)blockIdx.y * ROWS;
+    const int64_t m0 = (int64_t)blockIdx.x * (MB * 8);
+
+    if (FMT != W4A16_FORMAT_INT4) fill_scale_lut<FMT, T>(lut);
+    __syncthreads();
+
+    /* the two A rows of this thread: rows g and g+8, or row g over two halves of K */
+    const int64_t k_span = SPLIT2 ? a.k / 2 : a.k;
+    const int64_t row_g = min(n0 + g, a.n - 1); /* rows past N read row N-1, never stored */
+    const int64_t row_h = SPLIT2 ? row_g : min(n0 + g + 8, a.n - 1);
+    const int64_t k_h = SPLIT2 ? k_span : 0; /* K offset of the second A row */
+
+    const T *x = reinterpret_cast<const T *>(a.x);
+    const uint32_t int_xor = bits16<T>::INT_MAGIC ^ (a.zero_points ? 0u : 0x00080008u);
+
+    float acc[MB][4];
+#pragma unroll
+    for (int b = 0; b < MB; b++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) acc[b][j] = 0.0f;
+
+    const int64_t steps = k_span / SUPER_K;
+    for (int64_t step = warp; step < steps; step += WARPS) {
+        const int64_t kg = step * SUPER_K + 32 * t; /* this thread's chunk, row g */
+        const int64_t kh = kg + k_h;                /* and for the second A row */
+        /* issue the weight loads first: they are the DRAM traffic */
+        const uint4 qg = __ldg(reinterpret_cast<const uint4 *>(a.codes + row_g * (a.k / 2) + kg / 2));
+        const uint4 qh = __ldg(reinterpret_cast<const uint4 *>(a.codes + row_h * (a.k / 2) + kh / 2));
+        const chunk_scale sg = load_chunk_scale<FMT, T>(a, lut, row_g, kg);
+        const chunk_scale sh = load_chunk_scale<FMT, T>(a, lut, row_h, kh);
+        /* x for both halves of K is the same activation row, at kg (and kh for split2) */
+        uint4 xv[MB][2][4];
+#pragma unroll
+        for (int b = 0; b < MB; b++) {
+            const int64_t m = m0 + 8 * b + g;
+#pragma unroll
+            for (int half = 0; half < (SPLIT2 ? 2 : 1); half++) {
+                const uint4 *src = reinterpret_cast<const uint4 *>(x + m * a.k + (half ? kh : kg));
+#pragma unroll
+                for (int j = 0; j < 4; j++) xv[b][half][j] = m < a.m ? __ldg(src + j) : make_uint4(0, 0, 0, 0);
+            }
+        }
+        uint32_t pg[16], ph[16];
+        dequant_chunk<FMT, T>(qg, sg, int_xor, pg);
+        dequant_chunk<FMT, T>(qh, sh, int_xor, ph);
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            /* k-tile i: thread elements 4i .. 4i+3 of its chunk = pairs 2i, 2i+1 */
+            const uint32_t afrag[4] = {pg[2 * i], ph[2 * i], pg[2 * i + 1], ph[2 * i + 1]};
+#pragma unroll
+            for (int b = 0; b < MB; b++) {
+                if (SPLIT2) {
+                    /* rows g and g+8 hold two K halves of one weight row, but an mma
+                     * multiplies all 16 A rows by one B: each half gets its own mma with
+                     * the other half's A registers zeroed, and the epilogue adds rows
+                     * g and g+8. Twice the mma, none of the cross-CTA reduction. */
+                    const uint32_t *xg = reinterpret_cast<const uint32_t *>(&xv[b][0][0]);
+                    const uint32_t *xh = reinterpret_cast<const uint32_t *>(&xv[b][1][0]);
+                    const uint32_t bg[2] = {xg[2 * i], xg[2 * i + 1]};
+                    const uint32_t bh[2] = {xh[2 * i], xh[2 * i + 1]};
+                    const uint32_t ag[4] = {afrag[0], 0u, afrag[2], 0u};
+                    const uint32_t ah[4] = {0u, afrag[1], 0u, afrag[3]};
+                    mma_16816(acc[b], ag, bg, T());
+                    mma_16816(acc[b], ah, bh, T());
+                } else {
+                    const uint32_t *xw = reinterpret_cast<const uint32_t *>(&xv[b][0][0]);
+                    const uint32_t bfrag[2] = {xw[2 * i], xw[2 * i + 1]};
+                    mma_16816(acc[b], afrag, bfrag, T());
+                }
+            }
+        }
+    }
+
+    /* stage 4: reduce over warps, then warp 0 writes */
+#pragma unroll
+    for (int b = 0; b < MB; b++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) partial[warp][b][j][lane] = acc[b][j];
+    __syncthreads();
+    if (warp != 0) return;
+#pragma unroll
+    for (int b = 0; b < MB; b++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            float s = 0.0f;
+#pragma unroll
+            for (int w = 0; w < WARPS; w++) s += partial[w][b][j][lane];
+            acc[b][j] = s;
+        }
+
+    float epilogue = a.alpha;
+    if (FMT != W4A16_FORMAT_INT4) epilogue *= ldexpf(1.0f, EPILOGUE_LOG2);
+    if (FMT == W4A16_FORMAT_NVFP4) epilogue *= __ldg(a.global_scale);
+    const T *bias = reinterpret_cast<const T *>(a.bias);
+    uint16_t *y = reinterpret_cast<uint16_t *>(a.y);
+#pragma unroll
+    for (int b = 0; b < MB; b++) {
+        /* accumulator: c0, c1 = (row g, cols 2t, 2t+1); c2, c3 = (row g+8, same cols) */
+#pragma unroll
+        for (int rr = 0; rr < (SPLIT2 ? 1 : 2); rr++) {
+            const int64_t n = n0 + g + 8 * rr;
+#pragma unroll
+            for (int c = 0; c < 2; c++) {
+                const int64_t m = m0 + 8 * b + 2 * t + c;
+                float v = SPLIT2 ? acc[b][c] + acc[b][c + 2] : acc[b][2 * rr + c];
+                if (n < a.n && m < a.m) {
+                    v *= epilogue;
+                    if (bias) v += bits16<T>::to_float(reinterpret_cast<const uint16_t *>(bias)[n]);
+                    y[m * a.n + n] = bits16<T>::from_float(v);
+                }
+            }
+        }
+    }
+}
+
+/* ---- generic fallback: any K multiple of the block, any alignment ------------------------ */
+
+template <typename T>
+__global__ void gemm_w4_generic(gemv_args a, int format, int scale_is_bf16)
+{
+    const int lane = threadIdx.x & 31;
+    const int64_t n = (int64_t)blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5);
+    const int64_t m_begin = (int64_t)blockIdx.y * 16;
+    if (n >= a.n) return;
+    const int64_t groups = a.k / a.group;
+    const uint8_t *codes = a.codes + n * (a.k / 2);
+    const T *x = reinterpret_cast<const T *>(a.x);
+    float acc[16];
+#pragma unroll
+    for (int i = 0; i < 16; i++) acc[i] = 0.0f;
+    for (int64_t k = 2 * lane; k < a.k; k += 64) {
+        const int64_t gi = n * groups + k / a.group;
+        float s, z = 0.0f;
+        if (format == W4A16_FORMAT_NVFP4) s = w4a16_e4m3_decode(reinterpret_cast<const uint8_t *>(a.scales)[gi]) * *a.global_scale;
+        else if (format == W4A16_FORMAT_MXFP4) s = w4a16_e8m0_decode(reinterpret_cast<const uint8_t *>(a.scales)[gi]);
+        else {
+            const uint16_t bits = reinterpret_cast<const uint16_t *>(a.scales)[gi];
+            s = scale_is_bf16 ? w4a16_bf16_to_f32(bits) : w4a16_f16_to_f32(bits);
+            if (a.zero_points) z = (float)a.zero_points[gi];
+        }
+        const uint8_t byte = codes[k / 2];
+        float w[2];
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            const uint8_t q = (byte >> (4 * e)) & 0xF;
+            float v = format == W4A16_FORMAT_INT4 ? (a.zero_points ? (float)q : (float)(q < 8 ? q : q - 16))
+                                                  : w4a16_e2m1_decode(q);
+            w[e] = (v - z) * s;
+        }
+#pragma unroll
+        for (int i = 0; i < 16; i++) {
+            const int64_t m = m_begin + i;
+            if (m < a.m) acc[i] += w[0] * bits16<T>::to_float(reinterpret_cast<const uint16_t *>(x)[m * a.k + k]) +
+                                   w[1] * bits16<T>::to_float(reinterpret_cast<const uint16_t *>(x)[m * a.k + k + 1]);
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < 16; i++) {
+        float v = acc[i];
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, o);
+        const int64_t m = m_begin + i;
+        if (lane == 0 && m < a.m) {
+            v *= a.alpha;
+            if (a.bias) v += bits16<T>::to_float(reinterpret_cast<const uint16_t *>(a.bias)[n]);
+            reinterpret_cast<uint16_t *>(a.y)[m * a.n + n] = bits16<T>::from_float(v);
+        }
+    }
+}
+
+/* ---- dispatch ------------------------------------------------------------------------ */
+
+bool aligned16(const void *p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+template <int FMT, typename T, int MB, bool SPLIT2>
+void launch_fast(const gemv_args &a, cudaStream_t stream, int warps)
+{
+    constexpr int ROWS = SPLIT2 ? 8 : 16;
+    const dim3 grid(w4a16_ceil_div(a.m, MB * 8), w4a16_ceil_div(a.n, ROWS));
+    if (warps >= 8) gemv_w4_kernel<FMT, T, MB, SPLIT2, 8><<<grid, 8 * 32, 0, stream>>>(a);
+    else gemv_w4_kernel<FMT, T, MB, SPLIT2, 4><<<grid, 4 * 32, 0, stream>>>(a);
+}
+
+template <int FMT, typename T>
+void launch_fast_format(const gemv_args &a, cudaStream_t stream, bool split2, int warps)
+{
+    const bool small_m = a.m <= 8;
+    if (split2) {
+        if (small_m) launch_fast<FMT, T, 1, true>(a, stream, warps);
+        else launch_fast<FMT, T, 2, true>(a, stream, warps);
+    } else {
+        if (small_m) launch_fast<FMT, T, 1, false>(a, stream, warps);
+        else launch_fast<FMT, T, 2, false>(a, stream, warps);
+    }
+}
+
+template <typename T>
+void launch_fast_dtype(int format, const gemv_args &a, cudaStream_t stream, bool split2, int warps)
+{
+    if (format == W4A16_FORMAT_NVFP4) launch_fast_format<W4A16_FORMAT_NVFP4, T>(a, stream, split2, warps);
+    else if (format == W4A16_FORMAT_MXFP4) launch_fast_format<W4A16_FORMAT_MXFP4, T>(a, stream, split2, warps);
+    else launch_fast_format<W4A16_FORMAT_INT4, T>(a, stream, split2, warps);
+}
+
+} // namespace
+
+extern "C" w4a16_status w4a16_cuda_gemm(const w4a16_cuda_gemm_args *args, int device_id, void *stream_ptr)
+{
+    w4a16_device_guard guard(device_id);
+    if (guard.error != cudaSuccess) return w4a16_cuda_check(guard.error, "gemm (set device)");
+    if (args->m == 0) return W4A16_OK;
+    cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+    gemv_args a;
+    a.x = args->x;
+    a.codes = args->codes;
+    a.scales = args->scales;
+    a.global_scale = args->global_scale;
+    a.zero_points = args->zero_points;
+    a.bias = args->bias;
+    a.y = args->y;
+    a.m = args->m;
+    a.n = args->n;
+    a.k = args->k;
+    a.group = args->group_size;
+    a.alpha = args->alpha;
+    const bool bf16 = args->x_dtype == W4A16_DTYPE_BFLOAT16;
+
+    int sms = 0;
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device_id);
+    /* split2 doubles the CTAs when 16-row tiles alone would leave SMs idle */
+    const int64_t ctas16 = ((a.n + 15) / 16) * ((a.m + 15) / 16);
+    const bool split2 = ctas16 < 2 * (int64_t)(sms > 0 ? sms : 132) && a.k % (2 * SUPER_K) == 0;
+    const int64_t steps = (split2 ? a.k / 2 : a.k) / SUPER_K;
+    const int warps = steps >= 32 ? 8 : 4;
+    const bool fast = a.k % SUPER_K == 0 && aligned16(a.x) && aligned16(a.codes) &&
+                      (args->format != W4A16_FORMAT_NVFP4 || reinterpret_cast<uintptr_t>(a.scales) % 2 == 0) &&
+                      (args->format != W4A16_FORMAT_INT4 || reinterpret_cast<uintptr_t>(a.scales) % 2 == 0);
+    if (fast) {
+        if (bf16) launch_fast_dtype<__nv_bfloat16>(args->format, a, stream, split2, warps);
+        else launch_fast_dtype<__half>(args->format, a, stream, split2, warps);
+    } else {
+        const dim3 grid(w4a16_ceil_div(a.n, 8), w4a16_ceil_div(a.m, 16));
+        const int scale_bf16 = args->scale_dtype == W4A16_DTYPE_BFLOAT16;
+        if (bf16) gemm_w4_generic<__nv_bfloat16><<<grid, 256, 0, stream>>>(a, args->format, scale_bf16);
+        else gemm_w4_generic<__half><<<grid, 256, 0, stream>>>(a, args->format, scale_bf16);
+    }
+    return w4a16_cuda_check(cudaGetLastError(), "gemm (launch)");
+}

@@ -1,0 +1,155 @@
+"""GPU gemm and quantizers, against float64 references on the dequantized weights and the
+C reference's bytes. Skipped without a GPU."""
+
+import numpy as np
+import pytest
+
+import w4a16
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.gpu
+
+MAKERS = {
+    "nvfp4": w4a16.quantize_nvfp4,
+    "mxfp4": w4a16.quantize_mxfp4,
+    "int4-g32": lambda w: w4a16.pack_int4(w, 32),
+    "int4-g64-asym": lambda w: w4a16.pack_int4(w, 64, symmetric=False),
+    "int4-g128": lambda w: w4a16.pack_int4(w, 128),
+    "int4-g128-asym": lambda w: w4a16.pack_int4(w, 128, symmetric=False),
+    "int4-channel": lambda w: w4a16.pack_int4(w, -1),
+}
+
+
+def bytes_of(t):
+    return t.contiguous().view(torch.uint8).cpu().numpy()
+
+
+def rel_err(y, ref):
+    return (torch.linalg.norm(y.double() - ref) / torch.linalg.norm(ref)).item()
+
+
+def reference(x, qw, bias=None, alpha=1.0):
+    y = alpha * (x.double() @ qw.dequantize().double().T)
+    return y if bias is None else y + bias.double()
+
+
+def random_weight(rng, n, k, dtype, device="cuda"):
+    w = rng.standard_normal((n, k)).astype(np.float32) * rng.uniform(0.005, 0.5)
+    return torch.from_numpy(w).to(device, dtype)
+
+
+@pytest.mark.parametrize("fmt", list(MAKERS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_gpu_quantizers_bytes_equal_cpu_reference(rng, fmt, dtype):
+    w = random_weight(rng, 67, 512, dtype)
+    w[3, :128] = 0
+    gpu, cpu = MAKERS[fmt](w), MAKERS[fmt](w.cpu())
+    assert gpu.codes.is_cuda
+    assert np.array_equal(bytes_of(gpu.codes), bytes_of(cpu.codes))
+    assert np.array_equal(bytes_of(gpu.scales), bytes_of(cpu.scales))
+    if cpu.zero_points is not None:
+        assert np.array_equal(bytes_of(gpu.zero_points), bytes_of(cpu.zero_points))
+    assert torch.equal(gpu.dequantize().cpu(), cpu.dequantize())
+
+
+@pytest.mark.parametrize("fmt", ["mxfp4", "int4-g32"])
+def test_gpu_quantizers_reject_non_finite(fmt):
+    w = torch.randn(16, 64, device="cuda")
+    w[5, 33] = float("nan")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        MAKERS[fmt](w)
+
+
+@pytest.mark.parametrize("fmt", list(MAKERS))
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("m", list(range(1, 17)))
+def test_gpu_gemm_small_m_against_float64(rng, fmt, dtype, m):
+    n, k = 203, 1024  # odd N: the last tile is partial
+    qw = MAKERS[fmt](random_weight(rng, n, k, dtype))
+    x = torch.from_numpy(rng.standard_normal((m, k)).astype(np.float32)).cuda().to(dtype)
+    bias = torch.from_numpy(rng.standard_normal(n).astype(np.float32)).cuda().to(dtype)
+    out = torch.full((m, n), float("nan"), device="cuda", dtype=dtype)  # poisoned
+    y = w4a16.gemm(x, qw, bias=bias, alpha=0.5, out=out)
+    assert y is out and torch.isfinite(out).all()
+    ref = reference(x, qw, bias, 0.5)
+    torch_y = torch.nn.functional.linear(x, qw.dequantize(str(dtype).removeprefix("torch.")) * 0.5, bias)
+    ours, theirs = rel_err(y, ref), rel_err(torch_y, ref)
+    assert ours <= 2 * theirs + 1e-6, (ours, theirs)
+
+
+@pytest.mark.parametrize("fmt", ["nvfp4", "mxfp4", "int4-g128", "int4-g64-asym"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("n,k,m", [(1024, 4096, 1), (1024, 4096, 16), (4096, 1024, 7), (2048, 16384, 3),
+                                   (64, 256, 40), (300, 128, 100), (96, 2048, 257)])
+def test_gpu_gemm_shapes_and_any_m(rng, fmt, dtype, n, k, m):
+    qw = MAKERS[fmt](random_weight(rng, n, k, dtype))
+    x = torch.from_numpy(rng.standard_normal((m, k)).astype(np.float32)).cuda().to(dtype)
+    y = w4a16.gemm(x, qw)
+    ref = reference(x, qw)
+    torch_y = x @ qw.dequantize(str(dtype).removeprefix("torch.")).T
+    assert rel_err(y, ref) <= 2 * rel_err(torch_y, ref) + 1e-6
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_gpu_gemm_generic_path(rng, dtype):
+    # K = 80 is not a multiple of 128 and x starts 2 bytes off a 16-byte boundary: the
+    # generic kernel runs; it must agree with the reference as well
+    qw = w4a16.quantize_nvfp4(random_weight(rng, 33, 80, dtype))
+    base = torch.from_numpy(rng.standard_normal(5 * 80 + 1).astype(np.float32)).cuda().to(dtype)
+    x = base[1:].view(5, 80)
+    y = w4a16.gemm(x, qw)
+    ref = reference(x, qw)
+    assert rel_err(y, ref) <= 2 * rel_err(x @ qw.dequantize(str(dtype).removeprefix("torch.")).T, ref) + 1e-6
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("fmt", ["nvfp4", "mxfp4"])
+def test_gpu_gemm_half_codes_are_exact(dtype, fmt):
+    # every code +-0.5 (E2M1 codes 1 and 9): the bit trick makes these subnormal 16-bit
+    # values before scaling; the result must still be the exact sum of +-0.5 * x
+    n, k = 32, 256
+    nibbles = torch.where(torch.rand(n, k) < 0.5, 1, 9).to(torch.uint8)
+    codes = (nibbles[:, 0::2] | (nibbles[:, 1::2] << 4)).cuda()
+    if fmt == "nvfp4":
+        scales = torch.full((n, k // 16), 0x38, dtype=torch.uint8).view(torch.float8_e4m3fn).cuda()
+        qw = w4a16.QuantizedWeight("nvfp4", (n, k), 16, codes, scales, global_scale=torch.tensor(1.0).cuda())
+    else:
+        scales = torch.full((n, k // 32), 127, dtype=torch.uint8).cuda()
+        qw = w4a16.QuantizedWeight("mxfp4", (n, k), 32, codes, scales)
+    x = torch.randint(-4, 5, (3, k), device="cuda").to(dtype)  # small integers: exact sums
+    y = w4a16.gemm(x, qw)
+    expected = x.double() @ qw.dequantize().double().T
+    assert qw.dequantize().abs().eq(0.5).all()
+    assert torch.equal(y.double(), expected)
+
+
+def test_gpu_gemm_cuda_graph_and_side_stream(rng):
+    qw = w4a16.quantize_nvfp4(random_weight(rng, 512, 2048, torch.bfloat16))
+    x = torch.from_numpy(rng.standard_normal((4, 2048)).astype(np.float32)).cuda().bfloat16()
+    eager = w4a16.gemm(x, qw)
+    out = torch.empty_like(eager)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        w4a16.gemm(x, qw, out=out)  # warm-up on the capture stream
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        w4a16.gemm(x, qw, out=out)
+    out.fill_(float("nan"))
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out, eager)
+    x2 = torch.from_numpy(rng.standard_normal((4, 2048)).astype(np.float32)).cuda().bfloat16()
+    x.copy_(x2)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out, w4a16.gemm(x2, qw))
+
+
+def test_gpu_gemm_rejects_float32_x_and_cross_device(rng):
+    qw = w4a16.quantize_nvfp4(random_weight(rng, 32, 128, torch.bfloat16))
+    with pytest.raises(TypeError, match="x: expected dtype float16 or bfloat16 on CUDA"):
+        w4a16.gemm(torch.randn(2, 128, device="cuda"), qw)
+    with pytest.raises(ValueError, match="x: is on device"):
+        w4a16.gemm(torch.randn(2, 128, dtype=torch.bfloat16), qw)
