@@ -6,7 +6,7 @@ OUT="${OUT:-/tmp/w4a16-out}"
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/device.txt"
-W4A16_CUDA_ARCHS=90 pip install --no-build-isolation --no-deps -q . > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
+W4A16_CUDA_ARCHS=90 python3 -m pip install --no-build-isolation --no-deps -q . > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
 cd /tmp  # import the installed package, not the source tree
 python3 -m w4a16 info | tee -a "$OUT/device.txt"
 python3 -m pytest -q -x "$OLDPWD/tests" 2>&1 | tail -25 | tee "$OUT/tests.log"
