@@ -156,8 +156,8 @@ def bench_quantize(bandwidth: float) -> dict:
     codes = torch.empty(n, k // 2, dtype=torch.uint8, device="cuda")
     scales = torch.empty(n, k // 16, dtype=torch.float8_e4m3fn, device="cuda")
     gs = torch.empty((), dtype=torch.float32, device="cuda")
-    stream = torch.cuda.current_stream().cuda_stream
-    t = time_per_call([lambda w=w: w4a16._C.quantize_nvfp4(w, codes, scales, gs, None, stream) for w in copies])
+    t = time_per_call([lambda w=w: w4a16._C.quantize_nvfp4(w, codes, scales, gs, None,
+                                                          torch.cuda.current_stream().cuda_stream) for w in copies])
     bytes_moved = n * k * 2 + n * k // 2 + n * k // 16 + 4
     result = {"us": 1e6 * t, "floor_us": 1e6 * bytes_moved / bandwidth, "roofline_pct": 100 * bytes_moved / bandwidth / t}
     print(f"quantize_nvfp4 16384x2048 bf16: {result['us']:.1f} us, floor {result['floor_us']:.1f} us, "

@@ -19,9 +19,19 @@ def test_info_prints_build_facts():
     assert ("CUDA kernels: on" in text) == facts["cuda"]
     for name in ("nvfp4", "mxfp4", "int4"):
         assert name in text
-    if facts["cuda"]:
-        assert "sm_90" in text and "sm_110" in text  # Hopper and Jetson Thor in the default list
+    for arch in facts["cuda_archs"]:
+        assert arch in text
     assert ("GPU 0:" in text) == bool(facts["devices"])
+
+
+def test_default_architectures_include_thor_and_hopper():
+    # the build's default list (CMakeLists.txt) covers SM80..SM120, Jetson Thor's sm_110 too
+    import pathlib
+
+    cmake = pathlib.Path(__file__).resolve().parents[1] / "CMakeLists.txt"
+    default = [line for line in cmake.read_text().splitlines() if "W4A16_DEFAULT_ARCHS" in line][0]
+    for arch in ("80", "86", "87", "89", "90", "100", "110", "120"):
+        assert arch in default
 
 
 def test_info_json_is_parseable():

@@ -50,6 +50,15 @@ namespace {
 
 constexpr int SUPER_K = 128;     /* elements of K per quad per step */
 constexpr int EPILOGUE_LOG2 = 10; /* the 2^-10 folded into the scale table */
+/* Super-tiles whose weight loads a warp issues at once, and the CTAs per SM the
+ * register allocation must allow (overridable for tuning experiments). */
+#ifndef W4A16_GEMV_BATCH
+#define W4A16_GEMV_BATCH 2
+#endif
+#ifndef W4A16_GEMV_MIN_CTAS_4WARPS
+#define W4A16_GEMV_MIN_CTAS_4WARPS 4
+#endif
+constexpr int BATCH = W4A16_GEMV_BATCH;
 
 /* ---- 16-bit element traits ----------------------------------------------------- */
 
@@ -146,42 +155,79 @@ struct gemv_args {
     const void *bias;
     void *y;
     int64_t m, n, k, group;
+    uint32_t chunk_shift; /* int4: log2(group / 32), or 31 when one group spans the row */
     float alpha;
 };
 
-/* Per-row data of one thread for one super-tile: the 16-bit scales of its 32-element
- * chunk (two for NVFP4, whose blocks are 16 wide) and the INT4 subtrahend. */
+/* The scales of one thread's 32-element chunk of one row, in two steps: `raw` as loaded
+ * (two E4M3 bytes for NVFP4, whose blocks are 16 wide; one E8M0 byte; one 16-bit INT4
+ * scale and its zero point), then `resolve` turns it into half2 patterns through the
+ * shared-memory table. Splitting the two lets the loads go out before the table is
+ * filled, so filling it hides under the DRAM latency. */
 struct chunk_scale {
-    uint32_t s0, s1;   /* half2 patterns; s1 used for the second NVFP4 block */
+    uint32_t s0, s1;   /* half2 patterns; s1 is NVFP4's second block */
     uint32_t offset;   /* int4: half2 of magic + zero point (or + 8) */
 };
 
-template <int FMT, typename T>
-__device__ __forceinline__ chunk_scale load_chunk_scale(const gemv_args &a, const uint16_t *lut, int64_t row,
-                                                        int64_t k0)
-{
-    chunk_scale cs;
-    const int64_t groups = a.k / a.group;
-    if (FMT == W4A16_FORMAT_NVFP4) {
-        const uint16_t pair = __ldg(reinterpret_cast<const uint16_t *>(a.scales) + (row * groups + k0 / 16) / 2);
-        const uint32_t lo = lut[pair & 0xFF], hi = lut[pair >> 8];
-        cs.s0 = lo | (lo << 16);
-        cs.s1 = hi | (hi << 16);
-        cs.offset = 0;
-    } else if (FMT == W4A16_FORMAT_MXFP4) {
-        const uint32_t s = lut[__ldg(reinterpret_cast<const uint8_t *>(a.scales) + row * groups + k0 / 32)];
-        cs.s0 = cs.s1 = s | (s << 16);
-        cs.offset = 0;
-    } else {
-        const int64_t index = row * groups + k0 / a.group;
-        const uint32_t s = __ldg(reinterpret_cast<const uint16_t *>(a.scales) + index);
-        cs.s0 = cs.s1 = s | (s << 16);
-        const float z = a.zero_points ? (float)__ldg(a.zero_points + index) : 8.0f;
-        const uint32_t o = bits16<T>::from_float(bits16<T>::INT_MAGIC_VALUE + z);
-        cs.offset = o | (o << 16);
+struct raw_scale {
+    uint32_t scale;    /* the loaded scale bits */
+    uint32_t zero;     /* int4 asymmetric: the zero point */
+};
+
+/* Walks the scales of one weight row along with the thread's chunks: `load(step)` reads
+ * those of super-tile `step`. Offsets are 32-bit and relative to a per-row base, so a
+ * step costs a few integer ops, not 64-bit index arithmetic. */
+template <int FMT, typename T> struct scale_cursor {
+    const uint8_t *base;     /* this row's first scale (bytes) */
+    const uint8_t *zeros;    /* int4 asymmetric: this row's first zero point */
+    uint32_t chunk0;         /* index of the thread's first 32-element chunk in the row */
+    uint32_t chunk_shift;    /* int4: log2(group / 32); 31 for one group per row */
+
+    __device__ __forceinline__ scale_cursor(const gemv_args &a, int64_t row, int64_t k_offset, int t,
+                                            uint32_t chunk_shift_)
+    {
+        const int64_t groups = a.k / a.group;
+        const size_t scale_bytes = FMT == W4A16_FORMAT_INT4 ? 2 : 1;
+        base = reinterpret_cast<const uint8_t *>(a.scales) + (size_t)(row * groups) * scale_bytes;
+        zeros = a.zero_points ? a.zero_points + row * groups : nullptr;
+        chunk0 = (uint32_t)(k_offset / 32) + t;
+        chunk_shift = chunk_shift_;
     }
-    return cs;
-}
+
+    __device__ __forceinline__ raw_scale load(uint32_t step) const
+    {
+        raw_scale r;
+        const uint32_t chunk = chunk0 + 4 * step;
+        r.zero = 8;
+        if (FMT == W4A16_FORMAT_NVFP4) {
+            r.scale = __ldg(reinterpret_cast<const uint16_t *>(base) + chunk); /* blocks 2c, 2c+1 */
+        } else if (FMT == W4A16_FORMAT_MXFP4) {
+            r.scale = __ldg(base + chunk);
+        } else {
+            const uint32_t group = chunk >> chunk_shift;
+            r.scale = __ldg(reinterpret_cast<const uint16_t *>(base) + group);
+            if (zeros) r.zero = __ldg(zeros + group);
+        }
+        return r;
+    }
+
+    static __device__ __forceinline__ chunk_scale resolve(const raw_scale &r, const uint32_t *lut)
+    {
+        chunk_scale cs;
+        cs.offset = 0;
+        if (FMT == W4A16_FORMAT_NVFP4) {
+            cs.s0 = lut[r.scale & 0xFF];
+            cs.s1 = lut[r.scale >> 8];
+        } else if (FMT == W4A16_FORMAT_MXFP4) {
+            cs.s0 = cs.s1 = lut[r.scale];
+        } else {
+            cs.s0 = cs.s1 = r.scale | (r.scale << 16);
+            const uint32_t o = bits16<T>::from_float(bits16<T>::INT_MAGIC_VALUE + (float)r.zero);
+            cs.offset = o | (o << 16);
+        }
+        return cs;
+    }
+};
 
 /* Scaled A-operand pairs for the 8 k-tiles of one row chunk (16 bytes of codes). */
 template <int FMT, typename T>
@@ -203,22 +249,25 @@ __device__ __forceinline__ void dequant_chunk(const uint4 &q, const chunk_scale 
     }
 }
 
-/* The scale table: code byte -> 16-bit scale * 2^SCALE_LOG2 (unused for INT4). */
+/* The scale table: code byte -> 16-bit scale * 2^SCALE_LOG2 in both halves (unused
+ * for INT4, whose scales are stored 16-bit already). */
 template <int FMT, typename T>
-__device__ __forceinline__ void fill_scale_lut(uint16_t *lut)
+__device__ __forceinline__ void fill_scale_lut(uint32_t *lut)
 {
     for (int i = threadIdx.x; i < 256; i += blockDim.x) {
         float s = FMT == W4A16_FORMAT_NVFP4 ? w4a16_e4m3_decode((uint8_t)i) : w4a16_e8m0_decode((uint8_t)i);
-        lut[i] = bits16<T>::from_float(ldexpf(s, bits16<T>::SCALE_LOG2));
+        const uint32_t h = bits16<T>::from_float(ldexpf(s, bits16<T>::SCALE_LOG2));
+        lut[i] = h | (h << 16);
     }
 }
 
 /* ---- the kernel ---------------------------------------------------------------------- */
 
 template <int FMT, typename T, int MB, bool SPLIT2, int WARPS>
-__global__ void __launch_bounds__(WARPS * 32) gemv_w4_kernel(gemv_args a)
+__global__ void __launch_bounds__(WARPS * 32, WARPS == 4 ? W4A16_GEMV_MIN_CTAS_4WARPS : W4A16_GEMV_MIN_CTAS_4WARPS / 2)
+gemv_w4_kernel(gemv_args a)
 {
-    __shared__ uint16_t lut[256];
+    __shared__ uint32_t lut[256];
     __shared__ float partial[WARPS][MB][4][32];
 
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -227,16 +276,26 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_w4_kernel(gemv_args a)
     const int64_t n0 = (int64_t)blockIdx.y * ROWS;
     const int64_t m0 = (int64_t)blockIdx.x * (MB * 8);
 
-    if (FMT != W4A16_FORMAT_INT4) fill_scale_lut<FMT, T>(lut);
-    __syncthreads();
-
     /* the two A rows of this thread: rows g and g+8, or row g over two halves of K */
     const int64_t k_span = SPLIT2 ? a.k / 2 : a.k;
     const int64_t row_g = min(n0 + g, a.n - 1); /* rows past N read row N-1, never stored */
     const int64_t row_h = SPLIT2 ? row_g : min(n0 + g + 8, a.n - 1);
     const int64_t k_h = SPLIT2 ? k_span : 0; /* K offset of the second A row */
 
-    const T *x = reinterpret_cast<const T *>(a.x);
+    /* per-thread cursors, advanced by 32-bit offsets: super-tile s of this warp is global
+     * step warp + s * WARPS; its chunk starts 32t elements in */
+    const uint8_t *codes_g = a.codes + row_g * (a.k / 2) + (warp * SUPER_K + 32 * t) / 2;
+    const uint8_t *codes_h = a.codes + row_h * (a.k / 2) + (k_h + warp * SUPER_K + 32 * t) / 2;
+    const scale_cursor<FMT, T> scale_g(a, row_g, warp * SUPER_K, t, a.chunk_shift);
+    const scale_cursor<FMT, T> scale_h(a, row_h, k_h + warp * SUPER_K, t, a.chunk_shift);
+    const T *x_rows[MB];
+    bool x_valid[MB];
+#pragma unroll
+    for (int b = 0; b < MB; b++) {
+        const int64_t m = m0 + 8 * b + g;
+        x_valid[b] = m < a.m;
+        x_rows[b] = reinterpret_cast<const T *>(a.x) + (x_valid[b] ? m : 0) * a.k + warp * SUPER_K + 32 * t;
+    }
     const uint32_t int_xor = bits16<T>::INT_MAGIC ^ (a.zero_points ? 0u : 0x00080008u);
 
     float acc[MB][4];
@@ -245,53 +304,73 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_w4_kernel(gemv_args a)
 #pragma unroll
         for (int j = 0; j < 4; j++) acc[b][j] = 0.0f;
 
-    const int64_t steps = k_span / SUPER_K;
-    for (int64_t step = warp; step < steps; step += WARPS) {
-        const int64_t kg = step * SUPER_K + 32 * t; /* this thread's chunk, row g */
-        const int64_t kh = kg + k_h;                /* and for the second A row */
-        /* issue the weight loads first: they are the DRAM traffic */
-        const uint4 qg = __ldg(reinterpret_cast<const uint4 *>(a.codes + row_g * (a.k / 2) + kg / 2));
-        const uint4 qh = __ldg(reinterpret_cast<const uint4 *>(a.codes + row_h * (a.k / 2) + kh / 2));
-        const chunk_scale sg = load_chunk_scale<FMT, T>(a, lut, row_g, kg);
-        const chunk_scale sh = load_chunk_scale<FMT, T>(a, lut, row_h, kh);
-        /* x for both halves of K is the same activation row, at kg (and kh for split2) */
-        uint4 xv[MB][2][4];
+    /* This warp's super-tiles, in batches of BATCH: all weight loads of a batch are
+     * issued before any is used, so each thread keeps BATCH * 32 bytes of DRAM reads in
+     * flight instead of waiting once per super-tile. */
+    const int64_t steps_total = k_span / SUPER_K;
+    const uint32_t my_steps = warp < steps_total ? (uint32_t)((steps_total - warp + WARPS - 1) / WARPS) : 0;
+    uint4 qg[BATCH], qh[BATCH];
+    raw_scale sg[BATCH], sh[BATCH];
+    auto load_batch = [&](uint32_t first) {
 #pragma unroll
-        for (int b = 0; b < MB; b++) {
-            const int64_t m = m0 + 8 * b + g;
-#pragma unroll
-            for (int half = 0; half < (SPLIT2 ? 2 : 1); half++) {
-                const uint4 *src = reinterpret_cast<const uint4 *>(x + m * a.k + (half ? kh : kg));
-#pragma unroll
-                for (int j = 0; j < 4; j++) xv[b][half][j] = m < a.m ? __ldg(src + j) : make_uint4(0, 0, 0, 0);
+        for (int u = 0; u < BATCH; u++) {
+            const uint32_t s = first + u;
+            if (s < my_steps) {
+                const uint32_t byte_offset = s * (WARPS * SUPER_K / 2);
+                qg[u] = __ldcs(reinterpret_cast<const uint4 *>(codes_g + byte_offset));
+                qh[u] = __ldcs(reinterpret_cast<const uint4 *>(codes_h + byte_offset));
+                sg[u] = scale_g.load(s * WARPS);
+                sh[u] = scale_h.load(s * WARPS);
             }
         }
-        uint32_t pg[16], ph[16];
-        dequant_chunk<FMT, T>(qg, sg, int_xor, pg);
-        dequant_chunk<FMT, T>(qh, sh, int_xor, ph);
+    };
+    /* the first batch goes out before the scale table is filled: the fill hides under it */
+    load_batch(0);
+    if (FMT != W4A16_FORMAT_INT4) fill_scale_lut<FMT, T>(lut);
+    __syncthreads();
+    for (uint32_t first = 0; first < my_steps; first += BATCH) {
+        if (first > 0) load_batch(first);
 #pragma unroll
-        for (int i = 0; i < 8; i++) {
-            /* k-tile i: thread elements 4i .. 4i+3 of its chunk = pairs 2i, 2i+1 */
-            const uint32_t afrag[4] = {pg[2 * i], ph[2 * i], pg[2 * i + 1], ph[2 * i + 1]};
+        for (int u = 0; u < BATCH; u++) {
+            const uint32_t s = first + u;
+            if (s >= my_steps) break;
+            const uint32_t x_offset = s * (WARPS * SUPER_K);
+            /* x (small, reused by every CTA) comes from L1/L2 */
+            uint4 xv[MB][2][4];
 #pragma unroll
             for (int b = 0; b < MB; b++) {
-                if (SPLIT2) {
-                    /* rows g and g+8 hold two K halves of one weight row, but an mma
-                     * multiplies all 16 A rows by one B: each half gets its own mma with
-                     * the other half's A registers zeroed, and the epilogue adds rows
-                     * g and g+8. Twice the mma, none of the cross-CTA reduction. */
+#pragma unroll
+                for (int half = 0; half < (SPLIT2 ? 2 : 1); half++) {
+                    const uint4 *src = reinterpret_cast<const uint4 *>(x_rows[b] + x_offset + (half ? k_h : 0));
+#pragma unroll
+                    for (int j = 0; j < 4; j++) xv[b][half][j] = x_valid[b] ? __ldg(src + j) : make_uint4(0, 0, 0, 0);
+                }
+            }
+            uint32_t pg[16], ph[16];
+            dequant_chunk<FMT, T>(qg[u], scale_cursor<FMT, T>::resolve(sg[u], lut), int_xor, pg);
+            dequant_chunk<FMT, T>(qh[u], scale_cursor<FMT, T>::resolve(sh[u], lut), int_xor, ph);
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                /* k-tile i: thread elements 4i .. 4i+3 of its chunk = pairs 2i, 2i+1 */
+                const uint32_t afrag[4] = {pg[2 * i], ph[2 * i], pg[2 * i + 1], ph[2 * i + 1]};
+#pragma unroll
+                for (int b = 0; b < MB; b++) {
                     const uint32_t *xg = reinterpret_cast<const uint32_t *>(&xv[b][0][0]);
-                    const uint32_t *xh = reinterpret_cast<const uint32_t *>(&xv[b][1][0]);
                     const uint32_t bg[2] = {xg[2 * i], xg[2 * i + 1]};
-                    const uint32_t bh[2] = {xh[2 * i], xh[2 * i + 1]};
-                    const uint32_t ag[4] = {afrag[0], 0u, afrag[2], 0u};
-                    const uint32_t ah[4] = {0u, afrag[1], 0u, afrag[3]};
-                    mma_16816(acc[b], ag, bg, T());
-                    mma_16816(acc[b], ah, bh, T());
-                } else {
-                    const uint32_t *xw = reinterpret_cast<const uint32_t *>(&xv[b][0][0]);
-                    const uint32_t bfrag[2] = {xw[2 * i], xw[2 * i + 1]};
-                    mma_16816(acc[b], afrag, bfrag, T());
+                    if (SPLIT2) {
+                        /* rows g and g+8 hold two K halves of one weight row, but an mma
+                         * multiplies all 16 A rows by one B: each half gets its own mma
+                         * with the other half's A registers zeroed, and the epilogue adds
+                         * rows g and g+8. Twice the mma, no cross-CTA reduction. */
+                        const uint32_t *xh = reinterpret_cast<const uint32_t *>(&xv[b][1][0]);
+                        const uint32_t bh[2] = {xh[2 * i], xh[2 * i + 1]};
+                        const uint32_t ag[4] = {afrag[0], 0u, afrag[2], 0u};
+                        const uint32_t ah[4] = {0u, afrag[1], 0u, afrag[3]};
+                        mma_16816(acc[b], ag, bg, T());
+                        mma_16816(acc[b], ah, bh, T());
+                    } else {
+                        mma_16816(acc[b], afrag, bg, T());
+                    }
                 }
             }
         }
@@ -448,6 +527,9 @@ extern "C" w4a16_status w4a16_cuda_gemm(const w4a16_cuda_gemm_args *args, int de
     a.n = args->n;
     a.k = args->k;
     a.group = args->group_size;
+    a.chunk_shift = 31;
+    for (uint32_t sh = 0; sh < 3; sh++)
+        if (a.group == (int64_t)32 << sh && a.group != a.k) a.chunk_shift = sh;
     a.alpha = args->alpha;
     const bool bf16 = args->x_dtype == W4A16_DTYPE_BFLOAT16;
 

@@ -110,8 +110,11 @@ __global__ void nvfp4_kernel(const T *__restrict__ w, int64_t blocks, const unsi
                              float given_scale, bool has_given, uint8_t *__restrict__ codes,
                              bool codes_aligned, uint8_t *__restrict__ scales)
 {
-    int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-    if (b >= blocks) return;
+    /* last block first: the amax pass just streamed the tensor in ascending order, so its
+     * tail is still in L2 when this pass starts */
+    const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (i >= blocks) return;
+    const int64_t b = blocks - 1 - i;
     const float gs = nvfp4_global_scale_from(amax_bits, given_scale, has_given);
     float x[16];
     loader_for<T, KIND, VEC>::load(w, b * NVFP4_BLOCK, x);
