@@ -21,8 +21,9 @@
  *   x is loaded with the same permutation (thread t reads x[m, 32t .. 32t + 32)) and no
  *   data is reshuffled between threads.
  *
- * Stage 3 — dequantization. Each 32-bit word (8 codes) is split into two byte-permuted
- *   words so that every output pair (e_2j, e_2j+1) sits in the two 16-bit halves:
+ * Stage 3 — dequantization. Codes j and j+4 of a 32-bit word sit 16 bits apart, like the
+ *   two halves of a 16-bit pair register, so one shift and mask per pair decodes them
+ *   (x is gathered into the same pairs with byte permutes):
  *     E2M1: magnitude bits shifted into the exponent/mantissa field and the sign into
  *           bit 15 give e2m1 * 2^-14 (fp16) or e2m1 * 2^-126 (bf16) exactly;
  *     INT4: the nibble OR-ed into the mantissa of 1024.0 (fp16) / 128.0 (bf16) gives
@@ -117,31 +118,45 @@ __device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4],
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
-/* ---- stage 3: one word of 8 codes -> 4 pairs of raw 16-bit values --------------- */
+/* ---- stage 3: one word of 8 codes -> 4 pairs of raw 16-bit values ---------------
+ * out[j] holds codes j and j+4 of the word (nibbles 4j and 4j+16: exactly 16 bits
+ * apart, like the two halves of a pair register), so one shift lines both up and no
+ * nibble shuffling is needed. x is permuted the same way (permute_x_word). */
 
-template <int FMT, typename T>
-__device__ __forceinline__ uint32_t convert_pair(uint32_t p, uint32_t int_xor)
+template <int S> __device__ __forceinline__ uint32_t shift_left(uint32_t v)
+{
+    return S >= 0 ? v << (S >= 0 ? S : 0) : v >> (S < 0 ? -S : 0);
+}
+
+template <int FMT, typename T, int J>
+__device__ __forceinline__ uint32_t convert_pair(uint32_t w, uint32_t int_xor)
 {
     if (FMT == W4A16_FORMAT_INT4) {
-        (void)int_xor;
-        return (p & 0x000F000Fu) ^ int_xor; /* magic + q (offset by 8 when symmetric) */
+        return ((w >> (4 * J)) & 0x000F000Fu) ^ int_xor; /* magic + q (offset by 8 if symmetric) */
     } else {
-        return ((p << bits16<T>::E2M1_MAG_SHIFT) & bits16<T>::E2M1_MAG_MASK) | ((p << 12) & 0x80008000u);
+        /* magnitude bits into the exponent/mantissa field, sign bit to bit 15 / 31 */
+        constexpr int MAG = (int)bits16<T>::E2M1_MAG_SHIFT - 4 * J;
+        return (shift_left<MAG>(w) & bits16<T>::E2M1_MAG_MASK) | (shift_left<12 - 4 * J>(w) & 0x80008000u);
     }
 }
 
-/* out[j] holds elements (2j, 2j+1) of the word, in the low and high halves. */
 template <int FMT, typename T>
 __device__ __forceinline__ void dequant_word(uint32_t w, uint32_t int_xor, uint32_t (&out)[4])
 {
-    const uint32_t even = w & 0x0F0F0F0Fu;         /* e0 e2 e4 e6, one per byte */
-    const uint32_t odd = (w >> 4) & 0x0F0F0F0Fu;   /* e1 e3 e5 e7 */
-    const uint32_t p0 = __byte_perm(even, odd, 0x5410); /* bytes e0 e2 e1 e3 */
-    const uint32_t p1 = __byte_perm(even, odd, 0x7632); /* bytes e4 e6 e5 e7 */
-    out[0] = convert_pair<FMT, T>(p0, int_xor);
-    out[1] = convert_pair<FMT, T>(p0 >> 8, int_xor);
-    out[2] = convert_pair<FMT, T>(p1, int_xor);
-    out[3] = convert_pair<FMT, T>(p1 >> 8, int_xor);
+    out[0] = convert_pair<FMT, T, 0>(w, int_xor);
+    out[1] = convert_pair<FMT, T, 1>(w, int_xor);
+    out[2] = convert_pair<FMT, T, 2>(w, int_xor);
+    out[3] = convert_pair<FMT, T, 3>(w, int_xor);
+}
+
+/* x words X0..X3 hold elements (0,1) (2,3) (4,5) (6,7) of 8; the weight pairs are
+ * (0,4) (1,5) (2,6) (3,7): gather x into the same pairs. */
+__device__ __forceinline__ void permute_x_word(const uint32_t *x, uint32_t *out)
+{
+    out[0] = __byte_perm(x[0], x[2], 0x5410);
+    out[1] = __byte_perm(x[0], x[2], 0x7632);
+    out[2] = __byte_perm(x[1], x[3], 0x5410);
+    out[3] = __byte_perm(x[1], x[3], 0x7632);
 }
 
 /* ---- kernel arguments ------------------------------------------------------------- */
@@ -346,24 +361,31 @@ gemv_w4_kernel(gemv_args a)
                     for (int j = 0; j < 4; j++) xv[b][half][j] = x_valid[b] ? __ldg(src + j) : make_uint4(0, 0, 0, 0);
                 }
             }
+            uint32_t xp[MB][2][16];
+#pragma unroll
+            for (int b = 0; b < MB; b++)
+#pragma unroll
+                for (int half = 0; half < (SPLIT2 ? 2 : 1); half++)
+#pragma unroll
+                    for (int r = 0; r < 4; r++)
+                        permute_x_word(reinterpret_cast<const uint32_t *>(&xv[b][half][0]) + 4 * r, &xp[b][half][4 * r]);
             uint32_t pg[16], ph[16];
             dequant_chunk<FMT, T>(qg[u], scale_cursor<FMT, T>::resolve(sg[u], lut), int_xor, pg);
             dequant_chunk<FMT, T>(qh[u], scale_cursor<FMT, T>::resolve(sh[u], lut), int_xor, ph);
 #pragma unroll
             for (int i = 0; i < 8; i++) {
-                /* k-tile i: thread elements 4i .. 4i+3 of its chunk = pairs 2i, 2i+1 */
+                /* k-tile i: pairs 2i, 2i+1 of the chunk (elements {0,4,1,5} or {2,6,3,7}
+                 * of word i/2), and the x pairs gathered the same way */
                 const uint32_t afrag[4] = {pg[2 * i], ph[2 * i], pg[2 * i + 1], ph[2 * i + 1]};
 #pragma unroll
                 for (int b = 0; b < MB; b++) {
-                    const uint32_t *xg = reinterpret_cast<const uint32_t *>(&xv[b][0][0]);
-                    const uint32_t bg[2] = {xg[2 * i], xg[2 * i + 1]};
+                    const uint32_t bg[2] = {xp[b][0][2 * i], xp[b][0][2 * i + 1]};
                     if (SPLIT2) {
                         /* rows g and g+8 hold two K halves of one weight row, but an mma
                          * multiplies all 16 A rows by one B: each half gets its own mma
                          * with the other half's A registers zeroed, and the epilogue adds
                          * rows g and g+8. Twice the mma, no cross-CTA reduction. */
-                        const uint32_t *xh = reinterpret_cast<const uint32_t *>(&xv[b][1][0]);
-                        const uint32_t bh[2] = {xh[2 * i], xh[2 * i + 1]};
+                        const uint32_t bh[2] = {xp[b][1][2 * i], xp[b][1][2 * i + 1]};
                         const uint32_t ag[4] = {afrag[0], 0u, afrag[2], 0u};
                         const uint32_t ah[4] = {0u, afrag[1], 0u, afrag[3]};
                         mma_16816(acc[b], ag, bg, T());
