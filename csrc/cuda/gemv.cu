@@ -59,6 +59,12 @@ constexpr int EPILOGUE_LOG2 = 10; /* the 2^-10 folded into the scale table */
 #ifndef W4A16_GEMV_MIN_CTAS_4WARPS
 #define W4A16_GEMV_MIN_CTAS_4WARPS 4
 #endif
+#ifndef W4A16_GEMV_SPLIT2_BELOW_CTAS_PER_SM /* split2 when 16-row tiles give fewer CTAs per SM */
+#define W4A16_GEMV_SPLIT2_BELOW_CTAS_PER_SM 2
+#endif
+#ifndef W4A16_GEMV_8WARPS_FROM_STEPS /* 8 warps per CTA from this many super-tiles on */
+#define W4A16_GEMV_8WARPS_FROM_STEPS 16
+#endif
 constexpr int BATCH = W4A16_GEMV_BATCH;
 
 /* ---- 16-bit element traits ----------------------------------------------------- */
@@ -559,9 +565,10 @@ extern "C" w4a16_status w4a16_cuda_gemm(const w4a16_cuda_gemm_args *args, int de
     cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device_id);
     /* split2 doubles the CTAs when 16-row tiles alone would leave SMs idle */
     const int64_t ctas16 = ((a.n + 15) / 16) * ((a.m + 15) / 16);
-    const bool split2 = ctas16 < 2 * (int64_t)(sms > 0 ? sms : 132) && a.k % (2 * SUPER_K) == 0;
+    const bool split2 = ctas16 < W4A16_GEMV_SPLIT2_BELOW_CTAS_PER_SM * (int64_t)(sms > 0 ? sms : 132) &&
+                        a.k % (2 * SUPER_K) == 0;
     const int64_t steps = (split2 ? a.k / 2 : a.k) / SUPER_K;
-    const int warps = steps >= 32 ? 8 : 4;
+    const int warps = steps >= W4A16_GEMV_8WARPS_FROM_STEPS ? 8 : 4;
     const bool fast = a.k % SUPER_K == 0 && aligned16(a.x) && aligned16(a.codes) &&
                       (args->format != W4A16_FORMAT_NVFP4 || reinterpret_cast<uintptr_t>(a.scales) % 2 == 0) &&
                       (args->format != W4A16_FORMAT_INT4 || reinterpret_cast<uintptr_t>(a.scales) % 2 == 0);
