@@ -137,6 +137,17 @@ W4A16_HD float w4a16_e8m0_decode(uint8_t code)
     return code == 255 ? NAN : ldexpf(1.0f, (int)code - 127);
 }
 
+/* ---- the value of a 4-bit code before scaling, in every format ------------------- */
+
+/* E2M1 for NVFP4 / MXFP4 (is_int4 == 0); for INT4 the signed nibble q in [-8, 7]
+ * (symmetric) or the unsigned q in [0, 15] (with zero points). */
+W4A16_HD float w4a16_code_value(uint8_t code, int is_int4, int has_zero_points)
+{
+    if (!is_int4) return w4a16_e2m1_decode(code);
+    if (has_zero_points) return (float)code;
+    return (float)(code < 8 ? code : (int)code - 16);
+}
+
 /* ---- per-block scale rules ------------------------------------------------------ */
 
 /* NVFP4 tensor scale: amax / (6 * 448). An all-zero tensor (or one so small that the

@@ -192,12 +192,8 @@ w4a16_status w4a16_pack_int4_ref(const void *w, w4a16_dtype dtype, int64_t n, in
 void w4a16_cpu_weight_tables(w4a16_cpu_weight *w)
 {
     int i;
-    for (i = 0; i < 16; i++) {
-        if (w->format == W4A16_FORMAT_INT4)
-            w->code_values[i] = w->zero_points ? (float)i : (float)(i < 8 ? i : i - 16);
-        else
-            w->code_values[i] = w4a16_e2m1_decode((uint8_t)i);
-    }
+    for (i = 0; i < 16; i++)
+        w->code_values[i] = w4a16_code_value((uint8_t)i, w->format == W4A16_FORMAT_INT4, w->zero_points != NULL);
     for (i = 0; i < 256; i++) {
         if (w->format == W4A16_FORMAT_NVFP4)
             w->byte_scales[i] = w4a16_e4m3_decode((uint8_t)i) * w->global_scale;

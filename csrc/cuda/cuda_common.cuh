@@ -4,7 +4,9 @@
 
 #include <cuda_runtime.h>
 
+#include "../core/codecs.h"
 #include "../core/core.h"
+#include "cuda_ops.h"
 
 /* Makes `device_id` current for the lifetime of the guard and restores the caller's
  * device afterwards, so a launch never changes the caller's CUDA context. */
@@ -34,5 +36,17 @@ static inline w4a16_status w4a16_cuda_check(cudaError_t err, const char *what)
 }
 
 static inline unsigned w4a16_ceil_div(int64_t a, int64_t b) { return (unsigned)((a + b - 1) / b); }
+
+/* Scale and zero point of group `gi` of a weight, by the rules of the C reference
+ * (w4a16_dequantize_row_ref): the slow, any-layout kernels share this one decoder. */
+static __device__ __forceinline__ float w4a16_group_scale(const w4a16_cuda_gemm_args &w, int64_t gi, float *zero)
+{
+    *zero = 0.0f;
+    if (w.format == W4A16_FORMAT_NVFP4) return w4a16_e4m3_decode(static_cast<const uint8_t *>(w.scales)[gi]) * *w.global_scale;
+    if (w.format == W4A16_FORMAT_MXFP4) return w4a16_e8m0_decode(static_cast<const uint8_t *>(w.scales)[gi]);
+    const uint16_t bits = static_cast<const uint16_t *>(w.scales)[gi];
+    if (w.zero_points) *zero = (float)w.zero_points[gi];
+    return w.scale_dtype == W4A16_DTYPE_BFLOAT16 ? w4a16_bf16_to_f32(bits) : w4a16_f16_to_f32(bits);
+}
 
 #endif /* W4A16_CUDA_COMMON_CUH */

@@ -71,6 +71,7 @@ constexpr int BATCH = W4A16_GEMV_BATCH;
 
 template <typename T> struct bits16;
 template <> struct bits16<__half> {
+    using pair = __half2;
     static constexpr uint32_t E2M1_MAG_SHIFT = 9;          /* 3 magnitude bits -> 11..9 */
     static constexpr uint32_t E2M1_MAG_MASK = 0x0E000E00u;
     static constexpr uint32_t INT_MAGIC = 0x64006400u;       /* 1024.0 in each half */
@@ -80,6 +81,7 @@ template <> struct bits16<__half> {
     static __device__ __forceinline__ float to_float(uint16_t h) { return __half2float(__ushort_as_half(h)); }
 };
 template <> struct bits16<__nv_bfloat16> {
+    using pair = __nv_bfloat162;
     static constexpr uint32_t E2M1_MAG_SHIFT = 6;           /* 3 magnitude bits -> 8..6 */
     static constexpr uint32_t E2M1_MAG_MASK = 0x01C001C0u;
     static constexpr uint32_t INT_MAGIC = 0x43004300u;       /* 128.0 in each half */
@@ -89,24 +91,17 @@ template <> struct bits16<__nv_bfloat16> {
     static __device__ __forceinline__ float to_float(uint16_t h) { return __bfloat162float(__ushort_as_bfloat16(h)); }
 };
 
-__device__ __forceinline__ uint32_t mul2(uint32_t a, uint32_t b, __half)
+/* Two 16-bit values packed in a uint32, multiplied / subtracted as T's pair type. */
+template <typename T> __device__ __forceinline__ uint32_t mul2(uint32_t a, uint32_t b)
 {
-    __half2 r = __hmul2(*reinterpret_cast<__half2 *>(&a), *reinterpret_cast<__half2 *>(&b));
+    using P = typename bits16<T>::pair;
+    P r = __hmul2(*reinterpret_cast<P *>(&a), *reinterpret_cast<P *>(&b));
     return *reinterpret_cast<uint32_t *>(&r);
 }
-__device__ __forceinline__ uint32_t mul2(uint32_t a, uint32_t b, __nv_bfloat16)
+template <typename T> __device__ __forceinline__ uint32_t sub2(uint32_t a, uint32_t b)
 {
-    __nv_bfloat162 r = __hmul2(*reinterpret_cast<__nv_bfloat162 *>(&a), *reinterpret_cast<__nv_bfloat162 *>(&b));
-    return *reinterpret_cast<uint32_t *>(&r);
-}
-__device__ __forceinline__ uint32_t sub2(uint32_t a, uint32_t b, __half)
-{
-    __half2 r = __hsub2(*reinterpret_cast<__half2 *>(&a), *reinterpret_cast<__half2 *>(&b));
-    return *reinterpret_cast<uint32_t *>(&r);
-}
-__device__ __forceinline__ uint32_t sub2(uint32_t a, uint32_t b, __nv_bfloat16)
-{
-    __nv_bfloat162 r = __hsub2(*reinterpret_cast<__nv_bfloat162 *>(&a), *reinterpret_cast<__nv_bfloat162 *>(&b));
+    using P = typename bits16<T>::pair;
+    P r = __hsub2(*reinterpret_cast<P *>(&a), *reinterpret_cast<P *>(&b));
     return *reinterpret_cast<uint32_t *>(&r);
 }
 
@@ -264,8 +259,8 @@ __device__ __forceinline__ void dequant_chunk(const uint4 &q, const chunk_scale 
 #pragma unroll
         for (int j = 0; j < 4; j++) {
             uint32_t v = p[j];
-            if (FMT == W4A16_FORMAT_INT4) v = sub2(v, cs.offset, T());
-            pairs[4 * r + j] = mul2(v, s, T());
+            if (FMT == W4A16_FORMAT_INT4) v = sub2<T>(v, cs.offset);
+            pairs[4 * r + j] = mul2<T>(v, s);
         }
     }
 }
@@ -449,42 +444,33 @@ gemv_w4_kernel(gemv_args a)
 /* ---- generic fallback: any K multiple of the block, any alignment ------------------------ */
 
 template <typename T>
-__global__ void gemm_w4_generic(gemv_args a, int format, int scale_is_bf16)
+__global__ void gemm_w4_generic(w4a16_cuda_gemm_args a)
 {
     const int lane = threadIdx.x & 31;
     const int64_t n = (int64_t)blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5);
     const int64_t m_begin = (int64_t)blockIdx.y * 16;
     if (n >= a.n) return;
-    const int64_t groups = a.k / a.group;
+    const int64_t groups = a.k / a.group_size;
     const uint8_t *codes = a.codes + n * (a.k / 2);
-    const T *x = reinterpret_cast<const T *>(a.x);
+    const uint16_t *x = static_cast<const uint16_t *>(a.x);
     float acc[16];
 #pragma unroll
     for (int i = 0; i < 16; i++) acc[i] = 0.0f;
     for (int64_t k = 2 * lane; k < a.k; k += 64) {
-        const int64_t gi = n * groups + k / a.group;
-        float s, z = 0.0f;
-        if (format == W4A16_FORMAT_NVFP4) s = w4a16_e4m3_decode(reinterpret_cast<const uint8_t *>(a.scales)[gi]) * *a.global_scale;
-        else if (format == W4A16_FORMAT_MXFP4) s = w4a16_e8m0_decode(reinterpret_cast<const uint8_t *>(a.scales)[gi]);
-        else {
-            const uint16_t bits = reinterpret_cast<const uint16_t *>(a.scales)[gi];
-            s = scale_is_bf16 ? w4a16_bf16_to_f32(bits) : w4a16_f16_to_f32(bits);
-            if (a.zero_points) z = (float)a.zero_points[gi];
-        }
+        float z;
+        const float s = w4a16_group_scale(a, n * groups + k / a.group_size, &z);
         const uint8_t byte = codes[k / 2];
         float w[2];
 #pragma unroll
         for (int e = 0; e < 2; e++) {
             const uint8_t q = (byte >> (4 * e)) & 0xF;
-            float v = format == W4A16_FORMAT_INT4 ? (a.zero_points ? (float)q : (float)(q < 8 ? q : q - 16))
-                                                  : w4a16_e2m1_decode(q);
-            w[e] = (v - z) * s;
+            w[e] = (w4a16_code_value(q, a.format == W4A16_FORMAT_INT4, a.zero_points != nullptr) - z) * s;
         }
 #pragma unroll
         for (int i = 0; i < 16; i++) {
             const int64_t m = m_begin + i;
-            if (m < a.m) acc[i] += w[0] * bits16<T>::to_float(reinterpret_cast<const uint16_t *>(x)[m * a.k + k]) +
-                                   w[1] * bits16<T>::to_float(reinterpret_cast<const uint16_t *>(x)[m * a.k + k + 1]);
+            if (m < a.m)
+                acc[i] += w[0] * bits16<T>::to_float(x[m * a.k + k]) + w[1] * bits16<T>::to_float(x[m * a.k + k + 1]);
         }
     }
 #pragma unroll
@@ -495,8 +481,8 @@ __global__ void gemm_w4_generic(gemv_args a, int format, int scale_is_bf16)
         const int64_t m = m_begin + i;
         if (lane == 0 && m < a.m) {
             v *= a.alpha;
-            if (a.bias) v += bits16<T>::to_float(reinterpret_cast<const uint16_t *>(a.bias)[n]);
-            reinterpret_cast<uint16_t *>(a.y)[m * a.n + n] = bits16<T>::from_float(v);
+            if (a.bias) v += bits16<T>::to_float(static_cast<const uint16_t *>(a.bias)[n]);
+            static_cast<uint16_t *>(a.y)[m * a.n + n] = bits16<T>::from_float(v);
         }
     }
 }
@@ -577,9 +563,8 @@ extern "C" w4a16_status w4a16_cuda_gemm(const w4a16_cuda_gemm_args *args, int de
         else launch_fast_dtype<__half>(args->format, a, stream, split2, warps);
     } else {
         const dim3 grid(w4a16_ceil_div(a.n, 8), w4a16_ceil_div(a.m, 16));
-        const int scale_bf16 = args->scale_dtype == W4A16_DTYPE_BFLOAT16;
-        if (bf16) gemm_w4_generic<__nv_bfloat16><<<grid, 256, 0, stream>>>(a, args->format, scale_bf16);
-        else gemm_w4_generic<__half><<<grid, 256, 0, stream>>>(a, args->format, scale_bf16);
+        if (bf16) gemm_w4_generic<__nv_bfloat16><<<grid, 256, 0, stream>>>(*args);
+        else gemm_w4_generic<__half><<<grid, 256, 0, stream>>>(*args);
     }
     return w4a16_cuda_check(cudaGetLastError(), "gemm (launch)");
 }

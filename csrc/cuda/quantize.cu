@@ -312,20 +312,12 @@ __global__ void dequantize_kernel(w4a16_cuda_gemm_args wt, w4a16_dtype out_dtype
     if (byte >= wt.n * wt.k / 2) return;
     const int64_t row = byte / (wt.k / 2), k = 2 * (byte % (wt.k / 2));
     const int64_t gi = row * (wt.k / wt.group_size) + k / wt.group_size;
-    float s, z = 0.0f;
-    if (wt.format == W4A16_FORMAT_NVFP4) s = w4a16_e4m3_decode(reinterpret_cast<const uint8_t *>(wt.scales)[gi]) * *wt.global_scale;
-    else if (wt.format == W4A16_FORMAT_MXFP4) s = w4a16_e8m0_decode(reinterpret_cast<const uint8_t *>(wt.scales)[gi]);
-    else {
-        const uint16_t bits = reinterpret_cast<const uint16_t *>(wt.scales)[gi];
-        s = wt.scale_dtype == W4A16_DTYPE_BFLOAT16 ? w4a16_bf16_to_f32(bits) : w4a16_f16_to_f32(bits);
-        if (wt.zero_points) z = (float)wt.zero_points[gi];
-    }
+    float z;
+    const float s = w4a16_group_scale(wt, gi, &z);
     const uint8_t b = wt.codes[byte];
     for (int e = 0; e < 2; e++) {
         const uint8_t q = (b >> (4 * e)) & 0xF;
-        const float v = wt.format == W4A16_FORMAT_INT4 ? (wt.zero_points ? (float)q : (float)(q < 8 ? q : q - 16))
-                                                       : w4a16_e2m1_decode(q);
-        const float r = (v - z) * s;
+        const float r = (w4a16_code_value(q, wt.format == W4A16_FORMAT_INT4, wt.zero_points != NULL) - z) * s;
         const int64_t i = row * wt.k + k + e;
         if (out_dtype == W4A16_DTYPE_FLOAT32) reinterpret_cast<float *>(out)[i] = r;
         else if (out_dtype == W4A16_DTYPE_BFLOAT16) reinterpret_cast<uint16_t *>(out)[i] = w4a16_f32_to_bf16(r);
