@@ -16,12 +16,27 @@ from .quantize import QuantizedWeight, dequantize, pack_int4, quantize_mxfp4, qu
 
 __version__ = _C.build_info()["version"]
 
+# torch-only parts load on first use, so that numpy users need no torch
+_TORCH_NAMES = {"FP4Linear": "nn", "Int4Linear": "nn", "patch_mlp": "patch", "PatchReport": "patch"}
+
+
+def __getattr__(name: str):
+    if name in _TORCH_NAMES:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_TORCH_NAMES[name]}", __name__), name)
+    raise AttributeError(f"module 'w4a16' has no attribute {name!r}")
+
 __all__ = [
+    "FP4Linear",
+    "Int4Linear",
+    "PatchReport",
     "QuantizedWeight",
     "build_info",
     "dequantize",
     "gemm",
     "pack_int4",
+    "patch_mlp",
     "quantize_mxfp4",
     "quantize_nvfp4",
 ]

@@ -1,0 +1,132 @@
+"""Pi0.5's MLP stacks, bf16 against each 4-bit format: time and accuracy.
+
+Pi0.5 runs a Gemma-2B language model (hidden 2048 -> MLP 16384, 18 layers) once per
+inference over the prefix (3 images x 256 tokens + 200 text tokens = M 968), and a
+Gemma-300M action expert (1024 -> 4096, 18 layers) on every denoising step over the
+action horizon (M = 10 or 50). This script builds both MLP stacks with random weights,
+patches copies with w4a16.patch_mlp, and prints per stack and format: the MLP time of one
+pass (CUDA-graph replay, median of repeats), the speedup over bf16, the weight memory and
+the relative error of the stack's output against bf16.
+
+On a machine without a GPU it runs 2 layers at a quarter of the width and says so.
+
+    python examples/pi05_mlp.py
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+
+import torch
+from torch import nn
+
+import w4a16
+
+FORMATS = ("nvfp4", "mxfp4", "int4")
+
+
+class GemmaMLP(nn.Module):
+    """The Gemma MLP: down(gelu_tanh(gate(x)) * up(x)), no biases."""
+
+    def __init__(self, hidden: int, intermediate: int) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.up_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.down_proj = nn.Linear(intermediate, hidden, bias=False)
+        self.act_fn = nn.GELU(approximate="tanh")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+
+
+class MLPStack(nn.Module):
+    """The MLPs of a decoder, residual connections kept so errors accumulate as in the model."""
+
+    def __init__(self, hidden: int, intermediate: int, layers: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(GemmaMLP(hidden, intermediate) for _ in range(layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for mlp in self.layers:
+            x = x + mlp(x)
+        return x
+
+
+def seconds_per_pass(model: nn.Module, x: torch.Tensor, repeats: int = 20) -> float:
+    with torch.no_grad():
+        if x.is_cuda:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                model(x)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                model(x)
+            times = []
+            for _ in range(repeats + 3):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                graph.replay()
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end) / 1e3)
+            return statistics.median(times[3:])
+        model(x)
+        times = []
+        for _ in range(max(3, repeats // 5)):
+            t = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - t)
+        return statistics.median(times)
+
+
+def weight_bytes(model: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
+
+
+def main() -> None:
+    cuda = torch.cuda.is_available() and w4a16.build_info()["cuda"]
+    device = "cuda" if cuda else "cpu"
+    scale = 1 if cuda else 4
+    layers = 18 if cuda else 2
+    stacks = [("Gemma-2B prefix", 2048 // scale, 16384 // scale, (968,)),
+              ("action expert step", 1024 // scale, 4096 // scale, (10, 50))]
+    print(f"device: {torch.cuda.get_device_name(0) if cuda else 'CPU'}; {layers} layers per stack"
+          + ("" if cuda else f"; reduced CPU run: widths / {scale}, 2 layers (a GPU runs Pi0.5's real sizes)"))
+    print(f"{'stack':20s} {'M':>4s} {'format':7s} {'ms':>8s} {'vs bf16':>8s} {'MiB':>8s} {'rel err':>8s}")
+    torch.manual_seed(0)
+    for title, hidden, intermediate, batches in stacks:
+        reference = MLPStack(hidden, intermediate, layers)
+        for mlp in reference.layers:  # Gemma-like init scale
+            for lin in (mlp.gate_proj, mlp.up_proj, mlp.down_proj):
+                nn.init.normal_(lin.weight, std=0.02)
+        reference = reference.to(device, torch.bfloat16).eval()
+        patched = {}
+        for fmt in FORMATS:
+            model = copy.deepcopy(reference)
+            w4a16.patch_mlp(model, format=fmt)
+            patched[fmt] = model
+        for m in batches:
+            x = torch.randn(m, hidden, device=device, dtype=torch.bfloat16)
+            with torch.no_grad():
+                ref_out = reference(x).double()
+            t_ref = seconds_per_pass(reference, x)
+            print(f"{title:20s} {m:4d} {'bf16':7s} {t_ref * 1e3:8.3f} {1.0:8.2f} "
+                  f"{weight_bytes(reference) / 2**20:8.1f} {0.0:8.4f}")
+            for fmt, model in patched.items():
+                with torch.no_grad():
+                    out = model(x).double()
+                err = (torch.linalg.norm(out - ref_out) / torch.linalg.norm(ref_out)).item()
+                t = seconds_per_pass(model, x)
+                print(f"{title:20s} {m:4d} {fmt:7s} {t * 1e3:8.3f} {t_ref / t:8.2f} "
+                      f"{weight_bytes(model) / 2**20:8.1f} {err:8.4f}")
+        del reference, patched
+        if cuda:
+            torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""patch_mlp: swap the MLP Linears of a Pi0.5 policy (or any gated / fc1-fc2 MLP) for
+quantized modules, in place, and report what changed.
+
+Found by walking the module tree, so every nesting works:
+  - Hugging Face Gemma / PaliGemma ``GemmaMLP`` (gate_proj, up_proj, down_proj, act_fn),
+    openpi ``PI0Pytorch`` (paligemma_with_expert.paligemma.language_model.layers[i].mlp and
+    paligemma_with_expert.gemma_expert.model.layers[i].mlp), lerobot ``PI05Policy``
+    (model.paligemma_with_expert...): any module with gate_proj / up_proj / down_proj;
+  - generic fc1 / fc2 MLPs (SigLIP's vision MLP, whose fc2 has K = 4304 = 16 * 269): only
+    when ``include`` names them; NVFP4 takes K = 4304, MXFP4 and INT4 (blocks of 32+) skip
+    that Linear with the reason in the report.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from .nn import FP4Linear, Int4Linear, QuantizedLinear
+
+FORMATS = ("nvfp4", "mxfp4", "int4")
+_BLOCK = {"nvfp4": 16, "mxfp4": 32}
+
+
+@dataclass
+class PatchReport:
+    """What patch_mlp did: converted modules (name, shape [N, K], format), skipped ones
+    with the reason, and the weight bytes before and after."""
+
+    converted: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+    bytes_before: int = 0
+    bytes_after: int = 0
+
+    @property
+    def saved_bytes(self) -> int:
+        return self.bytes_before - self.bytes_after
+
+    def __str__(self) -> str:
+        lines = [f"converted {len(self.converted)} Linear(s), skipped {len(self.skipped)}; weights "
+                 f"{self.bytes_before / 2**20:.1f} MiB -> {self.bytes_after / 2**20:.1f} MiB "
+                 f"(saved {self.saved_bytes / 2**20:.1f} MiB)"]
+        lines += [f"  {name}: [{n}, {k}] -> {fmt}" for name, (n, k), fmt in self.converted]
+        lines += [f"  skipped {name}: {reason}" for name, reason in self.skipped]
+        return "\n".join(lines)
+
+
+class GatedMLP(torch.nn.Module):
+    """down(act(gate(x)) * up(x)) with gate and up fused into one quantized GEMM of
+    [2I, H]; the activation and the product run as elementwise ops after it."""
+
+    def __init__(self, gate_up: QuantizedLinear, down: QuantizedLinear, act_fn: Callable, intermediate: int) -> None:
+        super().__init__()
+        self.gate_up, self.down_proj, self.act_fn = gate_up, down, act_fn
+        self.intermediate = intermediate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x).split(self.intermediate, dim=-1)
+        return self.down_proj(self.act_fn(gate) * up)
+
+
+def _matches(name: str, patterns: Optional[Sequence[str]]) -> bool:
+    return patterns is not None and any(fnmatch.fnmatch(name, p) for p in patterns)
+
+
+def _convert(linear: torch.nn.Linear, format: str, group_size: Optional[int], symmetric: bool) -> QuantizedLinear:
+    if format == "int4":
+        return Int4Linear.from_linear(linear, group_size=128 if group_size is None else group_size,
+                                      symmetric=symmetric)
+    return FP4Linear.from_linear(linear, format=format)
+
+
+def _why_not(linear: torch.nn.Module, format: str, group_size: Optional[int]) -> Optional[str]:
+    """None when `linear` can be converted, else the reason."""
+    if not isinstance(linear, torch.nn.Linear):
+        return f"not an nn.Linear ({type(linear).__name__})"
+    k = linear.in_features
+    block = _BLOCK.get(format) or (128 if group_size is None else (k if group_size == -1 else group_size))
+    if k % block:
+        return f"in_features {k} is not a multiple of the {format} block {block} (padding not supported yet)"
+    return None
+
+
+def _weight_bytes(module: torch.nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in list(module.parameters()) + list(module.buffers()))
+
+
+def patch_mlp(model: torch.nn.Module, format: str = "nvfp4", include: Optional[Sequence[str]] = None,
+              exclude: Optional[Sequence[str]] = None, group_size: Optional[int] = None,
+              fuse_gate_up: bool = True, symmetric: bool = True) -> PatchReport:
+    """Replaces the MLP Linears of `model` in place.
+
+    Args:
+        format: "nvfp4", "mxfp4" or "int4".
+        include: fnmatch patterns on MLP module names; when given only matching MLPs are
+            converted (and fc1/fc2 MLPs become eligible).
+        exclude: fnmatch patterns on MLP or Linear names never to convert.
+        group_size: int4 group (32, 64, 128, -1 per channel; default 128).
+        fuse_gate_up: gate and up become one quantized GEMM (and one global scale for nvfp4).
+        symmetric: int4 without zero points.
+    Returns:
+        PatchReport (converted, skipped with reasons, bytes before and after).
+    """
+    if format not in FORMATS:
+        raise ValueError(f"format: expected one of {FORMATS}, got {format!r}")
+    if format == "int4" and group_size not in (None, -1, 32, 64, 128):
+        raise ValueError(f"group_size: expected 32, 64, 128 or -1 (per channel), got {group_size}")
+    report = PatchReport()
+    mlps = []
+    for name, module in model.named_modules():
+        gated = all(isinstance(getattr(module, p, None), torch.nn.Module) for p in ("gate_proj", "up_proj", "down_proj"))
+        fc = all(isinstance(getattr(module, p, None), torch.nn.Module) for p in ("fc1", "fc2"))
+        if not (gated or fc) or _matches(name, exclude):
+            continue
+        if include is not None and not _matches(name, include):
+            continue
+        if fc and include is None:
+            continue  # fc1/fc2 MLPs (SigLIP) only on request
+        mlps.append((name, module, gated))
+    for name, mlp, gated in mlps:
+        parts = ("gate_proj", "up_proj", "down_proj") if gated else ("fc1", "fc2")
+        linears = {p: getattr(mlp, p) for p in parts}
+        for p in parts:
+            full = f"{name}.{p}" if name else p
+            reason = "excluded" if _matches(full, exclude) else _why_not(linears[p], format, group_size)
+            if reason:
+                report.skipped.append((full, reason))
+                linears[p] = None
+        report.bytes_before += sum(_weight_bytes(m) for m in linears.values() if m is not None)
+        fuse = (gated and fuse_gate_up and name != "" and linears["gate_proj"] is not None and linears["up_proj"] is not None
+                and hasattr(mlp, "act_fn") and linears["gate_proj"].bias is None and linears["up_proj"].bias is None)
+        if fuse:
+            gate, up = linears.pop("gate_proj"), linears.pop("up_proj")
+            fused = torch.nn.Linear(gate.in_features, 2 * gate.out_features, bias=False, device="meta")
+            fused.weight = torch.nn.Parameter(torch.cat([gate.weight.detach(), up.weight.detach()]), requires_grad=False)
+            gate_up = _convert(fused, format, group_size, symmetric)
+            del fused
+            down = linears.pop("down_proj")
+            down = _convert(down, format, group_size, symmetric) if down is not None else mlp.down_proj
+            replacement = GatedMLP(gate_up, down, mlp.act_fn, gate.out_features)
+            _set_module(model, name, replacement)
+            report.converted.append((f"{name}.gate_up", (2 * gate.out_features, gate.in_features), format))
+            report.bytes_after += gate_up.nbytes
+            if isinstance(down, QuantizedLinear):
+                report.converted.append((f"{name}.down_proj", (down.out_features, down.in_features), format))
+                report.bytes_after += down.nbytes
+            continue
+        for p, linear in linears.items():
+            if linear is None:
+                continue
+            q = _convert(linear, format, group_size, symmetric)
+            setattr(mlp, p, q)
+            report.converted.append((f"{name}.{p}", (linear.out_features, linear.in_features), format))
+            report.bytes_after += q.nbytes
+    return report
+
+
+def _set_module(model: torch.nn.Module, name: str, module: torch.nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)

@@ -1,0 +1,212 @@
+"""FP4Linear / Int4Linear, the custom op, and patch_mlp on CPU (the GPU versions of the
+compile and CUDA-graph checks are in test_gpu_nn.py)."""
+
+import copy
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import w4a16  # noqa: E402
+from w4a16 import torch_ops  # noqa: E402
+
+MODULE_MAKERS = {
+    "nvfp4": lambda lin: w4a16.FP4Linear.from_linear(lin, "nvfp4"),
+    "mxfp4": lambda lin: w4a16.FP4Linear.from_linear(lin, "mxfp4"),
+    "int4-g64": lambda lin: w4a16.Int4Linear.from_linear(lin, 64),
+    "int4-channel-asym": lambda lin: w4a16.Int4Linear.from_linear(lin, -1, symmetric=False),
+}
+
+
+def make_linear(rng, k, n, bias=True, dtype=torch.bfloat16):
+    lin = torch.nn.Linear(k, n, bias=bias)
+    with torch.no_grad():
+        lin.weight.copy_(torch.from_numpy(rng.standard_normal((n, k)).astype(np.float32) * 0.05))
+        if bias:
+            lin.bias.copy_(torch.from_numpy(rng.standard_normal(n).astype(np.float32)))
+    return lin.to(dtype)
+
+
+def reference(module, x):
+    w = module.quantized_weight().dequantize().double()
+    y = x.double() @ w.T
+    return y if module.bias is None else y + module.bias.double()
+
+
+@pytest.mark.parametrize("kind", list(MODULE_MAKERS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_module_matches_dequantized_reference(rng, kind, dtype):
+    lin = make_linear(rng, 256, 72, dtype=dtype)
+    module = MODULE_MAKERS[kind](lin)
+    x = torch.from_numpy(rng.standard_normal((2, 3, 256)).astype(np.float32)).to(dtype)
+    y = module(x)
+    assert y.shape == (2, 3, 72) and y.dtype == dtype
+    ref = reference(module, x)
+    tol = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}[dtype]
+    assert (torch.linalg.norm(y.double() - ref) / torch.linalg.norm(ref)).item() < tol
+    assert not any(p.dtype in (torch.float16, torch.bfloat16) and p.dim() == 2 for p in module.parameters())
+
+
+def test_non_contiguous_activation_is_copied(rng):
+    module = w4a16.FP4Linear.from_linear(make_linear(rng, 64, 16))
+    x = torch.randn(64, 4, dtype=torch.bfloat16).T  # [4, 64], not contiguous
+    assert torch.equal(module(x), module(x.contiguous()))
+
+
+@pytest.mark.parametrize("kind", list(MODULE_MAKERS))
+def test_state_dict_round_trip_into_meta_module(rng, kind):
+    lin = make_linear(rng, 128, 40)
+    module = MODULE_MAKERS[kind](lin)
+    state = module.state_dict()
+    assert state["weight"].dtype == torch.uint8 and state["weight"].shape == (40, 64)
+    with torch.device("meta"):
+        if module.format == "int4":
+            fresh = w4a16.Int4Linear(128, 40, group_size=module.group_size, symmetric=module.weight_zero_point is None)
+        else:
+            fresh = w4a16.FP4Linear(128, 40, format=module.format)
+    fresh.load_state_dict(state, assign=True)
+    x = torch.randn(3, 128, dtype=torch.bfloat16)
+    assert torch.equal(fresh(x), module(x))
+
+
+def test_dtype_casts_keep_the_quantized_buffers(rng):
+    module = w4a16.FP4Linear.from_linear(make_linear(rng, 64, 32))
+    gs = module.weight_scale_2.clone()
+    module.half()
+    assert module.weight_scale.dtype == torch.float8_e4m3fn and module.weight_scale_2.dtype == torch.float32
+    assert module.weight.dtype == torch.uint8 and module.bias.dtype == torch.float16
+    assert torch.equal(module.weight_scale_2, gs)
+    module.to("cpu", torch.bfloat16)
+    assert module.weight_scale_2.dtype == torch.float32 and module.bias.dtype == torch.bfloat16
+
+
+def test_custom_op_passes_opcheck(rng):
+    module = w4a16.Int4Linear.from_linear(make_linear(rng, 128, 24), 32, symmetric=False)
+    x = torch.randn(5, 128, dtype=torch.bfloat16)
+    args = (x, module.weight, module.weight_scale, module.weight_scale_2, module.weight_zero_point, module.bias,
+            torch_ops.FORMAT_CODES["int4"], 32, 1.0)
+    torch.library.opcheck(torch.ops.w4a16.gemm.default, args)
+
+
+def test_compile_fullgraph_has_no_graph_break(rng):
+    block = torch.nn.Sequential(w4a16.FP4Linear.from_linear(make_linear(rng, 64, 64)), torch.nn.GELU(),
+                                w4a16.Int4Linear.from_linear(make_linear(rng, 64, 32), 32))
+    x = torch.randn(4, 64, dtype=torch.bfloat16)
+    explanation = torch._dynamo.explain(block)(x)
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1
+    compiled = torch.compile(block, fullgraph=True, backend="eager")
+    assert torch.equal(compiled(x), block(x))
+
+
+BAD_ARGUMENTS = [
+    ("unknown format", lambda lin: w4a16.FP4Linear.from_linear(lin, "fp3"), ValueError, "format"),
+    ("int4 format on FP4Linear", lambda lin: w4a16.FP4Linear.from_linear(lin, "int4"), ValueError, "format"),
+    ("group that does not divide K", lambda lin: w4a16.Int4Linear.from_linear(torch.nn.Linear(96, 8), 64),
+     ValueError, "96"),
+    ("unsupported group", lambda lin: w4a16.Int4Linear.from_linear(lin, 48), ValueError, "group_size"),
+    ("module without weight", lambda lin: w4a16.FP4Linear.from_linear(torch.nn.ReLU()), TypeError, "weight"),
+    ("K not a multiple of the block", lambda lin: w4a16.FP4Linear.from_linear(torch.nn.Linear(40, 8)), ValueError,
+     "multiple"),
+    ("patch with unknown format", lambda lin: w4a16.patch_mlp(torch.nn.Sequential(lin), format="int8"),
+     ValueError, "format"),
+    ("patch with bad group", lambda lin: w4a16.patch_mlp(torch.nn.Sequential(lin), format="int4", group_size=100),
+     ValueError, "group_size"),
+]
+
+
+@pytest.mark.parametrize("case", BAD_ARGUMENTS, ids=[c[0] for c in BAD_ARGUMENTS])
+def test_bad_arguments_raise_clear_errors(rng, case):
+    _, call, exc, word = case
+    with pytest.raises(exc, match=word):
+        call(make_linear(rng, 128, 16))
+
+
+# ---- patch_mlp --------------------------------------------------------------------------
+
+transformers = pytest.importorskip("transformers")
+
+
+def tiny_gemma(seed: int = 0):
+    from transformers import GemmaConfig, GemmaForCausalLM
+
+    torch.manual_seed(seed)
+    config = GemmaConfig(vocab_size=256, hidden_size=128, intermediate_size=512, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=1, head_dim=32,
+                         hidden_activation="gelu_pytorch_tanh")
+    return GemmaForCausalLM(config).to(torch.bfloat16).eval()
+
+
+@pytest.mark.parametrize("fmt", ["nvfp4", "mxfp4", "int4"])
+@pytest.mark.parametrize("fuse", [True, False])
+def test_patch_gemma_stays_close_to_bf16(fmt, fuse):
+    model = tiny_gemma()
+    patched = copy.deepcopy(model)
+    report = w4a16.patch_mlp(patched, format=fmt, fuse_gate_up=fuse)
+    assert len(report.converted) == (4 if fuse else 6) and not report.skipped
+    assert report.bytes_after < report.bytes_before / 3
+    ids = torch.randint(0, 256, (2, 12))
+    with torch.no_grad():
+        ref = model.model(ids).last_hidden_state.double()
+        out = patched.model(ids).last_hidden_state.double()
+        # the MLP alone: 4-bit weights cost ~10 % relative error there
+        h = torch.randn(2, 12, 128, dtype=torch.bfloat16)
+        mlp_ref = model.model.layers[0].mlp(h).double()
+        mlp_out = patched.model.layers[0].mlp(h).double()
+    # stated bounds: the residual stream within 5 %, one MLP (three 4-bit matmuls whose
+    # errors compound, ~10 % each) within 30 %
+    assert (torch.linalg.norm(out - ref) / torch.linalg.norm(ref)).item() < 0.05
+    assert (torch.linalg.norm(mlp_out - mlp_ref) / torch.linalg.norm(mlp_ref)).item() < 0.30
+    mlp = patched.model.layers[0].mlp
+    assert isinstance(mlp, w4a16.patch.GatedMLP) if fuse else isinstance(mlp.gate_proj, w4a16.nn.QuantizedLinear)
+
+
+class Holder(torch.nn.Module):
+    """Stand-in for a container of openpi / lerobot whose attribute path is kept."""
+
+    def __init__(self, **children):
+        super().__init__()
+        for name, child in children.items():
+            setattr(self, name, child)
+
+
+def pi0_like(base=None):
+    """openpi PI0Pytorch nesting: paligemma_with_expert.{paligemma.language_model,
+    gemma_expert.model}.layers[i].mlp, with Gemma decoder layers from transformers."""
+    language = tiny_gemma(1).model
+    expert = tiny_gemma(2).model
+    return Holder(paligemma_with_expert=Holder(paligemma=Holder(language_model=language),
+                                               gemma_expert=Holder(model=expert)))
+
+
+@pytest.mark.parametrize("wrapper", ["openpi", "lerobot"])
+def test_patch_finds_pi05_paths(wrapper):
+    policy = pi0_like() if wrapper == "openpi" else Holder(model=pi0_like())
+    prefix = "" if wrapper == "openpi" else "model."
+    report = w4a16.patch_mlp(policy, format="nvfp4")
+    names = {name for name, _, _ in report.converted}
+    for i in range(2):
+        assert f"{prefix}paligemma_with_expert.paligemma.language_model.layers.{i}.mlp.gate_up" in names
+        assert f"{prefix}paligemma_with_expert.gemma_expert.model.layers.{i}.mlp.down_proj" in names
+    # only the expert, by pattern
+    policy = pi0_like()
+    report = w4a16.patch_mlp(policy, format="int4", include=["*gemma_expert*"], fuse_gate_up=False)
+    assert len(report.converted) == 6 and all("gemma_expert" in n for n, _, _ in report.converted)
+    policy = pi0_like()
+    report = w4a16.patch_mlp(policy, exclude=["*layers.0.mlp"])
+    assert len(report.converted) == 4 and all("layers.1" in n for n, _, _ in report.converted)
+
+
+def test_siglip_mlp_only_on_request_and_skipped_with_reason():
+    # SigLIP's MLP is hidden -> 4304 -> hidden: fc2 has K = 4304 = 16 * 269, a multiple of
+    # NVFP4's block but not of MXFP4's (32)
+    def siglip():
+        return Holder(vision=Holder(mlp=Holder(fc1=torch.nn.Linear(64, 4304), fc2=torch.nn.Linear(4304, 64))))
+
+    assert not w4a16.patch_mlp(siglip()).converted  # fc1/fc2 not touched by default
+    assert len(w4a16.patch_mlp(siglip(), format="nvfp4", include=["vision.mlp"]).converted) == 2
+    model = siglip()
+    report = w4a16.patch_mlp(model, format="mxfp4", include=["vision.mlp"])
+    assert [n for n, _, _ in report.converted] == ["vision.mlp.fc1"]
+    assert report.skipped[0][0] == "vision.mlp.fc2" and "4304" in report.skipped[0][1]
+    assert isinstance(model.vision.mlp.fc2, torch.nn.Linear)  # left as it was
