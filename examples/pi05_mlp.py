@@ -42,7 +42,8 @@ class GemmaMLP(nn.Module):
 
 
 class MLPStack(nn.Module):
-    """The MLPs of a decoder, residual connections kept so errors accumulate as in the model."""
+    """The MLPs of a decoder with their pre-MLP RMS norm and residual connections, so that
+    errors accumulate as in the model (attention left out)."""
 
     def __init__(self, hidden: int, intermediate: int, layers: int) -> None:
         super().__init__()
@@ -50,7 +51,8 @@ class MLPStack(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for mlp in self.layers:
-            x = x + mlp(x)
+            normed = x * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + 1e-6).to(x.dtype)
+            x = x + mlp(normed)
         return x
 
 

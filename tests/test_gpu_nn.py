@@ -20,6 +20,7 @@ def gemma_layer():
 
     config = GemmaConfig(hidden_size=1024, intermediate_size=4096, num_attention_heads=8, num_key_value_heads=1,
                          head_dim=128, hidden_activation="gelu_pytorch_tanh")  # the Pi0.5 action expert's shape
+    config._attn_implementation = "sdpa"  # unset, transformers looks it up at run time (a graph break of its own)
     torch.manual_seed(0)
     layer = GemmaDecoderLayer(config, layer_idx=0).cuda().to(torch.bfloat16).eval()
     return layer, GemmaRotaryEmbedding(config).cuda()

@@ -99,6 +99,27 @@ def test_compile_fullgraph_has_no_graph_break(rng):
     assert torch.equal(compiled(x), block(x))
 
 
+def test_op_checks_every_shape_it_passes_as_a_raw_pointer(rng):
+    module = w4a16.Int4Linear.from_linear(make_linear(rng, 128, 24), 32, symmetric=False)
+    x = torch.randn(2, 128, dtype=torch.bfloat16)
+    op, fmt = torch.ops.w4a16.gemm, torch_ops.FORMAT_CODES["int4"]
+    good = dict(codes=module.weight, scales=module.weight_scale, zp=module.weight_zero_point, bias=module.bias)
+    cases = [("scales", dict(good, scales=module.weight_scale[:, :2].contiguous())),
+             ("zero_points", dict(good, zp=module.weight_zero_point[:12].contiguous())),
+             ("bias", dict(good, bias=module.bias[:5].contiguous()))]
+    for word, args in cases:
+        with pytest.raises(ValueError, match=word):
+            op(x, args["codes"], args["scales"], None, args["zp"], args["bias"], fmt, 32, 1.0)
+    with pytest.raises(ValueError, match="x: expected"):
+        op(torch.randn(2, 64, dtype=torch.bfloat16), module.weight, module.weight_scale, None,
+           module.weight_zero_point, module.bias, fmt, 32, 1.0)
+    with pytest.raises(ValueError, match="group_size"):
+        op(x, module.weight, module.weight_scale, None, module.weight_zero_point, module.bias, fmt, 48, 1.0)
+    with pytest.raises(TypeError, match="x: dtype torch.int32"):
+        op(x.to(torch.int32), module.weight, module.weight_scale, None, module.weight_zero_point, module.bias, fmt,
+           32, 1.0)
+
+
 BAD_ARGUMENTS = [
     ("unknown format", lambda lin: w4a16.FP4Linear.from_linear(lin, "fp3"), ValueError, "format"),
     ("int4 format on FP4Linear", lambda lin: w4a16.FP4Linear.from_linear(lin, "int4"), ValueError, "format"),

@@ -257,6 +257,67 @@ done:
     return result;
 }
 
+/* ---- the torch op's fast path ------------------------------------------------------- */
+
+/* A contiguous row-major view from a raw pointer (0 = absent: data NULL). */
+static void raw_view(w4a16_view *v, unsigned long long ptr, int dtype, int ndim, int64_t d0, int64_t d1,
+                     int device_type, int device_id)
+{
+    memset(v, 0, sizeof *v);
+    v->data = (void *)(uintptr_t)ptr;
+    v->dtype = (w4a16_dtype)dtype;
+    v->ndim = ndim;
+    v->shape[0] = d0;
+    v->shape[1] = d1;
+    v->strides[0] = ndim == 2 ? d1 : 1;
+    v->strides[1] = 1;
+    v->device_type = device_type;
+    v->device_id = device_id;
+}
+
+/* _gemm_raw(x, y, bias, m, n, k, act_dtype, codes, scales, scale_dtype, global_scale,
+ *           zero_points, format, group, alpha, device_type, device_id, stream)
+ * The same gemm as `gemm` on raw pointers of contiguous tensors, for the torch custom
+ * op, whose caller holds the tensors and checks their layout: exporting five DLPack
+ * capsules per call would cost more than a small GEMV on the GPU. Private. */
+static PyObject *py_gemm_raw(PyObject *self, PyObject *args)
+{
+    unsigned long long x_ptr, y_ptr, bias_ptr, codes_ptr, scales_ptr, gs_ptr, zeros_ptr, stream_ptr;
+    long long m, n, k, group;
+    int act_dtype, scale_dtype, format, device_type, device_id;
+    double alpha;
+    w4a16_view x, y, bias;
+    w4a16_weight w;
+    w4a16_status st;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "KKKLLLiKKiKKiLdiiK", &x_ptr, &y_ptr, &bias_ptr, &m, &n, &k, &act_dtype, &codes_ptr,
+                          &scales_ptr, &scale_dtype, &gs_ptr, &zeros_ptr, &format, &group, &alpha, &device_type,
+                          &device_id, &stream_ptr))
+        return NULL;
+    if (group <= 0 || k % group != 0 || k % 2 != 0) {
+        PyErr_Format(PyExc_ValueError, "w4a16.gemm: group %lld does not divide K = %lld", group, k);
+        return NULL;
+    }
+    raw_view(&x, x_ptr, act_dtype, 2, m, k, device_type, device_id);
+    raw_view(&y, y_ptr, act_dtype, 2, m, n, device_type, device_id);
+    raw_view(&bias, bias_ptr, act_dtype, 1, n, 1, device_type, device_id);
+    memset(&w, 0, sizeof w);
+    w.format = (w4a16_format)format;
+    w.group_size = group;
+    raw_view(&w.codes, codes_ptr, W4A16_DTYPE_UINT8, 2, n, k / 2, device_type, device_id);
+    raw_view(&w.scales, scales_ptr, scale_dtype, 2, n, k / group, device_type, device_id);
+    raw_view(&w.global_scale, gs_ptr, W4A16_DTYPE_FLOAT32, 0, 0, 0, device_type, device_id);
+    raw_view(&w.zero_points, zeros_ptr, W4A16_DTYPE_UINT8, 2, n, k / group, device_type, device_id);
+    Py_BEGIN_ALLOW_THREADS
+    st = w4a16_gemm(&x, &w, bias_ptr ? &bias : NULL, (float)alpha, &y, NULL, 0, (void *)(uintptr_t)stream_ptr);
+    Py_END_ALLOW_THREADS
+    if (st != W4A16_OK) {
+        raise_status(st, "gemm");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 /* ---- build facts -------------------------------------------------------------------- */
 
 static PyObject *devices_list(void)
@@ -352,6 +413,7 @@ static PyMethodDef methods[] = {
     {"pack_int4", py_pack_int4, METH_VARARGS, "pack_int4(w, group, symmetric, codes, scales, zero_points, stream)"},
     {"dequantize", py_dequantize, METH_VARARGS, "dequantize(weight_tuple, out, stream)"},
     {"gemm", py_gemm, METH_VARARGS, "gemm(x, weight_tuple, bias, alpha, out, stream)"},
+    {"_gemm_raw", py_gemm_raw, METH_VARARGS, "_gemm_raw(...): gemm on raw pointers (the torch op's fast path)"},
     {"build_info", py_build_info, METH_NOARGS, "build_info() -> dict of build facts and visible GPUs"},
     {"_codec", py_codec, METH_VARARGS, "_codec(kind, src, dst): elementwise scalar codec (for tests)"},
     {NULL, NULL, 0, NULL},
@@ -369,7 +431,9 @@ PyMODINIT_FUNC PyInit__C(void)
     if (PyModule_AddIntConstant(m, "FORMAT_NVFP4", W4A16_FORMAT_NVFP4) < 0 ||
         PyModule_AddIntConstant(m, "FORMAT_MXFP4", W4A16_FORMAT_MXFP4) < 0 ||
         PyModule_AddIntConstant(m, "FORMAT_INT4", W4A16_FORMAT_INT4) < 0 ||
+        PyModule_AddIntConstant(m, "DTYPE_FLOAT32", W4A16_DTYPE_FLOAT32) < 0 ||
         PyModule_AddIntConstant(m, "DTYPE_FLOAT16", W4A16_DTYPE_FLOAT16) < 0 ||
+        PyModule_AddIntConstant(m, "DTYPE_UINT8", W4A16_DTYPE_UINT8) < 0 ||
         PyModule_AddIntConstant(m, "DTYPE_BFLOAT16", W4A16_DTYPE_BFLOAT16) < 0 ||
         PyModule_AddIntConstant(m, "DTYPE_FLOAT8_E4M3FN", W4A16_DTYPE_FLOAT8_E4M3FN) < 0 ||
         PyModule_AddIntConstant(m, "DTYPE_FLOAT8_E8M0", W4A16_DTYPE_FLOAT8_E8M0) < 0) {

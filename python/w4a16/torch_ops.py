@@ -17,8 +17,31 @@ from . import _C
 FORMAT_CODES = {"nvfp4": _C.FORMAT_NVFP4, "mxfp4": _C.FORMAT_MXFP4, "int4": _C.FORMAT_INT4}
 
 
-def _stream_of(t: torch.Tensor) -> Optional[int]:
-    return int(torch.cuda.current_stream(t.device).cuda_stream) if t.is_cuda else None
+_DTYPE_CODES = {
+    torch.float32: _C.DTYPE_FLOAT32,
+    torch.float16: _C.DTYPE_FLOAT16,
+    torch.bfloat16: _C.DTYPE_BFLOAT16,
+    torch.uint8: _C.DTYPE_UINT8,
+    torch.float8_e4m3fn: _C.DTYPE_FLOAT8_E4M3FN,
+}
+
+
+def _dtype_code(t: torch.Tensor, name: str) -> int:
+    code = _DTYPE_CODES.get(t.dtype)
+    if code is None:
+        raise TypeError(f"{name}: dtype {t.dtype} is not one w4a16 reads")
+    return code
+
+
+def _pointer(t: Optional[torch.Tensor], name: str, device: torch.device) -> int:
+    """data_ptr of a contiguous tensor on `device` (0 for None)."""
+    if t is None:
+        return 0
+    if t.device != device:
+        raise ValueError(f"{name}: is on {t.device} but x is on {device}")
+    if not t.is_contiguous():
+        raise ValueError(f"{name}: must be contiguous")
+    return t.data_ptr()
 
 
 @torch.library.custom_op("w4a16::gemm", mutates_args=())
@@ -28,13 +51,33 @@ def gemm(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, global_scal
     """y [..., N] = alpha * x [..., K] @ dequant(W)^T + bias, W given by its canonical tensors
     (codes uint8 [N, K/2], scales [N, K/group_size], ...); format is a FORMAT_CODES value."""
     n, k = codes.shape[0], codes.shape[1] * 2
-    x2 = x.detach().reshape(-1, k)  # no autograd through this op; DLPack refuses grad tensors
-    if bias is not None:
-        bias = bias.detach()
+    if x.shape[-1] != k:
+        raise ValueError(f"x: expected [..., {k}] to match the weight's K, got {list(x.shape)}")
+    x2 = x.reshape(-1, k)
     if not x2.is_contiguous():
         x2 = x2.contiguous()  # documented copy: the op takes any strided activation
+    # the raw-pointer call below trusts these shapes: check every one
+    if group_size <= 0 or k % group_size:
+        raise ValueError(f"group_size: {group_size} does not divide K = {k}")
+    groups = (n, k // group_size)
+    if tuple(scales.shape) != groups:
+        raise ValueError(f"scales: expected shape {list(groups)}, got {list(scales.shape)}")
+    if zero_points is not None and tuple(zero_points.shape) != groups:
+        raise ValueError(f"zero_points: expected shape {list(groups)}, got {list(zero_points.shape)}")
+    if global_scale is not None and global_scale.numel() != 1:
+        raise ValueError(f"global_scale: expected one element, got shape {list(global_scale.shape)}")
+    if bias is not None and tuple(bias.shape) != (n,):
+        raise ValueError(f"bias: expected shape [{n}], got {list(bias.shape)}")
     y = torch.empty((x2.shape[0], n), dtype=x.dtype, device=x.device)
-    _C.gemm(x2, (format, group_size, codes, scales, global_scale, zero_points), bias, alpha, y, _stream_of(x))
+    device = x.device
+    # raw pointers, not DLPack: the tensors are held here for the whole call, and five
+    # capsules per call would cost more than a small GEMV (the C API still checks shapes)
+    stream = torch.cuda.current_stream(device).cuda_stream if x.is_cuda else 0
+    _C._gemm_raw(_pointer(x2, "x", device), y.data_ptr(), _pointer(bias, "bias", device), x2.shape[0], n, k,
+                 _dtype_code(x2, "x"), _pointer(codes, "codes", device), _pointer(scales, "scales", device),
+                 _dtype_code(scales, "scales"), _pointer(global_scale, "global_scale", device),
+                 _pointer(zero_points, "zero_points", device), format, group_size, alpha,
+                 2 if x.is_cuda else 1, device.index or 0, stream)
     return y.reshape(*x.shape[:-1], n)
 
 
