@@ -325,12 +325,60 @@ __global__ void dequantize_kernel(w4a16_cuda_gemm_args wt, w4a16_dtype out_dtype
     }
 }
 
+/* The fast path: one thread per 16 consecutive elements of a row (one NVFP4 block, half
+ * an MXFP4 block or INT4 group), an 8-byte load of codes, one scale, and 16-byte stores.
+ * Needs K % 16 == 0 and aligned pointers; the per-byte kernel above takes the rest. */
+template <int OUT_DTYPE>
+__global__ void dequantize16_kernel(w4a16_cuda_gemm_args wt, void *out)
+{
+    __shared__ float values[16];
+    if (threadIdx.x < 16)
+        values[threadIdx.x] = w4a16_code_value((uint8_t)threadIdx.x, wt.format == W4A16_FORMAT_INT4, wt.zero_points != NULL);
+    __syncthreads();
+    const int64_t chunk = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (chunk >= wt.n * wt.k / 16) return;
+    const int64_t e0 = chunk * 16, row = e0 / wt.k, col = e0 % wt.k;
+    float z;
+    const float s = w4a16_group_scale(wt, row * (wt.k / wt.group_size) + col / wt.group_size, &z);
+    const uint2 q = *reinterpret_cast<const uint2 *>(wt.codes + e0 / 2);
+    const uint32_t words[2] = {q.x, q.y};
+    float v[16];
+#pragma unroll
+    for (int j = 0; j < 16; j++) v[j] = (values[(words[j >> 3] >> (4 * (j & 7))) & 0xF] - z) * s;
+    if (OUT_DTYPE == W4A16_DTYPE_FLOAT32) {
+        float4 *o = reinterpret_cast<float4 *>(static_cast<float *>(out) + e0);
+#pragma unroll
+        for (int j = 0; j < 4; j++) o[j] = make_float4(v[4 * j], v[4 * j + 1], v[4 * j + 2], v[4 * j + 3]);
+    } else {
+        uint32_t packed[8];
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            const uint16_t lo = OUT_DTYPE == W4A16_DTYPE_BFLOAT16 ? w4a16_f32_to_bf16(v[2 * j]) : w4a16_f32_to_f16(v[2 * j]);
+            const uint16_t hi = OUT_DTYPE == W4A16_DTYPE_BFLOAT16 ? w4a16_f32_to_bf16(v[2 * j + 1]) : w4a16_f32_to_f16(v[2 * j + 1]);
+            packed[j] = lo | ((uint32_t)hi << 16);
+        }
+        uint4 *o = reinterpret_cast<uint4 *>(static_cast<uint16_t *>(out) + e0);
+        o[0] = make_uint4(packed[0], packed[1], packed[2], packed[3]);
+        o[1] = make_uint4(packed[4], packed[5], packed[6], packed[7]);
+    }
+}
+
 extern "C" w4a16_status w4a16_cuda_dequantize(const w4a16_cuda_gemm_args *weight, w4a16_dtype out_dtype, void *out,
                                               int device_id, void *stream)
 {
     w4a16_device_guard guard(device_id);
     if (guard.error != cudaSuccess) return w4a16_cuda_check(guard.error, "dequantize (set device)");
-    const int64_t bytes = weight->n * weight->k / 2;
-    dequantize_kernel<<<w4a16_ceil_div(bytes, THREADS), THREADS, 0, static_cast<cudaStream_t>(stream)>>>(*weight, out_dtype, out);
+    cudaStream_t s = static_cast<cudaStream_t>(stream);
+    const bool fast = weight->k % 16 == 0 && reinterpret_cast<uintptr_t>(weight->codes) % 8 == 0 &&
+                      reinterpret_cast<uintptr_t>(out) % 16 == 0;
+    if (fast) {
+        const unsigned grid = w4a16_ceil_div(weight->n * weight->k / 16, THREADS);
+        if (out_dtype == W4A16_DTYPE_FLOAT32) dequantize16_kernel<W4A16_DTYPE_FLOAT32><<<grid, THREADS, 0, s>>>(*weight, out);
+        else if (out_dtype == W4A16_DTYPE_BFLOAT16) dequantize16_kernel<W4A16_DTYPE_BFLOAT16><<<grid, THREADS, 0, s>>>(*weight, out);
+        else dequantize16_kernel<W4A16_DTYPE_FLOAT16><<<grid, THREADS, 0, s>>>(*weight, out);
+    } else {
+        const int64_t bytes = weight->n * weight->k / 2;
+        dequantize_kernel<<<w4a16_ceil_div(bytes, THREADS), THREADS, 0, s>>>(*weight, out_dtype, out);
+    }
     return w4a16_cuda_check(cudaGetLastError(), "dequantize (launch)");
 }

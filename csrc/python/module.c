@@ -275,6 +275,51 @@ static void raw_view(w4a16_view *v, unsigned long long ptr, int dtype, int ndim,
     v->device_id = device_id;
 }
 
+static void raw_weight(w4a16_weight *w, int format, long long group, long long n, long long k,
+                       unsigned long long codes_ptr, unsigned long long scales_ptr, int scale_dtype,
+                       unsigned long long gs_ptr, unsigned long long zeros_ptr, int device_type, int device_id)
+{
+    memset(w, 0, sizeof *w);
+    w->format = (w4a16_format)format;
+    w->group_size = group;
+    raw_view(&w->codes, codes_ptr, W4A16_DTYPE_UINT8, 2, n, k / 2, device_type, device_id);
+    raw_view(&w->scales, scales_ptr, scale_dtype, 2, n, k / group, device_type, device_id);
+    raw_view(&w->global_scale, gs_ptr, W4A16_DTYPE_FLOAT32, 0, 0, 0, device_type, device_id);
+    raw_view(&w->zero_points, zeros_ptr, W4A16_DTYPE_UINT8, 2, n, k / group, device_type, device_id);
+}
+
+/* _dequantize_raw(out, out_dtype, n, k, codes, scales, scale_dtype, global_scale,
+ *                 zero_points, format, group, device_type, device_id, stream): the torch
+ * op's large-M path writes the 16-bit weight with it. Private, like _gemm_raw. */
+static PyObject *py_dequantize_raw(PyObject *self, PyObject *args)
+{
+    unsigned long long out_ptr, codes_ptr, scales_ptr, gs_ptr, zeros_ptr, stream_ptr;
+    long long n, k, group;
+    int out_dtype, scale_dtype, format, device_type, device_id;
+    w4a16_view out;
+    w4a16_weight w;
+    w4a16_status st;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "KiLLKKiKKiLiiK", &out_ptr, &out_dtype, &n, &k, &codes_ptr, &scales_ptr, &scale_dtype,
+                          &gs_ptr, &zeros_ptr, &format, &group, &device_type, &device_id, &stream_ptr))
+        return NULL;
+    if (group <= 0 || k % group != 0 || k % 2 != 0) {
+        PyErr_Format(PyExc_ValueError, "w4a16.dequantize: group %lld does not divide K = %lld", group, k);
+        return NULL;
+    }
+    raw_view(&out, out_ptr, out_dtype, 2, n, k, device_type, device_id);
+    raw_weight(&w, format, group, n, k, codes_ptr, scales_ptr, scale_dtype, gs_ptr, zeros_ptr, device_type,
+               device_id);
+    Py_BEGIN_ALLOW_THREADS
+    st = w4a16_dequantize(&w, &out, (void *)(uintptr_t)stream_ptr);
+    Py_END_ALLOW_THREADS
+    if (st != W4A16_OK) {
+        raise_status(st, "dequantize");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 /* _gemm_raw(x, y, bias, m, n, k, act_dtype, codes, scales, scale_dtype, global_scale,
  *           zero_points, format, group, alpha, device_type, device_id, stream)
  * The same gemm as `gemm` on raw pointers of contiguous tensors, for the torch custom
@@ -301,13 +346,8 @@ static PyObject *py_gemm_raw(PyObject *self, PyObject *args)
     raw_view(&x, x_ptr, act_dtype, 2, m, k, device_type, device_id);
     raw_view(&y, y_ptr, act_dtype, 2, m, n, device_type, device_id);
     raw_view(&bias, bias_ptr, act_dtype, 1, n, 1, device_type, device_id);
-    memset(&w, 0, sizeof w);
-    w.format = (w4a16_format)format;
-    w.group_size = group;
-    raw_view(&w.codes, codes_ptr, W4A16_DTYPE_UINT8, 2, n, k / 2, device_type, device_id);
-    raw_view(&w.scales, scales_ptr, scale_dtype, 2, n, k / group, device_type, device_id);
-    raw_view(&w.global_scale, gs_ptr, W4A16_DTYPE_FLOAT32, 0, 0, 0, device_type, device_id);
-    raw_view(&w.zero_points, zeros_ptr, W4A16_DTYPE_UINT8, 2, n, k / group, device_type, device_id);
+    raw_weight(&w, format, group, n, k, codes_ptr, scales_ptr, scale_dtype, gs_ptr, zeros_ptr, device_type,
+               device_id);
     Py_BEGIN_ALLOW_THREADS
     st = w4a16_gemm(&x, &w, bias_ptr ? &bias : NULL, (float)alpha, &y, NULL, 0, (void *)(uintptr_t)stream_ptr);
     Py_END_ALLOW_THREADS
@@ -414,6 +454,7 @@ static PyMethodDef methods[] = {
     {"dequantize", py_dequantize, METH_VARARGS, "dequantize(weight_tuple, out, stream)"},
     {"gemm", py_gemm, METH_VARARGS, "gemm(x, weight_tuple, bias, alpha, out, stream)"},
     {"_gemm_raw", py_gemm_raw, METH_VARARGS, "_gemm_raw(...): gemm on raw pointers (the torch op's fast path)"},
+    {"_dequantize_raw", py_dequantize_raw, METH_VARARGS, "_dequantize_raw(...): dequantize on raw pointers"},
     {"build_info", py_build_info, METH_NOARGS, "build_info() -> dict of build facts and visible GPUs"},
     {"_codec", py_codec, METH_VARARGS, "_codec(kind, src, dst): elementwise scalar codec (for tests)"},
     {NULL, NULL, 0, NULL},

@@ -16,6 +16,12 @@ from . import _C
 
 FORMAT_CODES = {"nvfp4": _C.FORMAT_NVFP4, "mxfp4": _C.FORMAT_MXFP4, "int4": _C.FORMAT_INT4}
 
+# From this many rows of x on, a CUDA call dequantizes W to 16 bits (w4a16's kernel, into a
+# tensor from torch's caching allocator) and multiplies with cuBLAS: the small-M kernel
+# re-decodes W for every 16 rows and loses from M ~ 64 on (H200, benchmarks/bench_large_m.py;
+# figures in benchmarks/RESULTS.md). The tensor-core W4A16 GEMM of issue 4 replaces this.
+LARGE_M = 64
+
 
 _DTYPE_CODES = {
     torch.float32: _C.DTYPE_FLOAT32,
@@ -68,16 +74,22 @@ def gemm(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, global_scal
         raise ValueError(f"global_scale: expected one element, got shape {list(global_scale.shape)}")
     if bias is not None and tuple(bias.shape) != (n,):
         raise ValueError(f"bias: expected shape [{n}], got {list(bias.shape)}")
-    y = torch.empty((x2.shape[0], n), dtype=x.dtype, device=x.device)
-    device = x.device
     # raw pointers, not DLPack: the tensors are held here for the whole call, and five
-    # capsules per call would cost more than a small GEMV (the C API still checks shapes)
-    stream = torch.cuda.current_stream(device).cuda_stream if x.is_cuda else 0
+    # capsules per call would cost more than a small GEMV (the C API still checks dtypes)
+    device = x.device
+    weight = (_pointer(codes, "codes", device), _pointer(scales, "scales", device), _dtype_code(scales, "scales"),
+              _pointer(global_scale, "global_scale", device), _pointer(zero_points, "zero_points", device),
+              format, group_size)
+    where = (2 if x.is_cuda else 1, device.index or 0,
+             torch.cuda.current_stream(device).cuda_stream if x.is_cuda else 0)
+    if x.is_cuda and x2.shape[0] >= LARGE_M:
+        w16 = torch.empty((n, k), dtype=x.dtype, device=device)
+        _C._dequantize_raw(w16.data_ptr(), _dtype_code(x2, "x"), n, k, *weight, *where)
+        y = torch.addmm(bias, x2, w16.t(), alpha=alpha) if bias is not None else torch.mm(x2, w16.t()) * alpha
+        return y.reshape(*x.shape[:-1], n)
+    y = torch.empty((x2.shape[0], n), dtype=x.dtype, device=device)
     _C._gemm_raw(_pointer(x2, "x", device), y.data_ptr(), _pointer(bias, "bias", device), x2.shape[0], n, k,
-                 _dtype_code(x2, "x"), _pointer(codes, "codes", device), _pointer(scales, "scales", device),
-                 _dtype_code(scales, "scales"), _pointer(global_scale, "global_scale", device),
-                 _pointer(zero_points, "zero_points", device), format, group_size, alpha,
-                 2 if x.is_cuda else 1, device.index or 0, stream)
+                 _dtype_code(x2, "x"), *weight, alpha, *where)
     return y.reshape(*x.shape[:-1], n)
 
 
