@@ -92,3 +92,22 @@ def test_conversion_releases_16_bit_weights():
     assert dense == 3 * 2048 * 16384 * 2
     assert after <= report.bytes_after + 2**20  # only the quantized tensors remain
     assert after < dense / 3.5
+
+
+@pytest.mark.parametrize("fmt", ["nvfp4", "int4"])
+def test_module_moves_between_cpu_and_gpu(fmt):
+    torch.manual_seed(2)
+    linear = torch.nn.Linear(512, 256).to(torch.bfloat16)
+    module = w4a16.FP4Linear.from_linear(linear) if fmt == "nvfp4" else w4a16.Int4Linear.from_linear(linear)
+    x = torch.randn(4, 512, dtype=torch.bfloat16)
+    on_cpu = module(x)
+    module.to("cuda")
+    assert module.weight.is_cuda and module.weight_scale.dtype == (torch.float8_e4m3fn if fmt == "nvfp4" else
+                                                                   torch.bfloat16)
+    on_gpu = module(x.cuda()).cpu()
+    # same weights, two different kernels: both within bf16 rounding of the float64 result
+    ref = x.double() @ module.quantized_weight().dequantize().double().cpu().T + module.bias.double().cpu()
+    for y in (on_cpu, on_gpu):
+        assert (torch.linalg.norm(y.double() - ref) / torch.linalg.norm(ref)).item() < 1e-2
+    module.to("cpu")
+    assert torch.equal(module(x), on_cpu)
