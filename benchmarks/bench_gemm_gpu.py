@@ -24,6 +24,7 @@ import statistics
 import torch
 
 import w4a16
+from w4a16.timing import capture, replay_seconds
 
 SHAPES = [(16384, 2048), (32768, 2048), (2048, 16384), (4096, 1024), (1024, 4096)]  # (N, K)
 BATCHES = [1, 2, 4, 8, 16, 32, 50, 64, 128, 256, 968]
@@ -57,29 +58,15 @@ def copies_needed(bytes_per_copy: int, l2_bytes: int) -> int:
 
 def time_per_call(calls: list, replays: int = 30) -> float:
     """Median seconds per call of a graph that runs each callable once, in order."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for call in calls:  # warm-up outside the graph (module load, handles)
-            call()
-    torch.cuda.current_stream().wait_stream(stream)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+
+    def run_all():
         for call in calls:
             call()
-    for _ in range(3):
-        graph.replay()
-    times = []
-    for _ in range(replays):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
+
+    graph = capture(run_all)
+    seconds = replay_seconds(graph, replays)
     del graph
-    return statistics.median(times) / len(calls)
+    return seconds / len(calls)
 
 
 def clone_weight(qw: w4a16.QuantizedWeight) -> w4a16.QuantizedWeight:

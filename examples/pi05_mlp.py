@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 import w4a16
+from w4a16.timing import capture, replay_seconds
 
 FORMATS = ("nvfp4", "mxfp4", "int4")
 
@@ -60,23 +61,7 @@ class MLPStack(nn.Module):
 def seconds_per_pass(model: nn.Module, x: torch.Tensor, repeats: int = 20) -> float:
     with torch.no_grad():
         if x.is_cuda:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                model(x)
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                model(x)
-            times = []
-            for _ in range(repeats + 3):
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                graph.replay()
-                end.record()
-                end.synchronize()
-                times.append(start.elapsed_time(end) / 1e3)
-            return statistics.median(times[3:])
+            return replay_seconds(capture(lambda: model(x)), repeats)
         model(x)
         times = []
         for _ in range(max(3, repeats // 5)):

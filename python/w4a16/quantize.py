@@ -171,7 +171,7 @@ def _nvfp4_scale_dtype(like: Array) -> str:
     if framework == "torch":
         return "float8_e4m3fn"
     try:
-        import ml_dtypes  # noqa: F401
+        import ml_dtypes  # noqa: F401 - only whether it is installed
 
         return "float8_e4m3fn" if framework in ("numpy", "jax") else "uint8"
     except ImportError:
