@@ -16,6 +16,7 @@ int4        float16/bfloat16 [N, K/g]         q * s (symmetric, q in [-8, 7]) or
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
@@ -170,12 +171,8 @@ def _nvfp4_scale_dtype(like: Array) -> str:
     framework = framework_of(like, "w")
     if framework == "torch":
         return "float8_e4m3fn"
-    try:
-        import ml_dtypes  # noqa: F401 - only whether it is installed
-
-        return "float8_e4m3fn" if framework in ("numpy", "jax") else "uint8"
-    except ImportError:
-        return "uint8"
+    has_ml_dtypes = importlib.util.find_spec("ml_dtypes") is not None  # numpy's float8 comes from it
+    return "float8_e4m3fn" if framework in ("numpy", "jax") and has_ml_dtypes else "uint8"
 
 
 def _finish(like: Array, weight: QuantizedWeight) -> QuantizedWeight:
