@@ -32,6 +32,15 @@
 extern "C" {
 #endif
 
+/* Exported from libw4a16.so; everything else in the library stays hidden. */
+#if defined(_WIN32)
+#define W4A16_API
+#elif defined(__GNUC__)
+#define W4A16_API __attribute__((visibility("default")))
+#else
+#define W4A16_API
+#endif
+
 #define W4A16_VERSION_MAJOR 0
 #define W4A16_VERSION_MINOR 1
 #define W4A16_VERSION_PATCH 0
@@ -93,14 +102,14 @@ typedef struct {
 } w4a16_weight;
 
 /* Thread-local description of the last failure in this thread ("" if none). */
-const char *w4a16_last_error(void);
-const char *w4a16_status_name(w4a16_status status);
-const char *w4a16_version(void);
+W4A16_API const char *w4a16_last_error(void);
+W4A16_API const char *w4a16_status_name(w4a16_status status);
+W4A16_API const char *w4a16_version(void);
 
 /* Build facts: 1 if the CUDA kernels were compiled in, and their architectures
  * ("80;86;..."), "" when none. */
-int w4a16_has_cuda(void);
-const char *w4a16_cuda_archs(void);
+W4A16_API int w4a16_has_cuda(void);
+W4A16_API const char *w4a16_cuda_archs(void);
 
 /*
  * NVFP4 quantization of w [N, K] (fp32, fp16 or bf16; K % 16 == 0).
@@ -110,23 +119,23 @@ const char *w4a16_cuda_archs(void);
  * without a synchronisation, so a non-finite w makes *global_scale_out NaN instead:
  * callers that need the error read it back (the Python layer does).
  */
-w4a16_status w4a16_quantize_nvfp4(const w4a16_view *w, const float *global_scale,
+W4A16_API w4a16_status w4a16_quantize_nvfp4(const w4a16_view *w, const float *global_scale,
                                   w4a16_view *codes, w4a16_view *scales,
                                   w4a16_view *global_scale_out, void *stream);
 
 /* MXFP4 (OCP MX) quantization of w [N, K], K % 32 == 0: codes [N, K/2], e8m0 scales [N, K/32]. */
-w4a16_status w4a16_quantize_mxfp4(const w4a16_view *w, w4a16_view *codes, w4a16_view *scales,
+W4A16_API w4a16_status w4a16_quantize_mxfp4(const w4a16_view *w, w4a16_view *codes, w4a16_view *scales,
                                   void *stream);
 
 /* Group-wise INT4 of w [N, K]: group in {32, 64, 128} or K (per channel); scales fp16 or
  * bf16 [N, K/group] (their dtype chooses the scale type); zero_points uint8 [N, K/group]
  * for symmetric == 0, ignored (may be NULL) otherwise. */
-w4a16_status w4a16_pack_int4(const w4a16_view *w, int64_t group, int symmetric,
+W4A16_API w4a16_status w4a16_pack_int4(const w4a16_view *w, int64_t group, int symmetric,
                              w4a16_view *codes, w4a16_view *scales, w4a16_view *zero_points,
                              void *stream);
 
 /* out [N, K] (fp32, fp16 or bf16) = dequant(w). */
-w4a16_status w4a16_dequantize(const w4a16_weight *w, w4a16_view *out, void *stream);
+W4A16_API w4a16_status w4a16_dequantize(const w4a16_weight *w, w4a16_view *out, void *stream);
 
 /*
  * y [M, N] = alpha * x [M, K] @ dequant(w)^T + bias [N].
@@ -134,7 +143,7 @@ w4a16_status w4a16_dequantize(const w4a16_weight *w, w4a16_view *out, void *stre
  * Accumulation is fp32. y must not overlap x, bias or the weight.
  * workspace: unused so far (pass NULL, 0); reserved for split-K partial sums.
  */
-w4a16_status w4a16_gemm(const w4a16_view *x, const w4a16_weight *w, const w4a16_view *bias,
+W4A16_API w4a16_status w4a16_gemm(const w4a16_view *x, const w4a16_weight *w, const w4a16_view *bias,
                         float alpha, w4a16_view *y, void *workspace, size_t workspace_bytes,
                         void *stream);
 

@@ -10,7 +10,7 @@ DLPack array (torch, numpy, cupy, jax) on the CPU or a CUDA GPU.
 """
 
 from . import _C
-from .info import build_info
+from .info import build_info, get_include, get_library
 from .ops import gemm
 from .quantize import QuantizedWeight, dequantize, pack_int4, quantize_mxfp4, quantize_nvfp4
 
@@ -34,6 +34,8 @@ __all__ = [
     "QuantizedWeight",
     "build_info",
     "dequantize",
+    "get_include",
+    "get_library",
     "gemm",
     "pack_int4",
     "patch_mlp",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from typing import Any
 
@@ -47,3 +48,13 @@ def format_info(info: dict[str, Any]) -> str:
     lines.append("formats:")
     lines.extend(f"  {name:6s} {text}" for name, text in info["formats"].items())
     return "\n".join(lines)
+
+
+def get_include() -> str:
+    """Directory holding w4a16.h, the C API (for -I)."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "include")
+
+
+def get_library() -> str:
+    """Path of libw4a16.so, the C library of the same build (for linking plugins)."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib", "libw4a16.so")

@@ -1,0 +1,108 @@
+/*
+ * c_api.c — the w4a16 C API from plain C, as a TensorRT plugin would use it.
+ *
+ * Quantizes a weight W [N, K] to NVFP4 on the CPU, multiplies x [M, K] by it with
+ * w4a16_gemm, and checks the result against a float64 product with the dequantized
+ * weight (w4a16_dequantize). Exit status 0 and "c_api: OK" on success.
+ *
+ *   cc -I$(python -c 'import w4a16; print(w4a16.get_include())') c_api.c \
+ *      $(python -c 'import w4a16; print(w4a16.get_library())') -lm -o c_api && ./c_api
+ *
+ * In a plugin's enqueue() the same calls take device pointers in the views
+ * (device_type = W4A16_DEVICE_CUDA) and the plugin's cudaStream_t as `stream`.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "w4a16.h"
+
+enum { M = 3, N = 40, K = 128 };
+
+static w4a16_view matrix(void *data, w4a16_dtype dtype, int64_t rows, int64_t cols)
+{
+    w4a16_view v;
+    memset(&v, 0, sizeof v);
+    v.data = data;
+    v.dtype = dtype;
+    v.ndim = 2;
+    v.shape[0] = rows;
+    v.shape[1] = cols;
+    v.strides[0] = cols;
+    v.strides[1] = 1;
+    v.device_type = W4A16_DEVICE_CPU;
+    return v;
+}
+
+/* A fixed pseudo-random sequence in [-1, 1) (no libc rand: the same on every platform). */
+static float next_value(uint32_t *state)
+{
+    *state = *state * 1664525u + 1013904223u;
+    return (float)(*state >> 8) / 8388608.0f - 1.0f;
+}
+
+static int check(w4a16_status st, const char *what)
+{
+    if (st == W4A16_OK) return 0;
+    fprintf(stderr, "c_api: %s failed: %s (%s)\n", what, w4a16_status_name(st), w4a16_last_error());
+    return 1;
+}
+
+int main(void)
+{
+    static float w[N * K], x[M * K], y[M * N], w_deq[N * K];
+    static uint8_t codes[N * K / 2], scales[N * K / 16];
+    float global_scale = 0.0f;
+    uint32_t state = 12345u;
+    double err = 0.0, norm = 0.0;
+    int i, j, kk, failed = 0;
+
+    for (i = 0; i < N * K; i++) w[i] = 0.05f * next_value(&state);
+    for (i = 0; i < M * K; i++) x[i] = next_value(&state);
+    printf("w4a16 %s, CUDA kernels: %s\n", w4a16_version(), w4a16_has_cuda() ? "yes" : "no");
+
+    {
+        w4a16_view wv = matrix(w, W4A16_DTYPE_FLOAT32, N, K);
+        w4a16_view qv = matrix(codes, W4A16_DTYPE_UINT8, N, K / 2);
+        w4a16_view sv = matrix(scales, W4A16_DTYPE_FLOAT8_E4M3FN, N, K / 16);
+        w4a16_view gv = matrix(&global_scale, W4A16_DTYPE_FLOAT32, 1, 1);
+        w4a16_weight weight;
+        w4a16_view xv = matrix(x, W4A16_DTYPE_FLOAT32, M, K);
+        w4a16_view yv = matrix(y, W4A16_DTYPE_FLOAT32, M, N);
+        w4a16_view dv = matrix(w_deq, W4A16_DTYPE_FLOAT32, N, K);
+        gv.ndim = 1; /* a one-element vector */
+        failed |= check(w4a16_quantize_nvfp4(&wv, NULL, &qv, &sv, &gv, NULL), "quantize_nvfp4");
+        memset(&weight, 0, sizeof weight);
+        weight.format = W4A16_FORMAT_NVFP4;
+        weight.group_size = 16;
+        weight.codes = qv;
+        weight.scales = sv;
+        weight.global_scale = gv;
+        failed |= check(w4a16_gemm(&xv, &weight, NULL, 1.0f, &yv, NULL, 0, NULL), "gemm");
+        failed |= check(w4a16_dequantize(&weight, &dv, NULL), "dequantize");
+        /* a wrong call must fail with a message that names the argument */
+        yv.shape[1] = N - 1;
+        if (w4a16_gemm(&xv, &weight, NULL, 1.0f, &yv, NULL, 0, NULL) != W4A16_ERR_SHAPE ||
+            strstr(w4a16_last_error(), "y") == NULL) {
+            fprintf(stderr, "c_api: a y of the wrong shape was not rejected\n");
+            failed = 1;
+        }
+    }
+    if (failed) return 1;
+    for (i = 0; i < M; i++)
+        for (j = 0; j < N; j++) {
+            double ref = 0.0;
+            for (kk = 0; kk < K; kk++) ref += (double)x[i * K + kk] * (double)w_deq[j * K + kk];
+            err += (y[i * N + j] - ref) * (y[i * N + j] - ref);
+            norm += ref * ref;
+        }
+    err = sqrt(err / norm);
+    printf("c_api: global scale %.6g, relative error of gemm vs float64 %.2e\n", (double)global_scale, err);
+    if (!(err < 1e-5)) {
+        fprintf(stderr, "c_api: error too large\n");
+        return 1;
+    }
+    printf("c_api: OK\n");
+    return 0;
+}
