@@ -1,0 +1,114 @@
+"""ModelOpt-style export: round trips bit for bit, the 128x4 scale layout, a patched Gemma,
+and bad input that leaves nothing half-written."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("safetensors")
+
+import w4a16  # noqa: E402
+from w4a16.export import load_modelopt, save_modelopt, swizzle_scales_128x4, unswizzle_scales_128x4  # noqa: E402
+
+
+def weight(rng, n=48, k=256):
+    return torch.from_numpy(rng.standard_normal((n, k)).astype(np.float32) * 0.05).to(torch.bfloat16)
+
+
+def same(a, b):
+    """Bitwise equality of two tensors of any dtype (or both None)."""
+    if a is None or b is None:
+        return a is None and b is None
+    return a.dtype == b.dtype and torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8))
+
+
+@pytest.mark.parametrize("make", [w4a16.quantize_nvfp4, w4a16.quantize_mxfp4,
+                                  lambda w: w4a16.pack_int4(w, 64), lambda w: w4a16.pack_int4(w, 128, symmetric=False)])
+@pytest.mark.parametrize("swizzle", [False, True])
+def test_round_trip_is_bit_exact(rng, tmp_path, make, swizzle):
+    qws = {"layers.0.mlp.up_proj": make(weight(rng)), "layers.1.mlp.up_proj": make(weight(rng, 130, 256))}
+    extra = {"norm.weight": torch.randn(256, dtype=torch.bfloat16)}
+    config = save_modelopt({**qws, **extra}, str(tmp_path / "ckpt"), swizzle=swizzle)
+    loaded, others, read_config = load_modelopt(str(tmp_path / "ckpt"))
+    assert read_config == config
+    assert config["quantization"]["quant_algo"] == {"nvfp4": "NVFP4", "mxfp4": "MXFP4",
+                                                    "int4": "W4A16_AWQ"}[next(iter(qws.values())).format]
+    for name, qw in qws.items():
+        back = loaded[name]
+        assert (back.format, back.shape, back.group_size) == (qw.format, qw.shape, qw.group_size)
+        for a, b in ((qw.codes, back.codes), (qw.scales, back.scales), (qw.global_scale, back.global_scale),
+                     (qw.zero_points, back.zero_points)):
+            assert same(a, b)
+    assert torch.equal(others["norm.weight"], extra["norm.weight"])
+    block = json.load(open(tmp_path / "ckpt" / "quantization_config.json"))["quantization_config"]
+    assert block["quant_method"] == "modelopt" and block["group_size"] == next(iter(qws.values())).group_size
+
+
+def test_modelopt_names_and_dtypes(rng, tmp_path):
+    from safetensors import safe_open
+
+    save_modelopt({"fc": w4a16.quantize_nvfp4(weight(rng))}, str(tmp_path / "c"))
+    with safe_open(str(tmp_path / "c" / "model.safetensors"), "pt") as f:
+        assert f.get_tensor("fc.weight").dtype == torch.uint8 and f.get_tensor("fc.weight").shape == (48, 128)
+        assert f.get_tensor("fc.weight_scale").dtype == torch.float8_e4m3fn
+        assert f.get_tensor("fc.weight_scale").shape == (48, 16)
+        assert f.get_tensor("fc.weight_scale_2").dtype == torch.float32 and f.get_tensor("fc.weight_scale_2").dim() == 0
+
+
+def test_swizzle_layout_by_hand():
+    # element (r, c) of a tile lands at (r % 32) * 16 + (r // 32) * 4 + c
+    rows, cols = 130, 6  # padded to 256 x 8: four tiles of 512 bytes
+    scales = torch.arange(rows * cols, dtype=torch.int64).remainder(251).to(torch.uint8).view(rows, cols)
+    flat = swizzle_scales_128x4(scales)
+    assert flat.numel() == 256 * 8
+    for r, c in [(0, 0), (1, 0), (31, 3), (32, 0), (97, 2), (127, 3), (128, 0), (129, 5), (5, 4)]:
+        tile = (r // 128) * 2 + c // 4
+        rr, cc = r % 128, c % 4
+        assert flat[tile * 512 + (rr % 32) * 16 + (rr // 32) * 4 + cc] == scales[r, c]
+    assert flat[512 * 3 + 16 * 5] == 0  # padding rows are zero
+    assert torch.equal(unswizzle_scales_128x4(flat, rows, cols), scales)
+
+
+def tiny_patched_gemma():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.GemmaConfig(vocab_size=128, hidden_size=64, intermediate_size=256, num_hidden_layers=2,
+                                      num_attention_heads=2, num_key_value_heads=1, head_dim=32)
+    model = transformers.GemmaForCausalLM(config).to(torch.bfloat16).eval()
+    w4a16.patch_mlp(model, format="nvfp4")
+    return model
+
+
+def test_patched_gemma_exports_split_gate_up(tmp_path):
+    model = tiny_patched_gemma()
+    config = save_modelopt(model, str(tmp_path / "gemma"))
+    weights, others, _ = load_modelopt(str(tmp_path / "gemma"))
+    assert set(weights) == {f"model.layers.{i}.mlp.{p}" for i in range(2) for p in ("gate_proj", "up_proj", "down_proj")}
+    fused = model.model.layers[0].mlp.gate_up.quantized_weight()
+    gate, up = weights["model.layers.0.mlp.gate_proj"], weights["model.layers.0.mlp.up_proj"]
+    assert torch.equal(torch.cat([gate.codes, up.codes]), fused.codes)
+    assert torch.equal(gate.global_scale, up.global_scale)
+    assert "model.layers.0.self_attn.q_proj" in config["quantization"]["exclude_modules"]
+    assert "model.layers.0.self_attn.q_proj.weight" in others and "model.embed_tokens.weight" in others
+
+
+def test_bad_input_leaves_nothing_half_written(rng, tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "keep.txt").write_text("user data")
+    qw = w4a16.quantize_nvfp4(weight(rng))
+    with pytest.raises(FileExistsError, match="overwrite"):
+        save_modelopt({"a": qw}, str(target))
+    assert os.listdir(target) == ["keep.txt"]
+    with pytest.raises(TypeError, match="model_or_weights"):
+        save_modelopt([qw], str(tmp_path / "x"))
+    with pytest.raises(ValueError, match="no quantized weight"):
+        save_modelopt(torch.nn.Linear(4, 4), str(tmp_path / "y"))
+    with pytest.raises(ValueError, match="one format"):
+        save_modelopt({"a": qw, "b": w4a16.quantize_mxfp4(weight(rng))}, str(tmp_path / "z"))
+    assert sorted(os.listdir(tmp_path)) == ["out"]  # no staging directories left behind
+    save_modelopt({"a": qw}, str(target), overwrite=True)
+    assert sorted(os.listdir(target)) == ["hf_quant_config.json", "model.safetensors", "quantization_config.json"]
