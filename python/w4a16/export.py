@@ -9,6 +9,7 @@ save_modelopt(model_or_weights, directory) writes
                              "exclude_modules"}} as ModelOpt writes it
     quantization_config.json the "quantization_config" block to merge into config.json
 and load_modelopt(directory) reads it back into QuantizedWeights bit for bit.
+to_onnx (in onnx_export.py, re-exported here) writes standard DequantizeLinear graphs.
 
 Formats: nvfp4 -> quant_algo "NVFP4" (weight_scale float8_e4m3fn [N, K/16]); mxfp4 ->
 "MXFP4" (weight_scale E8M0 bytes uint8 [N, K/32]); int4 -> "W4A16_AWQ" with our canonical
@@ -249,3 +250,11 @@ def load_modelopt(directory: str) -> tuple[dict, dict, dict]:
         weights[name] = QuantizedWeight.from_state_dict(state, format=fmt)
     others = {k: v for k, v in tensors.items() if k not in used}
     return weights, others, config
+
+
+def to_onnx(model, example_inputs, path=None):
+    """ONNX graph of a quantized MLP with standard DequantizeLinear nodes; see
+    w4a16.onnx_export.to_onnx (needs the onnx package)."""
+    from .onnx_export import to_onnx as build
+
+    return build(model, example_inputs, path)
