@@ -112,3 +112,44 @@ def test_bad_input_leaves_nothing_half_written(rng, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["out"]  # no staging directories left behind
     save_modelopt({"a": qw}, str(target), overwrite=True)
     assert sorted(os.listdir(target)) == ["hf_quant_config.json", "model.safetensors", "quantization_config.json"]
+
+
+def test_cli_exports_a_generated_checkpoint(rng, tmp_path):
+    import subprocess
+    import sys
+
+    from safetensors.torch import save_file
+
+    tensors = {"model.layers.0.mlp.gate_proj.weight": weight(rng, 64, 128),
+               "model.layers.0.mlp.down_proj.weight": weight(rng, 128, 64),
+               "model.layers.0.self_attn.q_proj.weight": weight(rng, 128, 128),
+               "model.norm.weight": torch.randn(128, dtype=torch.bfloat16)}
+    save_file(tensors, str(tmp_path / "in.safetensors"))
+    done = subprocess.run([sys.executable, "-m", "w4a16", "export", "--checkpoint", str(tmp_path / "in.safetensors"),
+                           "--format", "int4", "--group-size", "64", "--output", str(tmp_path / "out")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "2 weights as W4A16_AWQ" in done.stdout
+    weights, others, config = load_modelopt(str(tmp_path / "out"))
+    assert set(weights) == {"model.layers.0.mlp.gate_proj", "model.layers.0.mlp.down_proj"}
+    assert torch.equal(weights["model.layers.0.mlp.gate_proj"].codes,
+                       w4a16.pack_int4(tensors["model.layers.0.mlp.gate_proj.weight"], 64).codes)
+    assert torch.equal(others["model.layers.0.self_attn.q_proj.weight"], tensors["model.layers.0.self_attn.q_proj.weight"])
+    done = subprocess.run([sys.executable, "-m", "w4a16", "export", "--checkpoint", str(tmp_path / "in.safetensors"),
+                           "--to", "onnx", "--output", str(tmp_path / "x.onnx")], capture_output=True, text=True)
+    assert done.returncode == 2 and "--module" in done.stderr
+
+
+def test_cli_exports_a_module_to_onnx(tmp_path):
+    import pathlib
+    import subprocess
+    import sys
+
+    onnx = pytest.importorskip("onnx")
+    env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).parent))
+    done = subprocess.run([sys.executable, "-m", "w4a16", "export", "--module", "cli_model:build", "--format", "int4",
+                           "--to", "onnx", "--output", str(tmp_path / "mlp.onnx")], capture_output=True, text=True,
+                          env=env)
+    assert done.returncode == 0, done.stderr
+    proto = onnx.load(str(tmp_path / "mlp.onnx"))
+    assert sum(n.op_type == "DequantizeLinear" for n in proto.graph.node) == 4

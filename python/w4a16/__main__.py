@@ -1,8 +1,10 @@
-"""Command line: ``python -m w4a16 info``."""
+"""Command line: ``python -m w4a16 info`` and ``python -m w4a16 export``."""
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
+import importlib
 import json
 import sys
 
@@ -14,10 +16,64 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     info = commands.add_parser("info", help="version, build (CUDA, architectures), GPUs seen, formats")
     info.add_argument("--json", action="store_true", help="print the facts as JSON")
+    export = commands.add_parser("export", help="quantize a checkpoint or a model and export it")
+    source = export.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="a .safetensors file (tensor by tensor)")
+    source.add_argument("--module", help="'package.module:function' returning (model, example_input)")
+    export.add_argument("--format", choices=("nvfp4", "mxfp4", "int4"), default="nvfp4")
+    export.add_argument("--group-size", type=int, default=None, help="int4 group: 32, 64, 128 or -1")
+    export.add_argument("--to", choices=("modelopt", "onnx"), default="modelopt")
+    export.add_argument("--include", nargs="*", default=["*mlp.gate_proj.weight", "*mlp.up_proj.weight",
+                                                         "*mlp.down_proj.weight"],
+                        help="fnmatch patterns of checkpoint weights to quantize (default: MLP projections)")
+    export.add_argument("--output", required=True, help="a directory (modelopt) or a .onnx file")
+    export.add_argument("--overwrite", action="store_true")
+    export.add_argument("--swizzle", action="store_true", help="128x4 scale layout (Blackwell)")
     args = parser.parse_args(argv)
     if args.command == "info":
         facts = build_info()
         print(json.dumps(facts, indent=2) if args.json else format_info(facts))
+    elif args.command == "export":
+        return run_export(args)
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import pack_int4, patch_mlp, quantize_mxfp4, quantize_nvfp4
+    from .export import save_modelopt, to_onnx
+
+    def quantize(weight):
+        if args.format == "int4":
+            return pack_int4(weight, 128 if args.group_size is None else args.group_size)
+        return quantize_nvfp4(weight) if args.format == "nvfp4" else quantize_mxfp4(weight)
+
+    if args.checkpoint:
+        if args.to != "modelopt":
+            print("export: --to onnx needs --module (a checkpoint has no graph)", file=sys.stderr)
+            return 2
+        from safetensors import safe_open
+
+        entries = {}
+        with safe_open(args.checkpoint, "pt") as f:
+            for name in f.keys():  # one tensor at a time: a large file is never held twice
+                tensor = f.get_tensor(name)
+                chosen = tensor.dim() == 2 and any(fnmatch.fnmatch(name, p) for p in args.include)
+                entries[name[: -len(".weight")] if chosen else name] = quantize(tensor) if chosen else tensor
+        config = save_modelopt(entries, args.output, overwrite=args.overwrite, swizzle=args.swizzle)
+        count = sum(1 for v in entries.values() if not isinstance(v, torch.Tensor))
+        print(f"export: {count} weights as {config['quantization']['quant_algo']} -> {args.output}")
+        return 0
+    module_name, _, function = args.module.partition(":")
+    model, example = getattr(importlib.import_module(module_name), function)()
+    report = patch_mlp(model, format=args.format, group_size=args.group_size)
+    print(report)
+    if args.to == "onnx":
+        to_onnx(model, example, args.output)
+    else:
+        save_modelopt(model, args.output, overwrite=args.overwrite, swizzle=args.swizzle)
+    print(f"export: -> {args.output}")
     return 0
 
 
