@@ -147,7 +147,7 @@ def test_cli_exports_a_module_to_onnx(tmp_path):
 
     onnx = pytest.importorskip("onnx")
     env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).parent))
-    done = subprocess.run([sys.executable, "-m", "w4a16", "export", "--module", "cli_model:build", "--format", "int4",
+    done = subprocess.run([sys.executable, "-m", "w4a16", "export", "--module", "cli_model:build", "--format", "int4", "--group-size", "32",
                            "--to", "onnx", "--output", str(tmp_path / "mlp.onnx")], capture_output=True, text=True,
                           env=env)
     assert done.returncode == 0, done.stderr
