@@ -29,12 +29,41 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--output", required=True, help="a directory (modelopt) or a .onnx file")
     export.add_argument("--overwrite", action="store_true")
     export.add_argument("--swizzle", action="store_true", help="128x4 scale layout (Blackwell)")
+    check = commands.add_parser("check", help="weight-error table of a .safetensors checkpoint, per format")
+    check.add_argument("checkpoint")
+    check.add_argument("--formats", nargs="+", default=["nvfp4", "mxfp4", "int4-g128"])
+    check.add_argument("--include", nargs="*", default=None, help="fnmatch patterns on layer names")
     args = parser.parse_args(argv)
+    if args.command == "check":
+        return run_check(args)
     if args.command == "info":
         facts = build_info()
         print(json.dumps(facts, indent=2) if args.json else format_info(facts))
     elif args.command == "export":
         return run_export(args)
+    return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from safetensors import safe_open
+
+    from .accuracy import Report, _quantizer, weight_rows
+
+    for spec in args.formats:
+        _quantizer(spec)
+    report = Report(f"weight quantization error: {args.checkpoint}")
+    with safe_open(args.checkpoint, "pt") as f:
+        for key in f.keys():  # one tensor at a time: a multi-GB file is never held twice
+            name = key[: -len(".weight")]
+            if not key.endswith(".weight") or (args.include and not any(fnmatch.fnmatch(name, p) for p in args.include)):
+                continue
+            tensor = f.get_tensor(key)
+            if tensor.dim() == 2 and tensor.is_floating_point():
+                report.rows.extend(weight_rows(name, tensor, args.formats))
+    print(report)
+    summary = report.summary()
+    if summary:
+        print("mean SQNR (dB): " + ", ".join(f"{k} {v:.2f}" for k, v in summary.items()))
     return 0
 
 
