@@ -75,6 +75,8 @@ class Report:
         lines = [self.title] + ["  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in table]
         return "\n".join(lines)
 
+    __repr__ = __str__  # the table, also as Jupyter's text/plain
+
     def _repr_html_(self) -> str:
         head = "".join(f"<th>{html.escape(h)}</th>" for h in self.HEADER)
         body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in self._cells(r)) + "</tr>"
