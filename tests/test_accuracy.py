@@ -68,13 +68,12 @@ def test_compare_weights_on_a_state_dict_and_plot(rng, tmp_path):
 
 
 def test_compare_outputs_on_a_patched_gemma():
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    config = transformers.GemmaConfig(vocab_size=128, hidden_size=64, intermediate_size=256, num_hidden_layers=2,
-                                      num_attention_heads=2, num_key_value_heads=1, head_dim=32)
-    reference = transformers.GemmaForCausalLM(config).to(torch.bfloat16).eval()
+    pytest.importorskip("transformers")
     import copy
 
+    from models import tiny_gemma
+
+    reference = tiny_gemma(hidden=64, intermediate=256, vocab=128, heads=2)
     patched = copy.deepcopy(reference)
     w4a16.patch_mlp(patched, format="nvfp4")
     ids = torch.randint(0, 128, (1, 9))

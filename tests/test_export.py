@@ -73,11 +73,10 @@ def test_swizzle_layout_by_hand():
 
 
 def tiny_patched_gemma():
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    config = transformers.GemmaConfig(vocab_size=128, hidden_size=64, intermediate_size=256, num_hidden_layers=2,
-                                      num_attention_heads=2, num_key_value_heads=1, head_dim=32)
-    model = transformers.GemmaForCausalLM(config).to(torch.bfloat16).eval()
+    pytest.importorskip("transformers")
+    from models import tiny_gemma
+
+    model = tiny_gemma(hidden=64, intermediate=256, vocab=128, heads=2)
     w4a16.patch_mlp(model, format="nvfp4")
     return model
 

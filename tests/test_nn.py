@@ -147,15 +147,7 @@ def test_bad_arguments_raise_clear_errors(rng, case):
 
 transformers = pytest.importorskip("transformers")
 
-
-def tiny_gemma(seed: int = 0):
-    from transformers import GemmaConfig, GemmaForCausalLM
-
-    torch.manual_seed(seed)
-    config = GemmaConfig(vocab_size=256, hidden_size=128, intermediate_size=512, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=1, head_dim=32,
-                         hidden_activation="gelu_pytorch_tanh")
-    return GemmaForCausalLM(config).to(torch.bfloat16).eval()
+from models import tiny_gemma  # noqa: E402
 
 
 @pytest.mark.parametrize("fmt", ["nvfp4", "mxfp4", "int4"])

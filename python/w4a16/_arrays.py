@@ -159,11 +159,8 @@ def to_framework_of(like: Array, result: Array) -> Array:
     return result
 
 
-def scalar_f32(like: Array, value: float | None = None) -> Array:
-    """A 0-d float32 array in `like`'s framework and device, holding `value` if given."""
-    out = empty_like_framework(like, (), "float32")
-    if value is not None:
-        out[()] = value
-    return out
+def scalar_f32(like: Array) -> Array:
+    """An uninitialised 0-d float32 array in `like`'s framework and device."""
+    return empty_like_framework(like, (), "float32")
 
 
