@@ -40,6 +40,27 @@ static w4a16_view matrix(void *data, w4a16_dtype dtype, int64_t rows, int64_t co
     return v;
 }
 
+/* A one-element fp32 vector (the NVFP4 global scale). */
+static w4a16_view scalar(float *data)
+{
+    w4a16_view v = matrix(data, W4A16_DTYPE_FLOAT32, 1, 1);
+    v.ndim = 1;
+    return v;
+}
+
+/* The NVFP4 weight made of its three tensors. */
+static w4a16_weight nvfp4_weight(w4a16_view codes, w4a16_view scales, w4a16_view global_scale)
+{
+    w4a16_weight weight;
+    memset(&weight, 0, sizeof weight);
+    weight.format = W4A16_FORMAT_NVFP4;
+    weight.group_size = 16;
+    weight.codes = codes;
+    weight.scales = scales;
+    weight.global_scale = global_scale;
+    return weight;
+}
+
 /* A fixed pseudo-random sequence in [-1, 1) (no libc rand: the same on every platform). */
 static float next_value(uint32_t *state)
 {
@@ -103,18 +124,12 @@ static int run_on_gpu(const float *w, const float *x, const uint8_t *cpu_codes, 
     cudaMemcpy(d_x, x16, sizeof(uint16_t) * M * K, cudaMemcpyHostToDevice);
     {
         w4a16_view wv = matrix(d_w, W4A16_DTYPE_FLOAT32, N, K), qv = matrix(d_codes, W4A16_DTYPE_UINT8, N, K / 2);
-        w4a16_view sv = matrix(d_scales, W4A16_DTYPE_FLOAT8_E4M3FN, N, K / 16), gv = matrix(d_gs, W4A16_DTYPE_FLOAT32, 1, 1);
+        w4a16_view sv = matrix(d_scales, W4A16_DTYPE_FLOAT8_E4M3FN, N, K / 16), gv = scalar(d_gs);
         w4a16_view xv = matrix(d_x, W4A16_DTYPE_BFLOAT16, M, K), yv = matrix(d_y, W4A16_DTYPE_BFLOAT16, M, N);
         w4a16_weight weight;
         w4a16_view *all[6] = {&wv, &qv, &sv, &gv, &xv, &yv};
         for (i = 0; i < 6; i++) all[i]->device_type = W4A16_DEVICE_CUDA;
-        gv.ndim = 1;
-        memset(&weight, 0, sizeof weight);
-        weight.format = W4A16_FORMAT_NVFP4;
-        weight.group_size = 16;
-        weight.codes = qv;
-        weight.scales = sv;
-        weight.global_scale = gv;
+        weight = nvfp4_weight(qv, sv, gv);
         if (check(w4a16_quantize_nvfp4(&wv, NULL, &qv, &sv, &gv, stream), "quantize_nvfp4 (GPU)") ||
             check(w4a16_gemm(&xv, &weight, NULL, 1.0f, &yv, NULL, 0, stream), "gemm (GPU)"))
             goto done;
@@ -169,19 +184,13 @@ int main(void)
         w4a16_view wv = matrix(w, W4A16_DTYPE_FLOAT32, N, K);
         w4a16_view qv = matrix(codes, W4A16_DTYPE_UINT8, N, K / 2);
         w4a16_view sv = matrix(scales, W4A16_DTYPE_FLOAT8_E4M3FN, N, K / 16);
-        w4a16_view gv = matrix(&global_scale, W4A16_DTYPE_FLOAT32, 1, 1);
+        w4a16_view gv = scalar(&global_scale);
         w4a16_weight weight;
         w4a16_view xv = matrix(x, W4A16_DTYPE_FLOAT32, M, K);
         w4a16_view yv = matrix(y, W4A16_DTYPE_FLOAT32, M, N);
         w4a16_view dv = matrix(w_deq, W4A16_DTYPE_FLOAT32, N, K);
-        gv.ndim = 1; /* a one-element vector */
         failed |= check(w4a16_quantize_nvfp4(&wv, NULL, &qv, &sv, &gv, NULL), "quantize_nvfp4");
-        memset(&weight, 0, sizeof weight);
-        weight.format = W4A16_FORMAT_NVFP4;
-        weight.group_size = 16;
-        weight.codes = qv;
-        weight.scales = sv;
-        weight.global_scale = gv;
+        weight = nvfp4_weight(qv, sv, gv);
         failed |= check(w4a16_gemm(&xv, &weight, NULL, 1.0f, &yv, NULL, 0, NULL), "gemm");
         failed |= check(w4a16_dequantize(&weight, &dv, NULL), "dequantize");
         /* a wrong call must fail with a message that names the argument */
