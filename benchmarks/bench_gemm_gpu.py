@@ -1,9 +1,12 @@
 """Side-by-side GPU timing of W4A16 gemm for the Pi0.5 MLP shapes.
 
 For every (N x K, M): cuBLAS bf16 (torch.nn.functional.linear), torch's int4 kernel
-(_weight_int4pack_mm, group 128, bf16), and w4a16 in each format; the 4-bit memory
-floor (packed weights + scales + x + y at the copy bandwidth measured in this run), the
-percentage of that roofline, and the speedup over cuBLAS bf16.
+(_weight_int4pack_mm, group 128, bf16; up to M = 256), and w4a16 in each format with
+prepacked weights and the default kernel choice (what FP4Linear / Int4Linear run: the
+small-M kernel, then the tensor-core GEMM), plus nvfp4 in the canonical layout up to
+M = 16 (the functional API without prepack); the 4-bit memory floor (packed weights +
+scales + x + y at the copy bandwidth measured in this run), the percentage of that
+roofline, and the speedup over cuBLAS bf16.
 
 Method: weights rotate through enough copies to exceed 4x the L2 cache, so every call
 reads its weights from DRAM; a CUDA graph holds one call per copy and is replayed; the
@@ -74,7 +77,7 @@ def clone_weight(qw: w4a16.QuantizedWeight) -> w4a16.QuantizedWeight:
         return None if t is None else t.clone()
 
     return w4a16.QuantizedWeight(qw.format, qw.shape, qw.group_size, c(qw.codes), c(qw.scales),
-                                 c(qw.global_scale), c(qw.zero_points))
+                                 c(qw.global_scale), c(qw.zero_points), qw.layout)
 
 
 def torch_int4_weights(w: torch.Tensor, copies: int):
@@ -109,8 +112,9 @@ def run(args) -> dict:
         dense_copies = [w.clone() for _ in range(copies_needed(w.numel() * 2, l2))]
         quantized = {}
         for name, make in FORMATS.items():
-            qw = make(w)
+            qw = w4a16.prepack(make(w))
             quantized[name] = [qw] + [clone_weight(qw) for _ in range(copies_needed(qw.nbytes, l2) - 1)]
+        canonical = [w4a16.unprepack(qw) for qw in quantized["nvfp4"]]
         tiny = torch_int4_weights(w, copies_needed(n * k // 2, l2))
         for m in batches:
             x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
@@ -118,7 +122,7 @@ def run(args) -> dict:
             row = {"N": n, "K": k, "M": m}
             row["cublas_bf16_us"] = 1e6 * time_per_call(
                 [lambda wc=wc: torch.nn.functional.linear(x, wc) for wc in dense_copies])
-            if tiny is not None:
+            if tiny is not None and m <= 256:
                 row["torch_int4_us"] = 1e6 * time_per_call(
                     [lambda p=p, sz=sz: torch._weight_int4pack_mm(x, p, 128, sz) for p, sz in tiny])
             for name, copies in quantized.items():
@@ -128,9 +132,12 @@ def run(args) -> dict:
                 row[f"{name}_floor_us"] = 1e6 * floor
                 row[f"{name}_roofline_pct"] = 100 * floor / t
                 row[f"{name}_speedup"] = row["cublas_bf16_us"] / (1e6 * t)
+            if m <= 16:
+                t = time_per_call([lambda qw=qw: w4a16.gemm(x, qw, out=y) for qw in canonical])
+                row["nvfp4_canonical_us"] = 1e6 * t
             rows.append(row)
             print(format_row(row), flush=True)
-        del dense_copies, quantized, tiny
+        del dense_copies, quantized, tiny, canonical
         torch.cuda.empty_cache()
     return {"rows": rows, "bandwidth": bandwidth, "quantize": bench_quantize(bandwidth)}
 
@@ -158,22 +165,26 @@ def format_row(r: dict) -> str:
         parts.append(f"torch-int4 {r['torch_int4_us']:.1f}")
     for name in FORMATS:
         parts.append(f"{name} {r[f'{name}_us']:.1f} ({r[f'{name}_roofline_pct']:.0f}%, {r[f'{name}_speedup']:.2f}x)")
+    if "nvfp4_canonical_us" in r:
+        parts.append(f"nvfp4-canonical {r['nvfp4_canonical_us']:.1f}")
     return " | ".join(parts)
 
 
 def markdown(result: dict, device: str) -> str:
     lines = [f"Device: {device}; copy bandwidth {result['bandwidth'] / 1e12:.2f} TB/s (read + write); "
              f"{datetime.date.today().isoformat()}; torch {torch.__version__}; w4a16 {w4a16.__version__}.",
-             "Times in µs per call (median, CUDA-graph replay, weights rotated past 4x L2). "
+             "Times in µs per call (median, CUDA-graph replay, weights rotated past 4x L2); "
+             "formats with prepacked weights and the default kernel choice. "
              "% = 4-bit floor / time; x = speedup over cuBLAS bf16.", "",
-             "| N x K | M | cuBLAS bf16 | torch int4 | nvfp4 | mxfp4 | int4-g128 | floor (nvfp4) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| N x K | M | cuBLAS bf16 | torch int4 | nvfp4 | mxfp4 | int4-g128 | floor (nvfp4) | nvfp4 canonical |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
         cells = [f"{r['N']}x{r['K']}", str(r["M"]), f"{r['cublas_bf16_us']:.1f}",
                  f"{r['torch_int4_us']:.1f}" if "torch_int4_us" in r else "n/a"]
         for name in FORMATS:
             cells.append(f"{r[f'{name}_us']:.1f} ({r[f'{name}_roofline_pct']:.0f}%, {r[f'{name}_speedup']:.2f}x)")
         cells.append(f"{r['nvfp4_floor_us']:.1f}")
+        cells.append(f"{r['nvfp4_canonical_us']:.1f}" if "nvfp4_canonical_us" in r else "")
         lines.append("| " + " | ".join(cells) + " |")
     q = result["quantize"]
     lines += ["", f"NVFP4 quantization of a 16384x2048 bf16 weight (global scale included): {q['us']:.1f} µs, "

@@ -70,4 +70,4 @@ def test_torch_slices_with_storage_offset(rng):
 
 def test_non_dlpack_object_is_a_type_error():
     with pytest.raises(TypeError, match="x: expected an array"):
-        _C.gemm(object(), (0, 16, None, None, None, None), None, 1.0, None, None)
+        _C.gemm(object(), (0, 16, None, None, None, None, 0), None, 1.0, None, None, -1, None)

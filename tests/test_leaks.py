@@ -34,10 +34,10 @@ def test_no_leak_over_10k_calls(rng):
     q_t = w4a16.quantize_nvfp4(torch.from_numpy(w)).c_weight()
 
     def one_round():
-        _C.gemm(x, weight, None, 1.0, y, None)
-        _C.gemm(x_t, q_t, None, 1.0, y_t, None)
+        _C.gemm(x, weight, None, 1.0, y, None, -1, None)
+        _C.gemm(x_t, q_t, None, 1.0, y_t, None, -1, None)
         try:
-            _C.gemm(x, weight, None, 1.0, bad_y, None)  # error path after every import
+            _C.gemm(x, weight, None, 1.0, bad_y, None, -1, None)  # error path after every import
         except ValueError:
             pass
 

@@ -85,7 +85,7 @@ def test_custom_op_passes_opcheck(rng):
     module = w4a16.Int4Linear.from_linear(make_linear(rng, 128, 24), 32, symmetric=False)
     x = torch.randn(5, 128, dtype=torch.bfloat16)
     args = (x, module.weight, module.weight_scale, module.weight_scale_2, module.weight_zero_point, module.bias,
-            torch_ops.FORMAT_CODES["int4"], 32, 1.0)
+            torch_ops.FORMAT_CODES["int4"], 32, 1.0, w4a16._C.LAYOUT_PREPACKED)
     torch.library.opcheck(torch.ops.w4a16.gemm.default, args)
 
 
@@ -102,22 +102,22 @@ def test_compile_fullgraph_has_no_graph_break(rng):
 def test_op_checks_every_shape_it_passes_as_a_raw_pointer(rng):
     module = w4a16.Int4Linear.from_linear(make_linear(rng, 128, 24), 32, symmetric=False)
     x = torch.randn(2, 128, dtype=torch.bfloat16)
-    op, fmt = torch.ops.w4a16.gemm, torch_ops.FORMAT_CODES["int4"]
+    op, fmt, P = torch.ops.w4a16.gemm, torch_ops.FORMAT_CODES["int4"], w4a16._C.LAYOUT_PREPACKED
     good = dict(codes=module.weight, scales=module.weight_scale, zp=module.weight_zero_point, bias=module.bias)
     cases = [("scales", dict(good, scales=module.weight_scale[:, :2].contiguous())),
              ("zero_points", dict(good, zp=module.weight_zero_point[:12].contiguous())),
              ("bias", dict(good, bias=module.bias[:5].contiguous()))]
     for word, args in cases:
         with pytest.raises(ValueError, match=word):
-            op(x, args["codes"], args["scales"], None, args["zp"], args["bias"], fmt, 32, 1.0)
+            op(x, args["codes"], args["scales"], None, args["zp"], args["bias"], fmt, 32, 1.0, P)
     with pytest.raises(ValueError, match="x: expected"):
         op(torch.randn(2, 64, dtype=torch.bfloat16), module.weight, module.weight_scale, None,
-           module.weight_zero_point, module.bias, fmt, 32, 1.0)
+           module.weight_zero_point, module.bias, fmt, 32, 1.0, P)
     with pytest.raises(ValueError, match="group_size"):
-        op(x, module.weight, module.weight_scale, None, module.weight_zero_point, module.bias, fmt, 48, 1.0)
+        op(x, module.weight, module.weight_scale, None, module.weight_zero_point, module.bias, fmt, 48, 1.0, P)
     with pytest.raises(TypeError, match="x: dtype torch.int32"):
         op(x.to(torch.int32), module.weight, module.weight_scale, None, module.weight_zero_point, module.bias, fmt,
-           32, 1.0)
+           32, 1.0, P)
 
 
 BAD_ARGUMENTS = [

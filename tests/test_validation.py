@@ -113,22 +113,22 @@ def test_c_layer_rejects_aliasing_output(x, qw):
     buffer[:] = x.reshape(-1)
     before = buffer.copy()
     with pytest.raises(ValueError, match="out.*overlaps x|y: overlaps x"):
-        _C.gemm(buffer.reshape(4, 64), qw.c_weight(), None, 1.0, buffer[: 4 * 32].reshape(4, 32), None)
+        _C.gemm(buffer.reshape(4, 64), qw.c_weight(), None, 1.0, buffer[: 4 * 32].reshape(4, 32), None, -1, None)
     assert np.array_equal(buffer, before)
 
 
 def test_c_layer_checks_weight_views(x, qw):
-    codes, scales, gs, _ = qw.c_weight()[2:]
+    codes, scales, gs, _ = qw.c_weight()[2:6]
     with pytest.raises(ValueError, match="weight.scales: expected shape \\[32, 4\\], got \\[32, 3\\]"):
-        _C.gemm(x, (_C.FORMAT_NVFP4, 16, codes, np.ascontiguousarray(qw.scales[:, :3]).view(np.uint8), gs, None), None, 1.0,
-                np.empty((4, 32), np.float32), None)
+        _C.gemm(x, (_C.FORMAT_NVFP4, 16, codes, np.ascontiguousarray(qw.scales[:, :3]).view(np.uint8), gs, None, 0), None, 1.0,
+                np.empty((4, 32), np.float32), None, -1, None)
     with pytest.raises(ValueError, match="weight.group_size"):
-        _C.gemm(x, (_C.FORMAT_NVFP4, 32, codes, scales, gs, None), None, 1.0, np.empty((4, 32), np.float32), None)
+        _C.gemm(x, (_C.FORMAT_NVFP4, 32, codes, scales, gs, None, 0), None, 1.0, np.empty((4, 32), np.float32), None, -1, None)
     with pytest.raises(ValueError, match="weight.format"):
-        _C.gemm(x, (9, 16, codes, scales, gs, None), None, 1.0, np.empty((4, 32), np.float32), None)
+        _C.gemm(x, (9, 16, codes, scales, gs, None, 0), None, 1.0, np.empty((4, 32), np.float32), None, -1, None)
     with pytest.raises(TypeError, match="weight.codes: expected dtype uint8"):
-        _C.gemm(x, (_C.FORMAT_NVFP4, 16, codes.astype(np.float32), scales, gs, None), None, 1.0,
-                np.empty((4, 32), np.float32), None)
+        _C.gemm(x, (_C.FORMAT_NVFP4, 16, codes.astype(np.float32), scales, gs, None, 0), None, 1.0,
+                np.empty((4, 32), np.float32), None, -1, None)
 
 
 def test_failed_call_writes_nothing(w):

@@ -325,6 +325,9 @@ static w4a16_status expect_weight(const w4a16_weight *w, int64_t *n, int64_t *k)
     *k = w->codes.shape[1] * 2;
     group = w->group_size;
     if (*n < 1 || *k < 2) return w4a16_fail(W4A16_ERR_SHAPE, "weight.codes: is empty");
+    if (w->layout != W4A16_LAYOUT_CANONICAL && w->layout != W4A16_LAYOUT_PREPACKED)
+        return w4a16_fail(W4A16_ERR_INVALID_ARGUMENT, "weight.layout: expected W4A16_LAYOUT_CANONICAL (0) or "
+                          "W4A16_LAYOUT_PREPACKED (1), got %d", (int)w->layout);
     switch (w->format) {
     case W4A16_FORMAT_NVFP4:
         scale_dtypes = DTYPE_BIT(W4A16_DTYPE_FLOAT8_E4M3FN) | DTYPE_BIT(W4A16_DTYPE_UINT8);
@@ -377,6 +380,7 @@ static w4a16_cpu_weight cpu_weight(const w4a16_weight *w, int64_t n, int64_t k)
     c.scale_dtype = w->scales.dtype;
     c.global_scale = w->format == W4A16_FORMAT_NVFP4 ? *(const float *)w->global_scale.data : 1.0f;
     c.zero_points = (const uint8_t *)w->zero_points.data;
+    c.prepacked = w->layout == W4A16_LAYOUT_PREPACKED;
     w4a16_cpu_weight_tables(&c);
     return c;
 }
@@ -396,6 +400,7 @@ static w4a16_cuda_gemm_args cuda_args(const w4a16_weight *w, int64_t n, int64_t 
     a.scale_dtype = w->scales.dtype;
     a.global_scale = w->format == W4A16_FORMAT_NVFP4 ? (const float *)w->global_scale.data : NULL;
     a.zero_points = (const uint8_t *)w->zero_points.data;
+    a.prepacked = w->layout == W4A16_LAYOUT_PREPACKED;
     a.alpha = 1.0f;
     return a;
 }
@@ -447,9 +452,120 @@ w4a16_status w4a16_dequantize(const w4a16_weight *w, w4a16_view *out, void *stre
     return W4A16_OK;
 }
 
+/* ---- prepack ------------------------------------------------------------------------ */
+
+static w4a16_status convert_layout(const w4a16_view *codes, w4a16_view *out, int to_prepacked, void *stream)
+{
+    w4a16_status st;
+    w4a16_clear_error();
+    (void)stream; /* unused in a CPU-only build */
+    if ((st = expect_view(codes, "codes", DTYPE_BIT(W4A16_DTYPE_UINT8), 2, NULL)) != W4A16_OK) return st;
+    if (codes->shape[1] % 4 != 0)
+        return w4a16_fail(W4A16_ERR_SHAPE, "codes: expected [N, K/2] with K a multiple of 8, got K/2 = %lld",
+                          (long long)codes->shape[1]);
+    if ((st = expect_view(out, "out", DTYPE_BIT(W4A16_DTYPE_UINT8), 2, codes->shape)) != W4A16_OK ||
+        (st = expect_same_device(codes, "codes", out, "out")) != W4A16_OK ||
+        (st = expect_disjoint(out, "out", codes, "codes")) != W4A16_OK)
+        return st;
+    if (codes->device_type == W4A16_DEVICE_CUDA) {
+#if defined(W4A16_WITH_CUDA)
+        return w4a16_cuda_prepack((const uint8_t *)codes->data, (uint8_t *)out->data, codes->shape[0], codes->shape[1],
+                                  to_prepacked, codes->device_id, stream);
+#else
+        return cuda_missing(to_prepacked ? "prepack" : "unprepack");
+#endif
+    }
+    w4a16_prepack_ref((const uint8_t *)codes->data, (uint8_t *)out->data, codes->shape[0], codes->shape[1],
+                      to_prepacked);
+    return W4A16_OK;
+}
+
+w4a16_status w4a16_prepack(const w4a16_view *codes, w4a16_view *out, void *stream)
+{
+    return convert_layout(codes, out, 1, stream);
+}
+
+w4a16_status w4a16_unprepack(const w4a16_view *codes, w4a16_view *out, void *stream)
+{
+    return convert_layout(codes, out, 0, stream);
+}
+
+/* ---- gemm ---------------------------------------------------------------------------- */
+
+int w4a16_gemm_config_count(void)
+{
+#if defined(W4A16_WITH_CUDA)
+    return w4a16_cuda_gemm_config_count();
+#else
+    return 0;
+#endif
+}
+
+const char *w4a16_gemm_config_name(int config)
+{
+#if defined(W4A16_WITH_CUDA)
+    return config >= 0 && config < w4a16_cuda_gemm_config_count() ? w4a16_cuda_gemm_config_name(config) : NULL;
+#else
+    (void)config;
+    return NULL;
+#endif
+}
+
+/* Checks the weight and x of a gemm; sets *m, *n, *k. */
+static w4a16_status expect_gemm_operands(const w4a16_view *x, const w4a16_weight *w, int config, int64_t *m,
+                                         int64_t *n, int64_t *k)
+{
+    w4a16_status st;
+    if ((st = expect_weight(w, n, k)) != W4A16_OK) return st;
+    if ((st = expect_view(x, "x", FLOAT_DTYPES, 2, NULL)) != W4A16_OK) return st;
+    if (x->shape[1] != *k)
+        return w4a16_fail(W4A16_ERR_SHAPE, "x: has K = %lld but the weight has K = %lld (in_features)",
+                          (long long)x->shape[1], (long long)*k);
+    *m = x->shape[0];
+    if ((st = expect_same_device(&w->codes, "weight.codes", x, "x")) != W4A16_OK) return st;
+    if (config < W4A16_GEMM_AUTO)
+        return w4a16_fail(W4A16_ERR_INVALID_ARGUMENT, "config: expected W4A16_GEMM_AUTO (-1) or a config index, got %d",
+                          config);
+    if (x->device_type == W4A16_DEVICE_CUDA && x->dtype == W4A16_DTYPE_FLOAT32)
+        return w4a16_fail(W4A16_ERR_DTYPE, "x: expected dtype float16 or bfloat16 on CUDA, got float32");
+    return W4A16_OK;
+}
+
+w4a16_status w4a16_gemm_workspace(const w4a16_view *x, const w4a16_weight *w, int config, size_t *bytes)
+{
+    w4a16_status st;
+    int64_t m, n, k;
+    w4a16_clear_error();
+    if (!bytes) return w4a16_fail(W4A16_ERR_INVALID_ARGUMENT, "bytes: is NULL");
+    *bytes = 0;
+    if ((st = expect_gemm_operands(x, w, config, &m, &n, &k)) != W4A16_OK) return st;
+    if (x->device_type == W4A16_DEVICE_CUDA) {
+#if defined(W4A16_WITH_CUDA)
+        w4a16_cuda_gemm_args a = cuda_args(w, n, k);
+        int chosen;
+        a.m = m;
+        a.x = x->data;
+        a.x_dtype = x->dtype;
+        a.y = x->data; /* alignment stand-in: y is allocated like x */
+        if (m == 0) return W4A16_OK;
+        return w4a16_cuda_gemm_plan(&a, config, (size_t)-1, x->device_id, &chosen, bytes);
+#else
+        return cuda_missing("gemm");
+#endif
+    }
+    return W4A16_OK;
+}
+
 w4a16_status w4a16_gemm(const w4a16_view *x, const w4a16_weight *w, const w4a16_view *bias,
                         float alpha, w4a16_view *y, void *workspace, size_t workspace_bytes,
                         void *stream)
+{
+    return w4a16_gemm_config(x, w, bias, alpha, y, W4A16_GEMM_AUTO, workspace, workspace_bytes, stream);
+}
+
+w4a16_status w4a16_gemm_config(const w4a16_view *x, const w4a16_weight *w, const w4a16_view *bias,
+                               float alpha, w4a16_view *y, int config, void *workspace,
+                               size_t workspace_bytes, void *stream)
 {
     w4a16_status st;
     int64_t n, k, m, shape[2];
@@ -458,12 +574,7 @@ w4a16_status w4a16_gemm(const w4a16_view *x, const w4a16_weight *w, const w4a16_
     (void)workspace;
     (void)workspace_bytes;
     (void)stream; /* unused in a CPU-only build */
-    if ((st = expect_weight(w, &n, &k)) != W4A16_OK) return st;
-    if ((st = expect_view(x, "x", FLOAT_DTYPES, 2, NULL)) != W4A16_OK) return st;
-    if (x->shape[1] != k)
-        return w4a16_fail(W4A16_ERR_SHAPE, "x: has K = %lld but the weight has K = %lld (in_features)",
-                          (long long)x->shape[1], (long long)k);
-    m = x->shape[0];
+    if ((st = expect_gemm_operands(x, w, config, &m, &n, &k)) != W4A16_OK) return st;
     shape[0] = m;
     shape[1] = n;
     if ((st = expect_view(y, "y", DTYPE_BIT(x->dtype), 2, shape)) != W4A16_OK) return st;
@@ -472,8 +583,7 @@ w4a16_status w4a16_gemm(const w4a16_view *x, const w4a16_weight *w, const w4a16_
         if ((st = expect_view(bias, "bias", DTYPE_BIT(x->dtype), 1, shape)) != W4A16_OK) return st;
     }
     if (!isfinite(alpha)) return w4a16_fail(W4A16_ERR_VALUE, "alpha: must be finite, got %g", (double)alpha);
-    if ((st = expect_same_device(&w->codes, "weight.codes", x, "x")) != W4A16_OK ||
-        (st = expect_same_device(&w->codes, "weight.codes", y, "y")) != W4A16_OK ||
+    if ((st = expect_same_device(&w->codes, "weight.codes", y, "y")) != W4A16_OK ||
         (st = expect_same_device(&w->codes, "weight.codes", bias, "bias")) != W4A16_OK ||
         (st = expect_disjoint(y, "y", x, "x")) != W4A16_OK ||
         (st = expect_disjoint(y, "y", bias, "bias")) != W4A16_OK ||
@@ -482,15 +592,13 @@ w4a16_status w4a16_gemm(const w4a16_view *x, const w4a16_weight *w, const w4a16_
     if (y->device_type == W4A16_DEVICE_CUDA) {
 #if defined(W4A16_WITH_CUDA)
         w4a16_cuda_gemm_args a = cuda_args(w, n, k);
-        if (x->dtype == W4A16_DTYPE_FLOAT32)
-            return w4a16_fail(W4A16_ERR_DTYPE, "x: expected dtype float16 or bfloat16 on CUDA, got float32");
         a.m = m;
         a.x = x->data;
         a.x_dtype = x->dtype;
         a.bias = bias && bias->data ? bias->data : NULL;
         a.alpha = alpha;
         a.y = y->data;
-        return w4a16_cuda_gemm(&a, y->device_id, stream);
+        return w4a16_cuda_gemm(&a, config, workspace, workspace_bytes, y->device_id, stream);
 #else
         return cuda_missing("gemm");
 #endif

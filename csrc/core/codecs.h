@@ -148,6 +148,35 @@ W4A16_HD float w4a16_code_value(uint8_t code, int is_int4, int has_zero_points)
     return (float)(code < 8 ? code : (int)code - 16);
 }
 
+/* ---- the prepacked code order ---------------------------------------------------
+ * Within each 32-bit word (8 codes, 4 bytes, little-endian) the canonical layout keeps
+ * element e in nibble e; the prepacked layout keeps it in nibble (e >> 1) | (e & 1) << 2,
+ * i.e. the even elements in nibbles 0..3 and the odd ones in 4..7, so that nibbles j and
+ * j + 4 (16 bits apart, like the halves of a 16-bit pair register) hold elements 2j and
+ * 2j + 1. Rows, bytes per row and the scales stay as they are. */
+
+W4A16_HD int w4a16_prepacked_nibble(int e) { return (e >> 1) | ((e & 1) << 2); }
+
+/* The 4-bit code of element k of a row of codes in either layout. */
+W4A16_HD uint8_t w4a16_code_at(const uint8_t *row, int64_t k, int prepacked)
+{
+    const int64_t nibble = prepacked ? (k & ~(int64_t)7) + w4a16_prepacked_nibble((int)(k & 7)) : k;
+    return (uint8_t)((row[nibble >> 1] >> (4 * (nibble & 1))) & 0xF);
+}
+
+/* One word of 8 codes, canonical -> prepacked (to_prepacked) or back. */
+W4A16_HD uint32_t w4a16_prepack_word(uint32_t word, int to_prepacked)
+{
+    uint32_t out = 0;
+    int e;
+    for (e = 0; e < 8; e++) {
+        const int p = w4a16_prepacked_nibble(e);
+        const int from = to_prepacked ? e : p, to = to_prepacked ? p : e;
+        out |= ((word >> (4 * from)) & 0xFu) << (4 * to);
+    }
+    return out;
+}
+
 /* ---- per-block scale rules ------------------------------------------------------ */
 
 /* NVFP4 tensor scale: amax / (6 * 448). An all-zero tensor (or one so small that the

@@ -47,6 +47,7 @@ typedef struct {
     w4a16_dtype scale_dtype;
     float global_scale;       /* nvfp4 only */
     const uint8_t *zero_points; /* int4 asymmetric, else NULL */
+    int prepacked;            /* codes in the prepacked order (w4a16_prepack) */
     /* decoding tables, filled by w4a16_cpu_weight_tables() */
     float code_values[16];    /* the value of each 4-bit code before scaling */
     float byte_scales[256];   /* nvfp4: e4m3(s) * global_scale; mxfp4: 2^(s - 127) */
@@ -67,6 +68,9 @@ w4a16_status w4a16_pack_int4_ref(const void *w, w4a16_dtype dtype, int64_t n, in
 
 /* Dequantizes row `row` of the weight into dst[0..k). */
 void w4a16_dequantize_row_ref(const w4a16_cpu_weight *w, int64_t row, float *dst);
+
+/* codes [n, bytes_per_row] -> out in the prepacked order (to_prepacked) or back. */
+void w4a16_prepack_ref(const uint8_t *codes, uint8_t *out, int64_t n, int64_t bytes_per_row, int to_prepacked);
 
 /* ---- CPU gemm (gemm_cpu.c) ----------------------------------------------------------- */
 

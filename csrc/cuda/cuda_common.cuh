@@ -37,6 +37,15 @@ static inline w4a16_status w4a16_cuda_check(cudaError_t err, const char *what)
 
 static inline unsigned w4a16_ceil_div(int64_t a, int64_t b) { return (unsigned)((a + b - 1) / b); }
 
+/* INT4 groups per 32-element chunk, as a shift: log2(group / 32), or 31 when one group
+ * spans the row (the chunk index shifted by 31 is group 0). */
+static inline uint32_t w4a16_int4_chunk_shift(int64_t group, int64_t k)
+{
+    for (uint32_t shift = 0; shift < 3; shift++)
+        if (group == (int64_t)32 << shift && group != k) return shift;
+    return 31;
+}
+
 /* Scale and zero point of group `gi` of a weight, by the rules of the C reference
  * (w4a16_dequantize_row_ref): the slow, any-layout kernels share this one decoder. */
 static __device__ __forceinline__ float w4a16_group_scale(const w4a16_cuda_gemm_args &w, int64_t gi, float *zero)

@@ -31,12 +31,28 @@ typedef struct {
     w4a16_dtype scale_dtype;
     const float *global_scale; /* nvfp4, device pointer */
     const uint8_t *zero_points;
+    int prepacked;            /* codes in the prepacked layout (w4a16_prepack) */
     const void *bias;         /* [n] x_dtype, or NULL */
     float alpha;
     void *y;                  /* [m, n] x_dtype */
 } w4a16_cuda_gemm_args;
 
-w4a16_status w4a16_cuda_gemm(const w4a16_cuda_gemm_args *args, int device_id, void *stream);
+/* config: W4A16_GEMM_AUTO or an index below w4a16_cuda_gemm_config_count(); workspace
+ * (device memory, may be NULL) serves split-K configurations. */
+w4a16_status w4a16_cuda_gemm(const w4a16_cuda_gemm_args *args, int config, void *workspace, size_t workspace_bytes,
+                             int device_id, void *stream);
+
+/* Resolves W4A16_GEMM_AUTO to the config w4a16_cuda_gemm would run (*chosen) and the
+ * workspace bytes that config needs for these arguments; fails for an unsupported config. */
+w4a16_status w4a16_cuda_gemm_plan(const w4a16_cuda_gemm_args *args, int config, size_t workspace_bytes,
+                                  int device_id, int *chosen, size_t *needed);
+
+int w4a16_cuda_gemm_config_count(void);
+const char *w4a16_cuda_gemm_config_name(int config);
+
+/* codes [n, bytes_per_row] -> out, to (to_prepacked) or from the prepacked order. */
+w4a16_status w4a16_cuda_prepack(const uint8_t *codes, uint8_t *out, int64_t n, int64_t bytes_per_row,
+                                int to_prepacked, int device_id, void *stream);
 
 w4a16_status w4a16_cuda_quantize_mxfp4(const void *w, w4a16_dtype dtype, int64_t n, int64_t k, uint8_t *codes,
                                        uint8_t *scales, int device_id, void *stream);

@@ -1,5 +1,6 @@
 /*
- * gemv.cu — W4A16 GEMM for small M on tensor cores, reading the canonical layout.
+ * gemv.cu — W4A16 GEMM for small M on tensor cores, reading the canonical or the
+ * prepacked layout.
  *
  *   y [M, N] = alpha * x [M, K] @ dequant(W [N, K])^T + bias
  *
@@ -21,17 +22,10 @@
  *   x is loaded with the same permutation (thread t reads x[m, 32t .. 32t + 32)) and no
  *   data is reshuffled between threads.
  *
- * Stage 3 — dequantization. Codes j and j+4 of a 32-bit word sit 16 bits apart, like the
- *   two halves of a 16-bit pair register, so one shift and mask per pair decodes them
- *   (x is gathered into the same pairs with byte permutes):
- *     E2M1: magnitude bits shifted into the exponent/mantissa field and the sign into
- *           bit 15 give e2m1 * 2^-14 (fp16) or e2m1 * 2^-126 (bf16) exactly;
- *     INT4: the nibble OR-ed into the mantissa of 1024.0 (fp16) / 128.0 (bf16) gives
- *           magic + q exactly, and one subtraction removes magic + zero point.
- *   One 16-bit multiply applies the block scale, which a 256-entry shared-memory table
- *   holds pre-multiplied by 2^4 (fp16) or 2^116 (bf16), so that the product
- *   e2m1 * scale * 2^-10 is exact in 16 bits. The fp32 epilogue multiplies by 2^10,
- *   the NVFP4 global scale and alpha.
+ * Stage 3 — dequantization (dequant.cuh): nibbles j and j+4 of a 32-bit word decode as
+ *   one 16-bit pair. In the canonical layout they are elements (j, j+4), and x is gathered
+ *   into the same pairs with byte permutes; in the prepacked layout they are (2j, 2j+1)
+ *   and x is used as loaded. One 16-bit multiply per pair applies the block scale.
  *
  * Stage 4 — epilogue. Warps reduce their fp32 accumulators through shared memory;
  *   warp 0 adds bias, rounds to the output dtype and stores.
@@ -46,11 +40,10 @@
 #include "../core/codecs.h"
 #include "cuda_common.cuh"
 #include "cuda_ops.h"
+#include "dequant.cuh"
+#include "gemm_tc.h"
 
 namespace {
-
-constexpr int SUPER_K = 128;     /* elements of K per quad per step */
-constexpr int EPILOGUE_LOG2 = 10; /* the 2^-10 folded into the scale table */
 /* Super-tiles whose weight loads a warp issues at once, and the CTAs per SM the
  * register allocation must allow (overridable for tuning experiments). */
 #ifndef W4A16_GEMV_BATCH
@@ -67,99 +60,6 @@ constexpr int EPILOGUE_LOG2 = 10; /* the 2^-10 folded into the scale table */
 #endif
 constexpr int BATCH = W4A16_GEMV_BATCH;
 
-/* ---- 16-bit element traits ----------------------------------------------------- */
-
-template <typename T> struct bits16;
-template <> struct bits16<__half> {
-    using pair = __half2;
-    static constexpr uint32_t E2M1_MAG_SHIFT = 9;          /* 3 magnitude bits -> 11..9 */
-    static constexpr uint32_t E2M1_MAG_MASK = 0x0E000E00u;
-    static constexpr uint32_t INT_MAGIC = 0x64006400u;       /* 1024.0 in each half */
-    static constexpr float INT_MAGIC_VALUE = 1024.0f;
-    static constexpr int SCALE_LOG2 = 4;                     /* 2^-14 * 2^4 = 2^-10 */
-    static __device__ __forceinline__ uint16_t from_float(float f) { return __half_as_ushort(__float2half_rn(f)); }
-    static __device__ __forceinline__ float to_float(uint16_t h) { return __half2float(__ushort_as_half(h)); }
-};
-template <> struct bits16<__nv_bfloat16> {
-    using pair = __nv_bfloat162;
-    static constexpr uint32_t E2M1_MAG_SHIFT = 6;           /* 3 magnitude bits -> 8..6 */
-    static constexpr uint32_t E2M1_MAG_MASK = 0x01C001C0u;
-    static constexpr uint32_t INT_MAGIC = 0x43004300u;       /* 128.0 in each half */
-    static constexpr float INT_MAGIC_VALUE = 128.0f;
-    static constexpr int SCALE_LOG2 = 116;                   /* 2^-126 * 2^116 = 2^-10 */
-    static __device__ __forceinline__ uint16_t from_float(float f) { return __bfloat16_as_ushort(__float2bfloat16_rn(f)); }
-    static __device__ __forceinline__ float to_float(uint16_t h) { return __bfloat162float(__ushort_as_bfloat16(h)); }
-};
-
-/* Two 16-bit values packed in a uint32, multiplied / subtracted as T's pair type. */
-template <typename T> __device__ __forceinline__ uint32_t mul2(uint32_t a, uint32_t b)
-{
-    using P = typename bits16<T>::pair;
-    P r = __hmul2(*reinterpret_cast<P *>(&a), *reinterpret_cast<P *>(&b));
-    return *reinterpret_cast<uint32_t *>(&r);
-}
-template <typename T> __device__ __forceinline__ uint32_t sub2(uint32_t a, uint32_t b)
-{
-    using P = typename bits16<T>::pair;
-    P r = __hsub2(*reinterpret_cast<P *>(&a), *reinterpret_cast<P *>(&b));
-    return *reinterpret_cast<uint32_t *>(&r);
-}
-
-/* d += a (16x16, weights) * b (16x8, x^T), fp32 accumulate */
-__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2], __half)
-{
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2], __nv_bfloat16)
-{
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-
-/* ---- stage 3: one word of 8 codes -> 4 pairs of raw 16-bit values ---------------
- * out[j] holds codes j and j+4 of the word (nibbles 4j and 4j+16: exactly 16 bits
- * apart, like the two halves of a pair register), so one shift lines both up and no
- * nibble shuffling is needed. x is permuted the same way (permute_x_word). */
-
-template <int S> __device__ __forceinline__ uint32_t shift_left(uint32_t v)
-{
-    return S >= 0 ? v << (S >= 0 ? S : 0) : v >> (S < 0 ? -S : 0);
-}
-
-template <int FMT, typename T, int J>
-__device__ __forceinline__ uint32_t convert_pair(uint32_t w, uint32_t int_xor)
-{
-    if (FMT == W4A16_FORMAT_INT4) {
-        return ((w >> (4 * J)) & 0x000F000Fu) ^ int_xor; /* magic + q (offset by 8 if symmetric) */
-    } else {
-        /* magnitude bits into the exponent/mantissa field, sign bit to bit 15 / 31 */
-        constexpr int MAG = (int)bits16<T>::E2M1_MAG_SHIFT - 4 * J;
-        return (shift_left<MAG>(w) & bits16<T>::E2M1_MAG_MASK) | (shift_left<12 - 4 * J>(w) & 0x80008000u);
-    }
-}
-
-template <int FMT, typename T>
-__device__ __forceinline__ void dequant_word(uint32_t w, uint32_t int_xor, uint32_t (&out)[4])
-{
-    out[0] = convert_pair<FMT, T, 0>(w, int_xor);
-    out[1] = convert_pair<FMT, T, 1>(w, int_xor);
-    out[2] = convert_pair<FMT, T, 2>(w, int_xor);
-    out[3] = convert_pair<FMT, T, 3>(w, int_xor);
-}
-
-/* x words X0..X3 hold elements (0,1) (2,3) (4,5) (6,7) of 8; the weight pairs are
- * (0,4) (1,5) (2,6) (3,7): gather x into the same pairs. */
-__device__ __forceinline__ void permute_x_word(const uint32_t *x, uint32_t *out)
-{
-    out[0] = __byte_perm(x[0], x[2], 0x5410);
-    out[1] = __byte_perm(x[0], x[2], 0x7632);
-    out[2] = __byte_perm(x[1], x[3], 0x5410);
-    out[3] = __byte_perm(x[1], x[3], 0x7632);
-}
-
 /* ---- kernel arguments ------------------------------------------------------------- */
 
 struct gemv_args {
@@ -172,114 +72,13 @@ struct gemv_args {
     void *y;
     int64_t m, n, k, group;
     uint32_t chunk_shift; /* int4: log2(group / 32), or 31 when one group spans the row */
+    bool other_scale_type; /* int4 scales in the other 16-bit type than x */
     float alpha;
 };
 
-/* The scales of one thread's 32-element chunk of one row, in two steps: `raw` as loaded
- * (two E4M3 bytes for NVFP4, whose blocks are 16 wide; one E8M0 byte; one 16-bit INT4
- * scale and its zero point), then `resolve` turns it into half2 patterns through the
- * shared-memory table. Splitting the two lets the loads go out before the table is
- * filled, so filling it hides under the DRAM latency. */
-struct chunk_scale {
-    uint32_t s0, s1;   /* half2 patterns; s1 is NVFP4's second block */
-    uint32_t offset;   /* int4: half2 of magic + zero point (or + 8) */
-};
-
-struct raw_scale {
-    uint32_t scale;    /* the loaded scale bits */
-    uint32_t zero;     /* int4 asymmetric: the zero point */
-};
-
-/* Walks the scales of one weight row along with the thread's chunks: `load(step)` reads
- * those of super-tile `step`. Offsets are 32-bit and relative to a per-row base, so a
- * step costs a few integer ops, not 64-bit index arithmetic. */
-template <int FMT, typename T> struct scale_cursor {
-    const uint8_t *base;     /* this row's first scale (bytes) */
-    const uint8_t *zeros;    /* int4 asymmetric: this row's first zero point */
-    uint32_t chunk0;         /* index of the thread's first 32-element chunk in the row */
-    uint32_t chunk_shift;    /* int4: log2(group / 32); 31 for one group per row */
-
-    __device__ __forceinline__ scale_cursor(const gemv_args &a, int64_t row, int64_t k_offset, int t,
-                                            uint32_t chunk_shift_)
-    {
-        const int64_t groups = a.k / a.group;
-        const size_t scale_bytes = FMT == W4A16_FORMAT_INT4 ? 2 : 1;
-        base = reinterpret_cast<const uint8_t *>(a.scales) + (size_t)(row * groups) * scale_bytes;
-        zeros = a.zero_points ? a.zero_points + row * groups : nullptr;
-        chunk0 = (uint32_t)(k_offset / 32) + t;
-        chunk_shift = chunk_shift_;
-    }
-
-    __device__ __forceinline__ raw_scale load(uint32_t step) const
-    {
-        raw_scale r;
-        const uint32_t chunk = chunk0 + 4 * step;
-        r.zero = 8;
-        if (FMT == W4A16_FORMAT_NVFP4) {
-            r.scale = __ldg(reinterpret_cast<const uint16_t *>(base) + chunk); /* blocks 2c, 2c+1 */
-        } else if (FMT == W4A16_FORMAT_MXFP4) {
-            r.scale = __ldg(base + chunk);
-        } else {
-            const uint32_t group = chunk >> chunk_shift;
-            r.scale = __ldg(reinterpret_cast<const uint16_t *>(base) + group);
-            if (zeros) r.zero = __ldg(zeros + group);
-        }
-        return r;
-    }
-
-    static __device__ __forceinline__ chunk_scale resolve(const raw_scale &r, const uint32_t *lut)
-    {
-        chunk_scale cs;
-        cs.offset = 0;
-        if (FMT == W4A16_FORMAT_NVFP4) {
-            cs.s0 = lut[r.scale & 0xFF];
-            cs.s1 = lut[r.scale >> 8];
-        } else if (FMT == W4A16_FORMAT_MXFP4) {
-            cs.s0 = cs.s1 = lut[r.scale];
-        } else {
-            cs.s0 = cs.s1 = r.scale | (r.scale << 16);
-            const uint32_t o = bits16<T>::from_float(bits16<T>::INT_MAGIC_VALUE + (float)r.zero);
-            cs.offset = o | (o << 16);
-        }
-        return cs;
-    }
-};
-
-/* Scaled A-operand pairs for the 8 k-tiles of one row chunk (16 bytes of codes). */
-template <int FMT, typename T>
-__device__ __forceinline__ void dequant_chunk(const uint4 &q, const chunk_scale &cs, uint32_t int_xor,
-                                              uint32_t (&pairs)[16])
-{
-    const uint32_t words[4] = {q.x, q.y, q.z, q.w};
-#pragma unroll
-    for (int r = 0; r < 4; r++) {
-        uint32_t p[4];
-        dequant_word<FMT, T>(words[r], int_xor, p);
-        const uint32_t s = (FMT == W4A16_FORMAT_NVFP4 && r >= 2) ? cs.s1 : cs.s0;
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-            uint32_t v = p[j];
-            if (FMT == W4A16_FORMAT_INT4) v = sub2<T>(v, cs.offset);
-            pairs[4 * r + j] = mul2<T>(v, s);
-        }
-    }
-}
-
-/* The scale table: code byte -> 16-bit scale * 2^SCALE_LOG2 in both halves (unused
- * for INT4, whose scales are stored 16-bit already). */
-template <int FMT, typename T>
-__device__ __forceinline__ void fill_scale_lut(uint32_t *lut)
-{
-    for (int i = threadIdx.x; i < 256; i += blockDim.x) {
-        float s = FMT == W4A16_FORMAT_NVFP4 ? w4a16_e4m3_decode((uint8_t)i) : w4a16_e8m0_decode((uint8_t)i);
-        const uint32_t h = bits16<T>::from_float(ldexpf(s, bits16<T>::SCALE_LOG2));
-        lut[i] = h | (h << 16);
-    }
-}
-
 /* ---- the kernel ---------------------------------------------------------------------- */
 
-template <int FMT, typename T, int MB, bool SPLIT2, int WARPS>
+template <int FMT, typename T, int MB, bool SPLIT2, int WARPS, bool PREPACKED>
 __global__ void __launch_bounds__(WARPS * 32, WARPS == 4 ? W4A16_GEMV_MIN_CTAS_4WARPS : W4A16_GEMV_MIN_CTAS_4WARPS / 2)
 gemv_w4_kernel(gemv_args a)
 {
@@ -302,8 +101,10 @@ gemv_w4_kernel(gemv_args a)
      * step warp + s * WARPS; its chunk starts 32t elements in */
     const uint8_t *codes_g = a.codes + row_g * (a.k / 2) + (warp * SUPER_K + 32 * t) / 2;
     const uint8_t *codes_h = a.codes + row_h * (a.k / 2) + (k_h + warp * SUPER_K + 32 * t) / 2;
-    const scale_cursor<FMT, T> scale_g(a, row_g, warp * SUPER_K, t, a.chunk_shift);
-    const scale_cursor<FMT, T> scale_h(a, row_h, k_h + warp * SUPER_K, t, a.chunk_shift);
+    const scale_cursor<FMT, T> scale_g(a.scales, a.zero_points, a.k, a.group, row_g, warp * SUPER_K + 32 * t,
+                                       a.chunk_shift);
+    const scale_cursor<FMT, T> scale_h(a.scales, a.zero_points, a.k, a.group, row_h,
+                                       k_h + warp * SUPER_K + 32 * t, a.chunk_shift);
     const T *x_rows[MB];
     bool x_valid[MB];
 #pragma unroll
@@ -368,11 +169,18 @@ gemv_w4_kernel(gemv_args a)
 #pragma unroll
                 for (int half = 0; half < (SPLIT2 ? 2 : 1); half++)
 #pragma unroll
-                    for (int r = 0; r < 4; r++)
-                        permute_x_word(reinterpret_cast<const uint32_t *>(&xv[b][half][0]) + 4 * r, &xp[b][half][4 * r]);
+                    for (int r = 0; r < 4; r++) {
+                        const uint32_t *words = reinterpret_cast<const uint32_t *>(&xv[b][half][0]) + 4 * r;
+                        if (PREPACKED) { /* the weight pairs are already (k, k+1) pairs */
+#pragma unroll
+                            for (int j = 0; j < 4; j++) xp[b][half][4 * r + j] = words[j];
+                        } else {
+                            permute_x_word(words, &xp[b][half][4 * r]);
+                        }
+                    }
             uint32_t pg[16], ph[16];
-            dequant_chunk<FMT, T>(qg[u], scale_cursor<FMT, T>::resolve(sg[u], lut), int_xor, pg);
-            dequant_chunk<FMT, T>(qh[u], scale_cursor<FMT, T>::resolve(sh[u], lut), int_xor, ph);
+            dequant_chunk<FMT, T>(qg[u], scale_cursor<FMT, T>::resolve(sg[u], lut, a.other_scale_type), int_xor, pg);
+            dequant_chunk<FMT, T>(qh[u], scale_cursor<FMT, T>::resolve(sh[u], lut, a.other_scale_type), int_xor, ph);
 #pragma unroll
             for (int i = 0; i < 8; i++) {
                 /* k-tile i: pairs 2i, 2i+1 of the chunk (elements {0,4,1,5} or {2,6,3,7}
@@ -416,9 +224,7 @@ gemv_w4_kernel(gemv_args a)
             acc[b][j] = s;
         }
 
-    float epilogue = a.alpha;
-    if (FMT != W4A16_FORMAT_INT4) epilogue *= ldexpf(1.0f, EPILOGUE_LOG2);
-    if (FMT == W4A16_FORMAT_NVFP4) epilogue *= __ldg(a.global_scale);
+    const float epilogue = epilogue_factor<FMT>(a.alpha, a.global_scale);
     const T *bias = reinterpret_cast<const T *>(a.bias);
     uint16_t *y = reinterpret_cast<uint16_t *>(a.y);
 #pragma unroll
@@ -459,11 +265,10 @@ __global__ void gemm_w4_generic(w4a16_cuda_gemm_args a)
     for (int64_t k = 2 * lane; k < a.k; k += 64) {
         float z;
         const float s = w4a16_group_scale(a, n * groups + k / a.group_size, &z);
-        const uint8_t byte = codes[k / 2];
         float w[2];
 #pragma unroll
         for (int e = 0; e < 2; e++) {
-            const uint8_t q = (byte >> (4 * e)) & 0xF;
+            const uint8_t q = w4a16_code_at(codes, k + e, a.prepacked);
             w[e] = (w4a16_code_value(q, a.format == W4A16_FORMAT_INT4, a.zero_points != nullptr) - z) * s;
         }
 #pragma unroll
@@ -491,64 +296,64 @@ __global__ void gemm_w4_generic(w4a16_cuda_gemm_args a)
 
 bool aligned16(const void *p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-template <int FMT, typename T, int MB, bool SPLIT2>
+template <int FMT, typename T, int MB, bool SPLIT2, bool PREPACKED>
 void launch_fast(const gemv_args &a, cudaStream_t stream, int warps)
 {
     constexpr int ROWS = SPLIT2 ? 8 : 16;
     const dim3 grid(w4a16_ceil_div(a.m, MB * 8), w4a16_ceil_div(a.n, ROWS));
-    if (warps >= 8) gemv_w4_kernel<FMT, T, MB, SPLIT2, 8><<<grid, 8 * 32, 0, stream>>>(a);
-    else gemv_w4_kernel<FMT, T, MB, SPLIT2, 4><<<grid, 4 * 32, 0, stream>>>(a);
+    if (warps >= 8) gemv_w4_kernel<FMT, T, MB, SPLIT2, 8, PREPACKED><<<grid, 8 * 32, 0, stream>>>(a);
+    else gemv_w4_kernel<FMT, T, MB, SPLIT2, 4, PREPACKED><<<grid, 4 * 32, 0, stream>>>(a);
 }
 
-template <int FMT, typename T>
+template <int FMT, typename T, bool PREPACKED>
 void launch_fast_format(const gemv_args &a, cudaStream_t stream, bool split2, int warps)
 {
     const bool small_m = a.m <= 8;
     if (split2) {
-        if (small_m) launch_fast<FMT, T, 1, true>(a, stream, warps);
-        else launch_fast<FMT, T, 2, true>(a, stream, warps);
+        if (small_m) launch_fast<FMT, T, 1, true, PREPACKED>(a, stream, warps);
+        else launch_fast<FMT, T, 2, true, PREPACKED>(a, stream, warps);
     } else {
-        if (small_m) launch_fast<FMT, T, 1, false>(a, stream, warps);
-        else launch_fast<FMT, T, 2, false>(a, stream, warps);
+        if (small_m) launch_fast<FMT, T, 1, false, PREPACKED>(a, stream, warps);
+        else launch_fast<FMT, T, 2, false, PREPACKED>(a, stream, warps);
     }
 }
 
-template <typename T>
+template <typename T, bool PREPACKED>
 void launch_fast_dtype(int format, const gemv_args &a, cudaStream_t stream, bool split2, int warps)
 {
-    if (format == W4A16_FORMAT_NVFP4) launch_fast_format<W4A16_FORMAT_NVFP4, T>(a, stream, split2, warps);
-    else if (format == W4A16_FORMAT_MXFP4) launch_fast_format<W4A16_FORMAT_MXFP4, T>(a, stream, split2, warps);
-    else launch_fast_format<W4A16_FORMAT_INT4, T>(a, stream, split2, warps);
+    if (format == W4A16_FORMAT_NVFP4) launch_fast_format<W4A16_FORMAT_NVFP4, T, PREPACKED>(a, stream, split2, warps);
+    else if (format == W4A16_FORMAT_MXFP4) launch_fast_format<W4A16_FORMAT_MXFP4, T, PREPACKED>(a, stream, split2, warps);
+    else launch_fast_format<W4A16_FORMAT_INT4, T, PREPACKED>(a, stream, split2, warps);
+}
+
+template <bool PREPACKED>
+void launch_fast_layout(bool bf16, int format, const gemv_args &a, cudaStream_t stream, bool split2, int warps)
+{
+    if (bf16) launch_fast_dtype<__nv_bfloat16, PREPACKED>(format, a, stream, split2, warps);
+    else launch_fast_dtype<__half, PREPACKED>(format, a, stream, split2, warps);
 }
 
 } // namespace
 
-extern "C" w4a16_status w4a16_cuda_gemm(const w4a16_cuda_gemm_args *args, int device_id, void *stream_ptr)
+cudaError_t w4a16_gemv_launch(const w4a16_cuda_gemm_args &args, int sms, cudaStream_t stream)
 {
-    w4a16_device_guard guard(device_id);
-    if (guard.error != cudaSuccess) return w4a16_cuda_check(guard.error, "gemm (set device)");
-    if (args->m == 0) return W4A16_OK;
-    cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
     gemv_args a;
-    a.x = args->x;
-    a.codes = args->codes;
-    a.scales = args->scales;
-    a.global_scale = args->global_scale;
-    a.zero_points = args->zero_points;
-    a.bias = args->bias;
-    a.y = args->y;
-    a.m = args->m;
-    a.n = args->n;
-    a.k = args->k;
-    a.group = args->group_size;
-    a.chunk_shift = 31;
-    for (uint32_t sh = 0; sh < 3; sh++)
-        if (a.group == (int64_t)32 << sh && a.group != a.k) a.chunk_shift = sh;
-    a.alpha = args->alpha;
-    const bool bf16 = args->x_dtype == W4A16_DTYPE_BFLOAT16;
+    a.x = args.x;
+    a.codes = args.codes;
+    a.scales = args.scales;
+    a.global_scale = args.global_scale;
+    a.zero_points = args.zero_points;
+    a.bias = args.bias;
+    a.y = args.y;
+    a.m = args.m;
+    a.n = args.n;
+    a.k = args.k;
+    a.group = args.group_size;
+    a.chunk_shift = w4a16_int4_chunk_shift(a.group, a.k);
+    a.other_scale_type = args.format == W4A16_FORMAT_INT4 && args.scale_dtype != args.x_dtype;
+    a.alpha = args.alpha;
+    const bool bf16 = args.x_dtype == W4A16_DTYPE_BFLOAT16;
 
-    int sms = 0;
-    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device_id);
     /* split2 doubles the CTAs when 16-row tiles alone would leave SMs idle */
     const int64_t ctas16 = ((a.n + 15) / 16) * ((a.m + 15) / 16);
     const bool split2 = ctas16 < W4A16_GEMV_SPLIT2_BELOW_CTAS_PER_SM * (int64_t)(sms > 0 ? sms : 132) &&
@@ -556,15 +361,15 @@ extern "C" w4a16_status w4a16_cuda_gemm(const w4a16_cuda_gemm_args *args, int de
     const int64_t steps = (split2 ? a.k / 2 : a.k) / SUPER_K;
     const int warps = steps >= W4A16_GEMV_8WARPS_FROM_STEPS ? 8 : 4;
     const bool fast = a.k % SUPER_K == 0 && aligned16(a.x) && aligned16(a.codes) &&
-                      (args->format != W4A16_FORMAT_NVFP4 || reinterpret_cast<uintptr_t>(a.scales) % 2 == 0) &&
-                      (args->format != W4A16_FORMAT_INT4 || reinterpret_cast<uintptr_t>(a.scales) % 2 == 0);
+                      (args.format != W4A16_FORMAT_NVFP4 || reinterpret_cast<uintptr_t>(a.scales) % 2 == 0) &&
+                      (args.format != W4A16_FORMAT_INT4 || reinterpret_cast<uintptr_t>(a.scales) % 2 == 0);
     if (fast) {
-        if (bf16) launch_fast_dtype<__nv_bfloat16>(args->format, a, stream, split2, warps);
-        else launch_fast_dtype<__half>(args->format, a, stream, split2, warps);
+        if (args.prepacked) launch_fast_layout<true>(bf16, args.format, a, stream, split2, warps);
+        else launch_fast_layout<false>(bf16, args.format, a, stream, split2, warps);
     } else {
         const dim3 grid(w4a16_ceil_div(a.n, 8), w4a16_ceil_div(a.m, 16));
-        if (bf16) gemm_w4_generic<__nv_bfloat16><<<grid, 256, 0, stream>>>(*args);
-        else gemm_w4_generic<__half><<<grid, 256, 0, stream>>>(*args);
+        if (bf16) gemm_w4_generic<__nv_bfloat16><<<grid, 256, 0, stream>>>(args);
+        else gemm_w4_generic<__half><<<grid, 256, 0, stream>>>(args);
     }
-    return w4a16_cuda_check(cudaGetLastError(), "gemm (launch)");
+    return cudaGetLastError();
 }

@@ -314,9 +314,8 @@ __global__ void dequantize_kernel(w4a16_cuda_gemm_args wt, w4a16_dtype out_dtype
     const int64_t gi = row * (wt.k / wt.group_size) + k / wt.group_size;
     float z;
     const float s = w4a16_group_scale(wt, gi, &z);
-    const uint8_t b = wt.codes[byte];
     for (int e = 0; e < 2; e++) {
-        const uint8_t q = (b >> (4 * e)) & 0xF;
+        const uint8_t q = w4a16_code_at(wt.codes + row * (wt.k / 2), k + e, wt.prepacked);
         const float r = (w4a16_code_value(q, wt.format == W4A16_FORMAT_INT4, wt.zero_points != NULL) - z) * s;
         const int64_t i = row * wt.k + k + e;
         if (out_dtype == W4A16_DTYPE_FLOAT32) reinterpret_cast<float *>(out)[i] = r;
@@ -344,7 +343,10 @@ __global__ void dequantize16_kernel(w4a16_cuda_gemm_args wt, void *out)
     const uint32_t words[2] = {q.x, q.y};
     float v[16];
 #pragma unroll
-    for (int j = 0; j < 16; j++) v[j] = (values[(words[j >> 3] >> (4 * (j & 7))) & 0xF] - z) * s;
+    for (int j = 0; j < 16; j++) {
+        const int nibble = wt.prepacked ? w4a16_prepacked_nibble(j & 7) : j & 7;
+        v[j] = (values[(words[j >> 3] >> (4 * nibble)) & 0xF] - z) * s;
+    }
     if (OUT_DTYPE == W4A16_DTYPE_FLOAT32) {
         float4 *o = reinterpret_cast<float4 *>(static_cast<float *>(out) + e0);
 #pragma unroll
@@ -381,4 +383,32 @@ extern "C" w4a16_status w4a16_cuda_dequantize(const w4a16_cuda_gemm_args *weight
         dequantize_kernel<<<w4a16_ceil_div(bytes, THREADS), THREADS, 0, s>>>(*weight, out_dtype, out);
     }
     return w4a16_cuda_check(cudaGetLastError(), "dequantize (launch)");
+}
+
+/* ---- prepack: a nibble permutation inside each 4-byte word -------------------------- */
+
+__global__ void prepack_kernel(const uint8_t *codes, uint8_t *out, int64_t words, int to_prepacked)
+{
+    const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (i >= words) return;
+    const uint8_t *src = codes + 4 * i; /* byte by byte: views need not be 4-byte aligned */
+    const uint32_t word = src[0] | (uint32_t)src[1] << 8 | (uint32_t)src[2] << 16 | (uint32_t)src[3] << 24;
+    const uint32_t r = w4a16_prepack_word(word, to_prepacked);
+    uint8_t *dst = out + 4 * i;
+    dst[0] = (uint8_t)r;
+    dst[1] = (uint8_t)(r >> 8);
+    dst[2] = (uint8_t)(r >> 16);
+    dst[3] = (uint8_t)(r >> 24);
+}
+
+extern "C" w4a16_status w4a16_cuda_prepack(const uint8_t *codes, uint8_t *out, int64_t n, int64_t bytes_per_row,
+                                           int to_prepacked, int device_id, void *stream)
+{
+    w4a16_device_guard guard(device_id);
+    if (guard.error != cudaSuccess) return w4a16_cuda_check(guard.error, "prepack (set device)");
+    const int64_t words = n * bytes_per_row / 4;
+    if (words == 0) return W4A16_OK;
+    prepack_kernel<<<w4a16_ceil_div(words, THREADS), THREADS, 0, static_cast<cudaStream_t>(stream)>>>(
+        codes, out, words, to_prepacked);
+    return w4a16_cuda_check(cudaGetLastError(), "prepack (launch)");
 }

@@ -91,14 +91,24 @@ typedef enum {
     W4A16_FORMAT_INT4 = 2
 } w4a16_format;
 
-/* A quantized weight in the canonical (interchange) layout. */
+/* Order of the codes of a weight. PREPACKED is the kernels' private order (a permutation
+ * of the nibbles inside each 4-byte word, rows and scales unchanged), made once by
+ * w4a16_prepack so that the tensor-core GEMM needs no shuffles; save and exchange
+ * weights in the CANONICAL layout (w4a16_unprepack). */
+typedef enum {
+    W4A16_LAYOUT_CANONICAL = 0,
+    W4A16_LAYOUT_PREPACKED = 1
+} w4a16_layout;
+
+/* A quantized weight; zero-initialise it so that new fields keep their defaults. */
 typedef struct {
     w4a16_format format;
     int64_t group_size;       /* 16 (nvfp4), 32 (mxfp4), 32/64/128/K (int4) */
-    w4a16_view codes;         /* uint8 [N, K/2] */
+    w4a16_view codes;         /* uint8 [N, K/2], in `layout` order */
     w4a16_view scales;        /* [N, K/group_size]: e4m3 / e8m0 bytes, or fp16/bf16 */
     w4a16_view global_scale;  /* nvfp4: fp32, one element, on the weight's device */
     w4a16_view zero_points;   /* int4 asymmetric: uint8 [N, K/g] in 0..15; data NULL otherwise */
+    int32_t layout;           /* w4a16_layout; 0 = canonical */
 } w4a16_weight;
 
 /* Thread-local description of the last failure in this thread ("" if none). */
@@ -134,6 +144,11 @@ W4A16_API w4a16_status w4a16_pack_int4(const w4a16_view *w, int64_t group, int s
                              w4a16_view *codes, w4a16_view *scales, w4a16_view *zero_points,
                              void *stream);
 
+/* codes uint8 [N, K/2] (K % 8 == 0) -> out, same shape and device: the prepacked order
+ * (w4a16_prepack) or back to the canonical one (w4a16_unprepack). out must not overlap codes. */
+W4A16_API w4a16_status w4a16_prepack(const w4a16_view *codes, w4a16_view *out, void *stream);
+W4A16_API w4a16_status w4a16_unprepack(const w4a16_view *codes, w4a16_view *out, void *stream);
+
 /* out [N, K] (fp32, fp16 or bf16) = dequant(w). */
 W4A16_API w4a16_status w4a16_dequantize(const w4a16_weight *w, w4a16_view *out, void *stream);
 
@@ -141,11 +156,35 @@ W4A16_API w4a16_status w4a16_dequantize(const w4a16_weight *w, w4a16_view *out, 
  * y [M, N] = alpha * x [M, K] @ dequant(w)^T + bias [N].
  * x fp16, bf16 or fp32 (CPU); y and bias have x's dtype; bias may be NULL.
  * Accumulation is fp32. y must not overlap x, bias or the weight.
- * workspace: unused so far (pass NULL, 0); reserved for split-K partial sums.
+ * workspace: device memory for split-K partial sums on CUDA (NULL, 0 is always valid:
+ * the kernel choice then avoids configurations that need one); see w4a16_gemm_workspace.
+ * Equivalent to w4a16_gemm_config(..., W4A16_GEMM_AUTO, ...).
  */
 W4A16_API w4a16_status w4a16_gemm(const w4a16_view *x, const w4a16_weight *w, const w4a16_view *bias,
                         float alpha, w4a16_view *y, void *workspace, size_t workspace_bytes,
                         void *stream);
+
+/*
+ * Kernel configurations of the CUDA gemm, for tuners. Config 0 is the small-M kernel;
+ * 1 .. count - 1 are tensor-core GEMM tile shapes and K splits (prepacked weights only).
+ * W4A16_GEMM_AUTO picks one by a heuristic from measurements. The CPU ignores configs.
+ */
+#define W4A16_GEMM_AUTO (-1)
+W4A16_API int w4a16_gemm_config_count(void);           /* 0 in a build without CUDA */
+W4A16_API const char *w4a16_gemm_config_name(int config); /* NULL when out of range */
+
+/* The gemm with a chosen config: W4A16_ERR_UNSUPPORTED if that config cannot run these
+ * arguments (layout, K multiple, alignment, shared memory), W4A16_ERR_INVALID_ARGUMENT
+ * if the workspace is too small for it. */
+W4A16_API w4a16_status w4a16_gemm_config(const w4a16_view *x, const w4a16_weight *w, const w4a16_view *bias,
+                               float alpha, w4a16_view *y, int config, void *workspace,
+                               size_t workspace_bytes, void *stream);
+
+/* Bytes of workspace that w4a16_gemm_config(x, w, ..., config, ...) uses for these
+ * shapes (0 on the CPU, for config 0, and for configs without a K split); for
+ * W4A16_GEMM_AUTO, those of the config the heuristic picks when given enough. */
+W4A16_API w4a16_status w4a16_gemm_workspace(const w4a16_view *x, const w4a16_weight *w, int config,
+                                  size_t *bytes);
 
 #ifdef __cplusplus
 }

@@ -80,18 +80,20 @@ static void raise_status(w4a16_status st, const char *function)
     PyErr_Format(type, "w4a16.%s: %s", function, w4a16_last_error());
 }
 
-/* weight tuple: (format, group_size, codes, scales, global_scale | None, zero_points | None) */
+/* weight tuple: (format, group_size, codes, scales, global_scale | None, zero_points | None, layout) */
 static int import_weight(owner_set *set, PyObject *tuple, PyObject *dl_stream, w4a16_weight *w)
 {
-    int format;
+    int format, layout;
     long long group;
     PyObject *codes, *scales, *gs, *zeros;
     memset(w, 0, sizeof *w);
-    if (!PyArg_ParseTuple(tuple, "iLOOOO;weight: expected (format, group_size, codes, scales, global_scale, zero_points)",
-                          &format, &group, &codes, &scales, &gs, &zeros))
+    if (!PyArg_ParseTuple(tuple,
+                          "iLOOOOi;weight: expected (format, group_size, codes, scales, global_scale, zero_points, layout)",
+                          &format, &group, &codes, &scales, &gs, &zeros, &layout))
         return -1;
     w->format = (w4a16_format)format;
     w->group_size = group;
+    w->layout = layout;
     if (import_arg(set, codes, "weight.codes", 0, dl_stream, &w->codes) < 0 ||
         import_arg(set, scales, "weight.scales", 0, dl_stream, &w->scales) < 0 ||
         import_optional(set, gs, "weight.global_scale", 0, dl_stream, &w->global_scale) < 0 ||
@@ -224,27 +226,49 @@ done:
     return result;
 }
 
+/* workspace: a uint8 array (any shape, contiguous) or None */
+static int import_workspace(owner_set *set, PyObject *obj, PyObject *dl_stream, void **data, size_t *bytes)
+{
+    w4a16_view v;
+    *data = NULL;
+    *bytes = 0;
+    if (import_optional(set, obj, "workspace", 1, dl_stream, &v) < 0) return -1;
+    if (!v.data) return 0;
+    if (v.dtype != W4A16_DTYPE_UINT8) {
+        PyErr_SetString(PyExc_TypeError, "w4a16.gemm: workspace: expected a uint8 array");
+        return -1;
+    }
+    *data = v.data;
+    *bytes = 1;
+    for (int i = 0; i < v.ndim; i++) *bytes *= (size_t)v.shape[i];
+    return 0;
+}
+
 static PyObject *py_gemm(PyObject *self, PyObject *args)
 {
-    PyObject *x_obj, *weight_obj, *bias_obj, *y_obj, *stream_obj, *dl_stream = NULL, *result = NULL;
+    PyObject *x_obj, *weight_obj, *bias_obj, *y_obj, *stream_obj, *ws_obj, *dl_stream = NULL, *result = NULL;
     owner_set owners = {{{0}}, 0};
     w4a16_weight weight;
     w4a16_view x, bias, y;
     double alpha;
-    void *stream;
+    int config;
+    void *stream, *workspace;
+    size_t workspace_bytes;
     w4a16_status st;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OO!OdOO", &x_obj, &PyTuple_Type, &weight_obj, &bias_obj, &alpha, &y_obj,
-                          &stream_obj))
+    if (!PyArg_ParseTuple(args, "OO!OdOOiO", &x_obj, &PyTuple_Type, &weight_obj, &bias_obj, &alpha, &y_obj,
+                          &stream_obj, &config, &ws_obj))
         return NULL;
     if (parse_stream(stream_obj, &stream, &dl_stream) < 0) goto done;
     if (import_arg(&owners, x_obj, "x", 0, dl_stream, &x) < 0 ||
         import_weight(&owners, weight_obj, dl_stream, &weight) < 0 ||
         import_optional(&owners, bias_obj, "bias", 0, dl_stream, &bias) < 0 ||
-        import_arg(&owners, y_obj, "out", 1, dl_stream, &y) < 0)
+        import_arg(&owners, y_obj, "out", 1, dl_stream, &y) < 0 ||
+        import_workspace(&owners, ws_obj, dl_stream, &workspace, &workspace_bytes) < 0)
         goto done;
     Py_BEGIN_ALLOW_THREADS
-    st = w4a16_gemm(&x, &weight, bias.data ? &bias : NULL, (float)alpha, &y, NULL, 0, stream);
+    st = w4a16_gemm_config(&x, &weight, bias.data ? &bias : NULL, (float)alpha, &y, config, workspace,
+                           workspace_bytes, stream);
     Py_END_ALLOW_THREADS
     if (st != W4A16_OK) {
         raise_status(st, "gemm");
@@ -275,13 +299,14 @@ static void raw_view(w4a16_view *v, unsigned long long ptr, int dtype, int ndim,
     v->device_id = device_id;
 }
 
-static void raw_weight(w4a16_weight *w, int format, long long group, long long n, long long k,
+static void raw_weight(w4a16_weight *w, int format, long long group, int layout, long long n, long long k,
                        unsigned long long codes_ptr, unsigned long long scales_ptr, int scale_dtype,
                        unsigned long long gs_ptr, unsigned long long zeros_ptr, int device_type, int device_id)
 {
     memset(w, 0, sizeof *w);
     w->format = (w4a16_format)format;
     w->group_size = group;
+    w->layout = layout;
     raw_view(&w->codes, codes_ptr, W4A16_DTYPE_UINT8, 2, n, k / 2, device_type, device_id);
     raw_view(&w->scales, scales_ptr, scale_dtype, 2, n, k / group, device_type, device_id);
     raw_view(&w->global_scale, gs_ptr, W4A16_DTYPE_FLOAT32, 0, 0, 0, device_type, device_id);
@@ -289,26 +314,26 @@ static void raw_weight(w4a16_weight *w, int format, long long group, long long n
 }
 
 /* _dequantize_raw(out, out_dtype, n, k, codes, scales, scale_dtype, global_scale,
- *                 zero_points, format, group, device_type, device_id, stream): the torch
+ *                 zero_points, format, group, layout, device_type, device_id, stream): the torch
  * op's large-M path writes the 16-bit weight with it. Private, like _gemm_raw. */
 static PyObject *py_dequantize_raw(PyObject *self, PyObject *args)
 {
     unsigned long long out_ptr, codes_ptr, scales_ptr, gs_ptr, zeros_ptr, stream_ptr;
     long long n, k, group;
-    int out_dtype, scale_dtype, format, device_type, device_id;
+    int out_dtype, scale_dtype, format, layout, device_type, device_id;
     w4a16_view out;
     w4a16_weight w;
     w4a16_status st;
     (void)self;
-    if (!PyArg_ParseTuple(args, "KiLLKKiKKiLiiK", &out_ptr, &out_dtype, &n, &k, &codes_ptr, &scales_ptr, &scale_dtype,
-                          &gs_ptr, &zeros_ptr, &format, &group, &device_type, &device_id, &stream_ptr))
+    if (!PyArg_ParseTuple(args, "KiLLKKiKKiLiiiK", &out_ptr, &out_dtype, &n, &k, &codes_ptr, &scales_ptr, &scale_dtype,
+                          &gs_ptr, &zeros_ptr, &format, &group, &layout, &device_type, &device_id, &stream_ptr))
         return NULL;
     if (group <= 0 || k % group != 0 || k % 2 != 0) {
         PyErr_Format(PyExc_ValueError, "w4a16.dequantize: group %lld does not divide K = %lld", group, k);
         return NULL;
     }
     raw_view(&out, out_ptr, out_dtype, 2, n, k, device_type, device_id);
-    raw_weight(&w, format, group, n, k, codes_ptr, scales_ptr, scale_dtype, gs_ptr, zeros_ptr, device_type,
+    raw_weight(&w, format, group, layout, n, k, codes_ptr, scales_ptr, scale_dtype, gs_ptr, zeros_ptr, device_type,
                device_id);
     Py_BEGIN_ALLOW_THREADS
     st = w4a16_dequantize(&w, &out, (void *)(uintptr_t)stream_ptr);
@@ -321,23 +346,24 @@ static PyObject *py_dequantize_raw(PyObject *self, PyObject *args)
 }
 
 /* _gemm_raw(x, y, bias, m, n, k, act_dtype, codes, scales, scale_dtype, global_scale,
- *           zero_points, format, group, alpha, device_type, device_id, stream)
+ *           zero_points, format, group, layout, alpha, config, workspace, workspace_bytes,
+ *           device_type, device_id, stream)
  * The same gemm as `gemm` on raw pointers of contiguous tensors, for the torch custom
  * op, whose caller holds the tensors and checks their layout: exporting five DLPack
  * capsules per call would cost more than a small GEMV on the GPU. Private. */
 static PyObject *py_gemm_raw(PyObject *self, PyObject *args)
 {
-    unsigned long long x_ptr, y_ptr, bias_ptr, codes_ptr, scales_ptr, gs_ptr, zeros_ptr, stream_ptr;
+    unsigned long long x_ptr, y_ptr, bias_ptr, codes_ptr, scales_ptr, gs_ptr, zeros_ptr, stream_ptr, ws_ptr, ws_bytes;
     long long m, n, k, group;
-    int act_dtype, scale_dtype, format, device_type, device_id;
+    int act_dtype, scale_dtype, format, layout, config, device_type, device_id;
     double alpha;
     w4a16_view x, y, bias;
     w4a16_weight w;
     w4a16_status st;
     (void)self;
-    if (!PyArg_ParseTuple(args, "KKKLLLiKKiKKiLdiiK", &x_ptr, &y_ptr, &bias_ptr, &m, &n, &k, &act_dtype, &codes_ptr,
-                          &scales_ptr, &scale_dtype, &gs_ptr, &zeros_ptr, &format, &group, &alpha, &device_type,
-                          &device_id, &stream_ptr))
+    if (!PyArg_ParseTuple(args, "KKKLLLiKKiKKiLidiKKiiK", &x_ptr, &y_ptr, &bias_ptr, &m, &n, &k, &act_dtype,
+                          &codes_ptr, &scales_ptr, &scale_dtype, &gs_ptr, &zeros_ptr, &format, &group, &layout, &alpha,
+                          &config, &ws_ptr, &ws_bytes, &device_type, &device_id, &stream_ptr))
         return NULL;
     if (group <= 0 || k % group != 0 || k % 2 != 0) {
         PyErr_Format(PyExc_ValueError, "w4a16.gemm: group %lld does not divide K = %lld", group, k);
@@ -346,16 +372,122 @@ static PyObject *py_gemm_raw(PyObject *self, PyObject *args)
     raw_view(&x, x_ptr, act_dtype, 2, m, k, device_type, device_id);
     raw_view(&y, y_ptr, act_dtype, 2, m, n, device_type, device_id);
     raw_view(&bias, bias_ptr, act_dtype, 1, n, 1, device_type, device_id);
-    raw_weight(&w, format, group, n, k, codes_ptr, scales_ptr, scale_dtype, gs_ptr, zeros_ptr, device_type,
+    raw_weight(&w, format, group, layout, n, k, codes_ptr, scales_ptr, scale_dtype, gs_ptr, zeros_ptr, device_type,
                device_id);
     Py_BEGIN_ALLOW_THREADS
-    st = w4a16_gemm(&x, &w, bias_ptr ? &bias : NULL, (float)alpha, &y, NULL, 0, (void *)(uintptr_t)stream_ptr);
+    st = w4a16_gemm_config(&x, &w, bias_ptr ? &bias : NULL, (float)alpha, &y, config, (void *)(uintptr_t)ws_ptr,
+                           (size_t)ws_bytes, (void *)(uintptr_t)stream_ptr);
     Py_END_ALLOW_THREADS
     if (st != W4A16_OK) {
         raise_status(st, "gemm");
         return NULL;
     }
     Py_RETURN_NONE;
+}
+
+/* _gemm_workspace_raw(x, m, n, k, act_dtype, codes, scales, scale_dtype, global_scale,
+ *                     zero_points, format, group, layout, config, device_type, device_id)
+ * -> bytes of workspace the gemm with `config` needs. Private, for the torch op. */
+static PyObject *py_gemm_workspace_raw(PyObject *self, PyObject *args)
+{
+    unsigned long long x_ptr, codes_ptr, scales_ptr, gs_ptr, zeros_ptr;
+    long long m, n, k, group;
+    int act_dtype, scale_dtype, format, layout, config, device_type, device_id;
+    w4a16_view x;
+    w4a16_weight w;
+    size_t bytes = 0;
+    w4a16_status st;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "KLLLiKKiKKiLiiii", &x_ptr, &m, &n, &k, &act_dtype, &codes_ptr, &scales_ptr,
+                          &scale_dtype, &gs_ptr, &zeros_ptr, &format, &group, &layout, &config, &device_type,
+                          &device_id))
+        return NULL;
+    if (group <= 0 || k % group != 0 || k % 2 != 0) {
+        PyErr_Format(PyExc_ValueError, "w4a16.gemm: group %lld does not divide K = %lld", group, k);
+        return NULL;
+    }
+    raw_view(&x, x_ptr, act_dtype, 2, m, k, device_type, device_id);
+    raw_weight(&w, format, group, layout, n, k, codes_ptr, scales_ptr, scale_dtype, gs_ptr, zeros_ptr, device_type,
+               device_id);
+    st = w4a16_gemm_workspace(&x, &w, config, &bytes);
+    if (st != W4A16_OK) {
+        raise_status(st, "gemm");
+        return NULL;
+    }
+    return PyLong_FromSize_t(bytes);
+}
+
+/* gemm_workspace(x, weight_tuple, config) -> bytes */
+static PyObject *py_gemm_workspace(PyObject *self, PyObject *args)
+{
+    PyObject *x_obj, *weight_obj, *result = NULL;
+    owner_set owners = {{{0}}, 0};
+    w4a16_weight weight;
+    w4a16_view x;
+    int config;
+    size_t bytes = 0;
+    w4a16_status st;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OO!i", &x_obj, &PyTuple_Type, &weight_obj, &config)) return NULL;
+    if (import_arg(&owners, x_obj, "x", 0, NULL, &x) < 0 || import_weight(&owners, weight_obj, NULL, &weight) < 0)
+        goto done;
+    st = w4a16_gemm_workspace(&x, &weight, config, &bytes);
+    if (st != W4A16_OK) {
+        raise_status(st, "gemm");
+        goto done;
+    }
+    result = PyLong_FromSize_t(bytes);
+done:
+    release_all(&owners);
+    return result;
+}
+
+/* prepack(codes, out, to_prepacked, stream) */
+static PyObject *py_prepack(PyObject *self, PyObject *args)
+{
+    PyObject *codes_obj, *out_obj, *stream_obj, *dl_stream = NULL, *result = NULL;
+    owner_set owners = {{{0}}, 0};
+    w4a16_view codes, out;
+    int to_prepacked;
+    void *stream;
+    w4a16_status st;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOpO", &codes_obj, &out_obj, &to_prepacked, &stream_obj)) return NULL;
+    if (parse_stream(stream_obj, &stream, &dl_stream) < 0) goto done;
+    if (import_arg(&owners, codes_obj, "codes", 0, dl_stream, &codes) < 0 ||
+        import_arg(&owners, out_obj, "out", 1, dl_stream, &out) < 0)
+        goto done;
+    Py_BEGIN_ALLOW_THREADS
+    st = to_prepacked ? w4a16_prepack(&codes, &out, stream) : w4a16_unprepack(&codes, &out, stream);
+    Py_END_ALLOW_THREADS
+    if (st != W4A16_OK) {
+        raise_status(st, to_prepacked ? "prepack" : "unprepack");
+        goto done;
+    }
+    result = Py_NewRef(Py_None);
+done:
+    release_all(&owners);
+    Py_XDECREF(dl_stream);
+    return result;
+}
+
+/* gemm_configs() -> list of config names, index = config */
+static PyObject *py_gemm_configs(PyObject *self, PyObject *unused)
+{
+    int count = w4a16_gemm_config_count(), i;
+    PyObject *list = PyList_New(count);
+    (void)self;
+    (void)unused;
+    if (!list) return NULL;
+    for (i = 0; i < count; i++) {
+        PyObject *name = PyUnicode_FromString(w4a16_gemm_config_name(i));
+        if (!name) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, name);
+    }
+    return list;
 }
 
 /* ---- build facts -------------------------------------------------------------------- */
@@ -452,7 +584,11 @@ static PyMethodDef methods[] = {
     {"quantize_mxfp4", py_quantize_mxfp4, METH_VARARGS, "quantize_mxfp4(w, codes, scales, stream)"},
     {"pack_int4", py_pack_int4, METH_VARARGS, "pack_int4(w, group, symmetric, codes, scales, zero_points, stream)"},
     {"dequantize", py_dequantize, METH_VARARGS, "dequantize(weight_tuple, out, stream)"},
-    {"gemm", py_gemm, METH_VARARGS, "gemm(x, weight_tuple, bias, alpha, out, stream)"},
+    {"gemm", py_gemm, METH_VARARGS, "gemm(x, weight_tuple, bias, alpha, out, stream, config, workspace)"},
+    {"gemm_workspace", py_gemm_workspace, METH_VARARGS, "gemm_workspace(x, weight_tuple, config) -> bytes"},
+    {"_gemm_workspace_raw", py_gemm_workspace_raw, METH_VARARGS, "_gemm_workspace_raw(...): workspace bytes, raw pointers"},
+    {"gemm_configs", py_gemm_configs, METH_NOARGS, "gemm_configs() -> names of the CUDA gemm configs"},
+    {"prepack", py_prepack, METH_VARARGS, "prepack(codes, out, to_prepacked, stream)"},
     {"_gemm_raw", py_gemm_raw, METH_VARARGS, "_gemm_raw(...): gemm on raw pointers (the torch op's fast path)"},
     {"_dequantize_raw", py_dequantize_raw, METH_VARARGS, "_dequantize_raw(...): dequantize on raw pointers"},
     {"build_info", py_build_info, METH_NOARGS, "build_info() -> dict of build facts and visible GPUs"},
@@ -472,6 +608,9 @@ PyMODINIT_FUNC PyInit__C(void)
     if (PyModule_AddIntConstant(m, "FORMAT_NVFP4", W4A16_FORMAT_NVFP4) < 0 ||
         PyModule_AddIntConstant(m, "FORMAT_MXFP4", W4A16_FORMAT_MXFP4) < 0 ||
         PyModule_AddIntConstant(m, "FORMAT_INT4", W4A16_FORMAT_INT4) < 0 ||
+        PyModule_AddIntConstant(m, "LAYOUT_CANONICAL", W4A16_LAYOUT_CANONICAL) < 0 ||
+        PyModule_AddIntConstant(m, "LAYOUT_PREPACKED", W4A16_LAYOUT_PREPACKED) < 0 ||
+        PyModule_AddIntConstant(m, "GEMM_AUTO", W4A16_GEMM_AUTO) < 0 ||
         PyModule_AddIntConstant(m, "DTYPE_FLOAT32", W4A16_DTYPE_FLOAT32) < 0 ||
         PyModule_AddIntConstant(m, "DTYPE_FLOAT16", W4A16_DTYPE_FLOAT16) < 0 ||
         PyModule_AddIntConstant(m, "DTYPE_UINT8", W4A16_DTYPE_UINT8) < 0 ||

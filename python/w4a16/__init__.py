@@ -11,13 +11,13 @@ DLPack array (torch, numpy, cupy, jax) on the CPU or a CUDA GPU.
 
 from . import _C
 from .info import build_info, get_include, get_library
-from .ops import gemm
-from .quantize import QuantizedWeight, dequantize, pack_int4, quantize_mxfp4, quantize_nvfp4
+from .ops import gemm, gemm_configs
+from .quantize import QuantizedWeight, dequantize, pack_int4, prepack, quantize_mxfp4, quantize_nvfp4, unprepack
 
 __version__ = _C.build_info()["version"]
 
 # torch-only parts load on first use, so that numpy users need no torch
-_TORCH_NAMES = {"FP4Linear": "nn", "Int4Linear": "nn", "patch_mlp": "patch", "PatchReport": "patch"}
+_TORCH_NAMES = {"FP4Linear": "nn", "Int4Linear": "nn", "patch_mlp": "patch", "PatchReport": "patch", "tune": "tuning"}
 
 
 def __getattr__(name: str):
@@ -37,8 +37,12 @@ __all__ = [
     "get_include",
     "get_library",
     "gemm",
+    "gemm_configs",
     "pack_int4",
     "patch_mlp",
+    "prepack",
     "quantize_mxfp4",
     "quantize_nvfp4",
+    "tune",
+    "unprepack",
 ]

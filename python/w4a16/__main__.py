@@ -1,4 +1,4 @@
-"""Command line: ``python -m w4a16 info`` and ``python -m w4a16 export``."""
+"""Command line: ``python -m w4a16 info | export | check | tune``."""
 
 from __future__ import annotations
 
@@ -33,7 +33,18 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("checkpoint")
     check.add_argument("--formats", nargs="+", default=["nvfp4", "mxfp4", "int4-g128"])
     check.add_argument("--include", nargs="*", default=None, help="fnmatch patterns on layer names")
+    tune = commands.add_parser("tune", help="time the GPU gemm kernels for shapes and cache the fastest")
+    tune.add_argument("--shapes", nargs="+", default=["16384x2048", "32768x2048", "2048x16384", "4096x1024",
+                                                      "1024x4096"], help="N x K of the weights (default: Pi0.5 MLPs)")
+    tune.add_argument("--m", nargs="+", type=int, default=[1, 4, 10, 16, 32, 50, 64, 128, 256, 968],
+                      help="rows of x to tune for")
+    tune.add_argument("--formats", nargs="+", choices=("nvfp4", "mxfp4", "int4"), default=["nvfp4"])
+    tune.add_argument("--dtype", choices=("bfloat16", "float16"), default="bfloat16")
+    tune.add_argument("--device", type=int, default=0)
+    tune.add_argument("--repeats", type=int, default=20, help="CUDA-graph replays per timing (median)")
     args = parser.parse_args(argv)
+    if args.command == "tune":
+        return run_tune(args)
     if args.command == "check":
         return run_check(args)
     if args.command == "info":
@@ -41,6 +52,22 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(facts, indent=2) if args.json else format_info(facts))
     elif args.command == "export":
         return run_export(args)
+    return 0
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    from .tuning import cache_path, gpu_name, tune
+
+    shapes = []
+    for text in args.shapes:
+        n, sep, k = text.lower().partition("x")
+        if not sep or not n.isdigit() or not k.isdigit():
+            print(f"tune: --shapes takes NxK pairs like 16384x2048, got {text!r}", file=sys.stderr)
+            return 2
+        shapes.append((int(n), int(k)))
+    results = tune(shapes, ms=args.m, formats=args.formats, dtype=args.dtype, device=args.device,
+                   repeats=args.repeats, verbose=True)
+    print(f"tune: {len(results)} entries -> {cache_path(gpu_name(args.device))}")
     return 0
 
 

@@ -1,7 +1,9 @@
 """Drop-in torch modules: FP4Linear (nvfp4 / mxfp4) and Int4Linear.
 
-Both hold the weight in the canonical layout under ModelOpt's names, so that their
-state_dict is a ModelOpt-style checkpoint of the layer:
+Both hold the weight under ModelOpt's names, so that their state_dict is a ModelOpt-style
+checkpoint of the layer. In memory the codes are prepacked (w4a16.prepack: the GPU
+kernels' order, done once when the module is built or loaded); state_dict() writes them
+back in the canonical layout and load_state_dict() prepacks what it reads:
 
     weight             uint8 [N, K/2]        two 4-bit codes per byte, element 2j low
     weight_scale       [N, K/g]              float8_e4m3fn (nvfp4), uint8 E8M0 (mxfp4),
@@ -20,8 +22,9 @@ from typing import Optional
 
 import torch
 
-from . import torch_ops
-from .quantize import QuantizedWeight, pack_int4, quantize_mxfp4, quantize_nvfp4
+from . import _C, torch_ops
+from ._arrays import cuda_stream
+from .quantize import QuantizedWeight, pack_int4, prepack, quantize_mxfp4, quantize_nvfp4, unprepack
 
 _QUANTIZED_BUFFERS = ("weight", "weight_scale", "weight_scale_2", "weight_zero_point")
 
@@ -56,20 +59,44 @@ class QuantizedLinear(torch.nn.Module):
     def _from_quantized(cls, qw: QuantizedWeight, bias: Optional[torch.Tensor], **kwargs) -> "QuantizedLinear":
         n, k = qw.shape
         module = cls(k, n, bias is not None, device="meta", **kwargs)
+        qw = prepack(qw)
         module.weight, module.weight_scale = qw.codes, qw.scales
         module.weight_scale_2, module.weight_zero_point = qw.global_scale, qw.zero_points
         if bias is not None:
             module.bias = torch.nn.Parameter(bias.detach().clone(), requires_grad=False)
         return module
 
-    def quantized_weight(self) -> QuantizedWeight:
-        """The weight as a QuantizedWeight (sharing this module's tensors)."""
-        return QuantizedWeight(self.format, (self.out_features, self.in_features), self.group_size, self.weight,
-                               self.weight_scale, self.weight_scale_2, self.weight_zero_point)
+    def quantized_weight(self, layout: str = "canonical") -> QuantizedWeight:
+        """The weight as a QuantizedWeight: "prepacked" shares this module's tensors;
+        "canonical" (the interchange layout, for export) has its own codes tensor."""
+        qw = QuantizedWeight(self.format, (self.out_features, self.in_features), self.group_size, self.weight,
+                             self.weight_scale, self.weight_scale_2, self.weight_zero_point, layout="prepacked")
+        if layout == "prepacked":
+            return qw
+        if layout != "canonical":
+            raise ValueError(f"layout: expected 'canonical' or 'prepacked', got {layout!r}")
+        return unprepack(qw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.w4a16.gemm(x, self.weight, self.weight_scale, self.weight_scale_2, self.weight_zero_point,
-                                    self.bias, torch_ops.FORMAT_CODES[self.format], self.group_size, 1.0)
+                                    self.bias, torch_ops.FORMAT_CODES[self.format], self.group_size, 1.0,
+                                    _C.LAYOUT_PREPACKED)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        codes = destination.get(prefix + "weight")
+        if isinstance(codes, torch.Tensor) and codes.device.type != "meta":
+            destination[prefix + "weight"] = _convert_codes(codes.detach(), to_prepacked=False)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # torch hands each module its own copy of the mapping: replacing an entry is local
+        codes = state_dict.get(prefix + "weight")
+        if (isinstance(codes, torch.Tensor) and codes.dtype == torch.uint8 and codes.dim() == 2
+                and codes.shape[1] % 4 == 0 and codes.device.type != "meta"):
+            state_dict[prefix + "weight"] = _convert_codes(codes.detach(), to_prepacked=True)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     def _apply(self, fn, recurse=True):
         # Module.half() / .to(dtype) cast every floating buffer; the quantized tensors keep
@@ -91,6 +118,14 @@ class QuantizedLinear(torch.nn.Module):
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
                 f"format={self.format}, group_size={self.group_size}")
+
+
+def _convert_codes(codes: torch.Tensor, to_prepacked: bool) -> torch.Tensor:
+    """uint8 [N, K/2] codes to (or from) the prepacked order, as a new tensor."""
+    codes = codes.contiguous()
+    out = torch.empty_like(codes)
+    _C.prepack(codes, out, to_prepacked, cuda_stream(codes))
+    return out
 
 
 def _linear_weight(linear: torch.nn.Module) -> torch.Tensor:

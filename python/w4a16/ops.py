@@ -22,8 +22,11 @@ from .quantize import QuantizedWeight, _check_weight
 
 
 def gemm(x: Array, qw: QuantizedWeight, bias: Array | None = None, alpha: float = 1.0,
-         out: Array | None = None) -> Array:
+         out: Array | None = None, config: int | str | None = None) -> Array:
     """y = alpha * x @ dequant(qw)^T + bias, accumulated in fp32.
+
+    On a GPU, prepacked weights (:func:`w4a16.prepack`) run the tensor-core GEMM beyond
+    small M; canonical ones run the small-M kernel for every M (correct, slower).
 
     Args:
         x: [..., K] float16 or bfloat16 (float32 too on the CPU), C-contiguous.
@@ -31,6 +34,8 @@ def gemm(x: Array, qw: QuantizedWeight, bias: Array | None = None, alpha: float 
         bias: optional [N], x's dtype.
         alpha: a finite scale applied before the bias.
         out: optional [..., N] array of x's dtype and framework to write into.
+        config: CUDA kernel choice: None = the tuning cache (:mod:`w4a16.tuning`), else the
+            heuristic; an index or name from :func:`gemm_configs`. Ignored on the CPU.
     Returns:
         y [..., N] of x's dtype, in x's framework (``out`` itself when given).
     """
@@ -61,5 +66,36 @@ def gemm(x: Array, qw: QuantizedWeight, bias: Array | None = None, alpha: float 
         if shape_of(out) != out_shape:
             raise ValueError(f"out: expected shape {list(out_shape)}, got {list(shape_of(out))}")
         y = out
-    _C.gemm(for_c(x.reshape(m, k)), qw.c_weight(), for_c(bias), alpha, for_c(y.reshape(m, n)), cuda_stream(x))
+    x2, weight, stream = for_c(x.reshape(m, k)), qw.c_weight(), cuda_stream(x)
+    workspace = None
+    if stream is not None:
+        config = _resolve_config(config, qw, dtype_name(x), m, device_of(x)[1])
+        workspace_bytes = _C.gemm_workspace(x2, weight, config) if m else 0
+        if workspace_bytes:
+            workspace = for_c(empty_like_framework(x, (workspace_bytes,), "uint8"))
+    else:
+        config = _C.GEMM_AUTO
+    _C.gemm(x2, weight, for_c(bias), alpha, for_c(y.reshape(m, n)), stream, config, workspace)
     return to_framework_of(x, y)
+
+
+def gemm_configs() -> list[str]:
+    """Names of the CUDA gemm configurations, by index ([] in a build without CUDA):
+    "gemv" (the small-M kernel) and the tensor-core tile shapes with their K split."""
+    return list(_C.gemm_configs())
+
+
+def _resolve_config(config: int | str | None, qw: QuantizedWeight, dtype: str, m: int, device_id: int) -> int:
+    if config is None:
+        from .tuning import gpu_name, lookup
+
+        n, k = qw.shape
+        return lookup(gpu_name(device_id), qw.format, dtype, qw.layout, n, k, m)
+    names = _C.gemm_configs()
+    if isinstance(config, str):
+        if config not in names:
+            raise ValueError(f"config: expected one of {names}, got {config!r}")
+        return names.index(config)
+    if isinstance(config, bool) or not isinstance(config, int) or not -1 <= config < len(names):
+        raise ValueError(f"config: expected None, a name or an index in -1 .. {len(names) - 1}, got {config!r}")
+    return config

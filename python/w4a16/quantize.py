@@ -39,6 +39,7 @@ from ._arrays import (
 
 FORMATS = ("nvfp4", "mxfp4", "int4")
 _FORMAT_CODES = {"nvfp4": _C.FORMAT_NVFP4, "mxfp4": _C.FORMAT_MXFP4, "int4": _C.FORMAT_INT4}
+_LAYOUT_CODES = {"canonical": _C.LAYOUT_CANONICAL, "prepacked": _C.LAYOUT_PREPACKED}
 NVFP4_BLOCK = 16
 MXFP4_BLOCK = 32
 INT4_GROUPS = (32, 64, 128)
@@ -57,6 +58,8 @@ class QuantizedWeight:
             for mxfp4, float16/bfloat16 for int4.
         global_scale: 0-d float32 array (nvfp4 only), else None.
         zero_points: uint8 [N, K/group_size] in 0..15 (asymmetric int4), else None.
+        layout: "canonical" (the interchange layout above) or "prepacked" (codes in the
+            GPU kernels' private order, from :func:`prepack`; same shapes, scales unchanged).
     Arrays belong to the framework and device of the tensor that was quantized.
     """
 
@@ -67,6 +70,7 @@ class QuantizedWeight:
     scales: Array
     global_scale: Array | None = None
     zero_points: Array | None = None
+    layout: str = "canonical"
 
     @property
     def symmetric(self) -> bool:
@@ -84,15 +88,25 @@ class QuantizedWeight:
     def c_weight(self) -> tuple:
         """The tuple the C extension takes for a weight."""
         return (_FORMAT_CODES[self.format], self.group_size, for_c(self.codes), for_c(self.scales),
-                for_c(self.global_scale), for_c(self.zero_points))
+                for_c(self.global_scale), for_c(self.zero_points), _LAYOUT_CODES[self.layout])
 
     def dequantize(self, dtype: str = "float32") -> Array:
         """W [N, K] in `dtype` ("float32", "float16" or "bfloat16")."""
         return dequantize(self, dtype)
 
+    def prepack(self) -> "QuantizedWeight":
+        """This weight with its codes in the GPU kernels' order (see :func:`prepack`)."""
+        return prepack(self)
+
+    def canonical(self) -> "QuantizedWeight":
+        """This weight in the canonical layout (itself when it already is)."""
+        return unprepack(self)
+
     def state_dict(self) -> dict[str, Array]:
         """ModelOpt-style names: weight, weight_scale, weight_scale_2 (nvfp4),
-        weight_zero_point (asymmetric int4)."""
+        weight_zero_point (asymmetric int4); always in the canonical layout."""
+        if self.layout != "canonical":
+            return self.canonical().state_dict()
         state = {"weight": self.codes, "weight_scale": self.scales}
         if self.global_scale is not None:
             state["weight_scale_2"] = self.global_scale
@@ -145,6 +159,8 @@ class QuantizedWeight:
     def __repr__(self) -> str:
         n, k = self.shape
         extra = "" if self.format != "int4" else f", symmetric={self.symmetric}"
+        if self.layout != "canonical":
+            extra += f", layout={self.layout!r}"
         return (f"QuantizedWeight(format={self.format!r}, shape=({n}, {k}), group_size={self.group_size}"
                 f"{extra}, framework={framework_of(self.codes, 'codes')}, nbytes={self.nbytes})")
 
@@ -164,6 +180,8 @@ def _check_weight(weight: QuantizedWeight) -> None:
         raise ValueError("global_scale: nvfp4 needs the fp32 global scale (weight_scale_2)")
     if weight.format != "int4" and weight.zero_points is not None:
         raise ValueError("zero_points: only int4 has zero points")
+    if weight.layout not in _LAYOUT_CODES:
+        raise ValueError(f"layout: expected one of {tuple(_LAYOUT_CODES)}, got {weight.layout!r}")
 
 
 def _nvfp4_scale_dtype(like: Array) -> str:
@@ -277,3 +295,38 @@ def dequantize(qw: QuantizedWeight, dtype: str = "float32") -> Array:
     out = empty_like_framework(qw.codes, qw.shape, dtype)
     _C.dequantize(qw.c_weight(), for_c(out), cuda_stream(qw.codes))
     return to_framework_of(qw.codes, out)
+
+
+def _convert_layout(qw: QuantizedWeight, layout: str) -> QuantizedWeight:
+    if not isinstance(qw, QuantizedWeight):
+        raise TypeError(f"qw: expected a QuantizedWeight, got {type(qw).__name__}")
+    _check_weight(qw)
+    if qw.layout == layout:
+        return qw
+    codes = empty_like_framework(qw.codes, shape_of(qw.codes), "uint8")
+    _C.prepack(for_c(qw.codes), for_c(codes), layout == "prepacked", cuda_stream(qw.codes))
+    return replace(qw, codes=to_framework_of(qw.codes, codes), layout=layout)
+
+
+def prepack(qw: QuantizedWeight) -> QuantizedWeight:
+    """The weight with its codes reordered for the GPU kernels (a new codes array; scales,
+    global scale and zero points are shared).
+
+    The prepacked order permutes the 8 nibbles of each 4-byte word of a row so that
+    elements 2j and 2j + 1 sit 16 bits apart (nibbles j and j + 4): the tensor-core GEMM
+    then decodes an mma fragment with one shift and mask per pair of elements and needs
+    no data shuffles. Do it once, when a layer is built (FP4Linear / Int4Linear do); the
+    gemm, dequantize and the modules accept both layouts, and :meth:`state_dict` and the
+    exporters always write the canonical one. Needs K % 8 == 0 (true of every format).
+
+    Args:
+        qw: a QuantizedWeight in any layout, any framework and device.
+    Returns:
+        A QuantizedWeight with layout "prepacked" (``qw`` itself if it already is).
+    """
+    return _convert_layout(qw, "prepacked")
+
+
+def unprepack(qw: QuantizedWeight) -> QuantizedWeight:
+    """The inverse of :func:`prepack`: the weight in the canonical layout."""
+    return _convert_layout(qw, "canonical")

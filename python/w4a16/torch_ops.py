@@ -2,8 +2,10 @@
 CUDA-graph capture see one opaque op per quantized matmul.
 
 ``torch.ops.w4a16.gemm(x, codes, scales, global_scale, zero_points, bias, format,
-group_size, alpha)`` -> y [..., N]: the op launches on ``torch.cuda.current_stream()``
-for CUDA tensors and allocates its output with torch's caching allocator.
+group_size, alpha, layout)`` -> y [..., N]: the op launches on
+``torch.cuda.current_stream()`` for CUDA tensors and allocates its output (and the split-K
+workspace, when the chosen kernel has one) with torch's caching allocator. The kernel is
+the tuning cache's choice (w4a16.tuning) or the library's heuristic.
 """
 
 from __future__ import annotations
@@ -13,13 +15,17 @@ from typing import Optional
 import torch
 
 from . import _C
+from .tuning import gpu_name, lookup
 
 FORMAT_CODES = {"nvfp4": _C.FORMAT_NVFP4, "mxfp4": _C.FORMAT_MXFP4, "int4": _C.FORMAT_INT4}
+_FORMAT_NAMES = {code: name for name, code in FORMAT_CODES.items()}
+_LAYOUT_NAMES = {_C.LAYOUT_CANONICAL: "canonical", _C.LAYOUT_PREPACKED: "prepacked"}
 
-# From this many rows of x on, a CUDA call dequantizes W to 16 bits (w4a16's kernel, into a
-# tensor from torch's caching allocator) and multiplies with cuBLAS: the small-M kernel
-# re-decodes W for every 16 rows and loses from M ~ 64 on (H200, benchmarks/bench_large_m.py;
-# figures in benchmarks/RESULTS.md). The tensor-core W4A16 GEMM of issue 4 replaces this.
+# Canonical-layout weights only: from this many rows of x on, a CUDA call dequantizes W to
+# 16 bits (w4a16's kernel, into a tensor from torch's caching allocator) and multiplies with
+# cuBLAS, since the small-M kernel re-decodes W for every 16 rows (H200,
+# benchmarks/bench_large_m.py). Prepacked weights (what the modules hold) run the
+# tensor-core W4A16 GEMM instead.
 LARGE_M = 64
 
 
@@ -53,9 +59,10 @@ def _pointer(t: Optional[torch.Tensor], name: str, device: torch.device) -> int:
 @torch.library.custom_op("w4a16::gemm", mutates_args=())
 def gemm(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, global_scale: Optional[torch.Tensor],
          zero_points: Optional[torch.Tensor], bias: Optional[torch.Tensor], format: int, group_size: int,
-         alpha: float) -> torch.Tensor:
-    """y [..., N] = alpha * x [..., K] @ dequant(W)^T + bias, W given by its canonical tensors
-    (codes uint8 [N, K/2], scales [N, K/group_size], ...); format is a FORMAT_CODES value."""
+         alpha: float, layout: int) -> torch.Tensor:
+    """y [..., N] = alpha * x [..., K] @ dequant(W)^T + bias, W given by its tensors (codes
+    uint8 [N, K/2] in `layout` order, scales [N, K/group_size], ...); format is a
+    FORMAT_CODES value, layout _C.LAYOUT_CANONICAL or _C.LAYOUT_PREPACKED."""
     n, k = codes.shape[0], codes.shape[1] * 2
     if x.shape[-1] != k:
         raise ValueError(f"x: expected [..., {k}] to match the weight's K, got {list(x.shape)}")
@@ -70,6 +77,8 @@ def gemm(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, global_scal
         raise ValueError(f"scales: expected shape {list(groups)}, got {list(scales.shape)}")
     if zero_points is not None and tuple(zero_points.shape) != groups:
         raise ValueError(f"zero_points: expected shape {list(groups)}, got {list(zero_points.shape)}")
+    if layout not in _LAYOUT_NAMES or format not in _FORMAT_NAMES:
+        raise ValueError(f"layout / format: unknown codes {layout} / {format}")
     if global_scale is not None and global_scale.numel() != 1:
         raise ValueError(f"global_scale: expected one element, got shape {list(global_scale.shape)}")
     if bias is not None and tuple(bias.shape) != (n,):
@@ -79,20 +88,31 @@ def gemm(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, global_scal
     device = x.device
     weight = (_pointer(codes, "codes", device), _pointer(scales, "scales", device), _dtype_code(scales, "scales"),
               _pointer(global_scale, "global_scale", device), _pointer(zero_points, "zero_points", device),
-              format, group_size)
-    where = (2 if x.is_cuda else 1, device.index or 0,
-             torch.cuda.current_stream(device).cuda_stream if x.is_cuda else 0)
-    if x.is_cuda and x2.shape[0] >= LARGE_M:
+              format, group_size, layout)
+    place = (2 if x.is_cuda else 1, device.index or 0)
+    stream = torch.cuda.current_stream(device).cuda_stream if x.is_cuda else 0
+    m, act_dtype = x2.shape[0], _dtype_code(x2, "x")
+    if x.is_cuda and m >= LARGE_M and layout == _C.LAYOUT_CANONICAL:
         w16 = torch.empty((n, k), dtype=x.dtype, device=device)
-        _C._dequantize_raw(w16.data_ptr(), _dtype_code(x2, "x"), n, k, *weight, *where)
+        _C._dequantize_raw(w16.data_ptr(), act_dtype, n, k, *weight, *place, stream)
         y = torch.addmm(bias, x2, w16.t(), alpha=alpha) if bias is not None else torch.mm(x2, w16.t()) * alpha
         return y.reshape(*x.shape[:-1], n)
-    y = torch.empty((x2.shape[0], n), dtype=x.dtype, device=device)
-    _C._gemm_raw(_pointer(x2, "x", device), y.data_ptr(), _pointer(bias, "bias", device), x2.shape[0], n, k,
-                 _dtype_code(x2, "x"), *weight, alpha, *where)
+    config, workspace = _C.GEMM_AUTO, None
+    if x.is_cuda and m > 0:
+        if x2.data_ptr() % 16:
+            x2 = x2.clone()  # the fast kernels read x in 16-byte pieces
+        config = lookup(gpu_name(place[1]), _FORMAT_NAMES[format], str(x.dtype).removeprefix("torch."),
+                        _LAYOUT_NAMES[layout], n, k, m)
+        workspace_bytes = _C._gemm_workspace_raw(x2.data_ptr(), m, n, k, act_dtype, *weight, config, *place)
+        if workspace_bytes:
+            workspace = torch.empty(workspace_bytes, dtype=torch.uint8, device=device)
+    y = torch.empty((m, n), dtype=x.dtype, device=device)
+    _C._gemm_raw(_pointer(x2, "x", device), y.data_ptr(), _pointer(bias, "bias", device), m, n, k, act_dtype,
+                 *weight, alpha, config, workspace.data_ptr() if workspace is not None else 0,
+                 workspace.numel() if workspace is not None else 0, *place, stream)
     return y.reshape(*x.shape[:-1], n)
 
 
 @gemm.register_fake
-def _gemm_fake(x, codes, scales, global_scale, zero_points, bias, format, group_size, alpha):
+def _gemm_fake(x, codes, scales, global_scale, zero_points, bias, format, group_size, alpha, layout):
     return x.new_empty((*x.shape[:-1], codes.shape[0]))

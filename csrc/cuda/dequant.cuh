@@ -1,0 +1,251 @@
+/*
+ * dequant.cuh — the device pieces both W4A16 matmul kernels share: 16-bit element traits,
+ * the mma.sync m16n8k16 wrapper, E2M1 / INT4 decoding of a word of 8 codes into 4 pairs of
+ * 16-bit values, and block scales (loaded raw, resolved through a shared-memory table).
+ *
+ * The pairs. Nibbles J and J + 4 of a 32-bit word sit 16 bits apart, like the two halves
+ * of a 16-bit pair register, so one shift and mask per pair decodes them. In the canonical
+ * layout those nibbles are elements (J, J + 4) of the word and the GEMV gathers x into the
+ * same pairs; the prepacked layout (w4a16_prepack) stores elements (2J, 2J + 1) there, so
+ * the pairs are already the (k, k + 1) pairs an mma fragment holds.
+ *
+ * Decoding:
+ *   E2M1: magnitude bits shifted into the exponent/mantissa field and the sign into
+ *         bit 15 give e2m1 * 2^-14 (fp16) or e2m1 * 2^-126 (bf16) exactly;
+ *   INT4: the nibble OR-ed into the mantissa of 1024.0 (fp16) / 128.0 (bf16) gives
+ *         magic + q exactly, and one subtraction removes magic + zero point.
+ * One 16-bit multiply applies the block scale, which a 256-entry shared-memory table holds
+ * pre-multiplied by 2^4 (fp16) or 2^116 (bf16), so that e2m1 * scale * 2^-10 is exact in
+ * 16 bits; the fp32 epilogue multiplies by 2^10 (EPILOGUE_LOG2), the NVFP4 global scale
+ * and alpha.
+ */
+#ifndef W4A16_DEQUANT_CUH
+#define W4A16_DEQUANT_CUH
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+#include "../core/codecs.h"
+#include "w4a16.h"
+
+namespace {
+
+constexpr int SUPER_K = 128;      /* elements of K a quad of threads covers per step */
+constexpr int EPILOGUE_LOG2 = 10; /* the 2^-10 folded into the scale table */
+
+/* ---- 16-bit element traits ----------------------------------------------------- */
+
+template <typename T> struct bits16;
+template <> struct bits16<__half> {
+    using pair = __half2;
+    static constexpr uint32_t E2M1_MAG_SHIFT = 9;          /* 3 magnitude bits -> 11..9 */
+    static constexpr uint32_t E2M1_MAG_MASK = 0x0E000E00u;
+    static constexpr uint32_t INT_MAGIC = 0x64006400u;       /* 1024.0 in each half */
+    static constexpr float INT_MAGIC_VALUE = 1024.0f;
+    static constexpr int SCALE_LOG2 = 4;                     /* 2^-14 * 2^4 = 2^-10 */
+    static constexpr bool IS_BF16 = false;
+    static __device__ __forceinline__ uint16_t from_float(float f) { return __half_as_ushort(__float2half_rn(f)); }
+    static __device__ __forceinline__ float to_float(uint16_t h) { return __half2float(__ushort_as_half(h)); }
+};
+template <> struct bits16<__nv_bfloat16> {
+    using pair = __nv_bfloat162;
+    static constexpr uint32_t E2M1_MAG_SHIFT = 6;           /* 3 magnitude bits -> 8..6 */
+    static constexpr uint32_t E2M1_MAG_MASK = 0x01C001C0u;
+    static constexpr uint32_t INT_MAGIC = 0x43004300u;       /* 128.0 in each half */
+    static constexpr float INT_MAGIC_VALUE = 128.0f;
+    static constexpr int SCALE_LOG2 = 116;                   /* 2^-126 * 2^116 = 2^-10 */
+    static constexpr bool IS_BF16 = true;
+    static __device__ __forceinline__ uint16_t from_float(float f) { return __bfloat16_as_ushort(__float2bfloat16_rn(f)); }
+    static __device__ __forceinline__ float to_float(uint16_t h) { return __bfloat162float(__ushort_as_bfloat16(h)); }
+};
+
+/* Two 16-bit values packed in a uint32, multiplied / subtracted as T's pair type. */
+template <typename T> __device__ __forceinline__ uint32_t mul2(uint32_t a, uint32_t b)
+{
+    using P = typename bits16<T>::pair;
+    P r = __hmul2(*reinterpret_cast<P *>(&a), *reinterpret_cast<P *>(&b));
+    return *reinterpret_cast<uint32_t *>(&r);
+}
+template <typename T> __device__ __forceinline__ uint32_t sub2(uint32_t a, uint32_t b)
+{
+    using P = typename bits16<T>::pair;
+    P r = __hsub2(*reinterpret_cast<P *>(&a), *reinterpret_cast<P *>(&b));
+    return *reinterpret_cast<uint32_t *>(&r);
+}
+
+/* d += a (16x16, weights) * b (16x8, x^T), fp32 accumulate */
+__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2], __half)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2], __nv_bfloat16)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+/* ---- one word of 8 codes -> 4 pairs of raw 16-bit values -------------------------
+ * out[j] holds nibbles j and j+4 of the word (bits 4j and 4j+16), see the top of the file. */
+
+template <int S> __device__ __forceinline__ uint32_t shift_left(uint32_t v)
+{
+    return S >= 0 ? v << (S >= 0 ? S : 0) : v >> (S < 0 ? -S : 0);
+}
+
+template <int FMT, typename T, int J>
+__device__ __forceinline__ uint32_t convert_pair(uint32_t w, uint32_t int_xor)
+{
+    if (FMT == W4A16_FORMAT_INT4) {
+        return ((w >> (4 * J)) & 0x000F000Fu) ^ int_xor; /* magic + q (offset by 8 if symmetric) */
+    } else {
+        /* magnitude bits into the exponent/mantissa field, sign bit to bit 15 / 31 */
+        constexpr int MAG = (int)bits16<T>::E2M1_MAG_SHIFT - 4 * J;
+        return (shift_left<MAG>(w) & bits16<T>::E2M1_MAG_MASK) | (shift_left<12 - 4 * J>(w) & 0x80008000u);
+    }
+}
+
+template <int FMT, typename T>
+__device__ __forceinline__ void dequant_word(uint32_t w, uint32_t int_xor, uint32_t (&out)[4])
+{
+    out[0] = convert_pair<FMT, T, 0>(w, int_xor);
+    out[1] = convert_pair<FMT, T, 1>(w, int_xor);
+    out[2] = convert_pair<FMT, T, 2>(w, int_xor);
+    out[3] = convert_pair<FMT, T, 3>(w, int_xor);
+}
+
+/* Canonical layout: x words X0..X3 hold elements (0,1) (2,3) (4,5) (6,7) of 8; the weight
+ * pairs are (0,4) (1,5) (2,6) (3,7): gather x into the same pairs. */
+__device__ __forceinline__ void permute_x_word(const uint32_t *x, uint32_t *out)
+{
+    out[0] = __byte_perm(x[0], x[2], 0x5410);
+    out[1] = __byte_perm(x[0], x[2], 0x7632);
+    out[2] = __byte_perm(x[1], x[3], 0x5410);
+    out[3] = __byte_perm(x[1], x[3], 0x7632);
+}
+
+/* The scales of one thread's 32-element chunk of one row, in two steps: `raw` as loaded
+ * (two E4M3 bytes for NVFP4, whose blocks are 16 wide; one E8M0 byte; one 16-bit INT4
+ * scale and its zero point), then `resolve` turns it into half2 patterns through the
+ * shared-memory table. Splitting the two lets the loads go out before the table is
+ * filled, so filling it hides under the DRAM latency. */
+struct chunk_scale {
+    uint32_t s0, s1;   /* half2 patterns; s1 is NVFP4's second block */
+    uint32_t offset;   /* int4: half2 of magic + zero point (or + 8) */
+};
+
+struct raw_scale {
+    uint32_t scale;    /* the loaded scale bits */
+    uint32_t zero;     /* int4 asymmetric: the zero point */
+};
+
+/* Walks the scales of one weight row along with the thread's chunks: `load(step)` reads
+ * those of super-tile `step`. Offsets are 32-bit and relative to a per-row base, so a
+ * step costs a few integer ops, not 64-bit index arithmetic. */
+template <int FMT, typename T> struct scale_cursor {
+    const uint8_t *base;     /* this row's first scale (bytes) */
+    const uint8_t *zeros;    /* int4 asymmetric: this row's first zero point */
+    uint32_t chunk0;         /* index of the thread's first 32-element chunk in the row */
+    uint32_t chunk_shift;    /* int4: log2(group / 32); 31 for one group per row */
+
+    scale_cursor() = default;
+    /* row: the weight row; k_offset: where the thread's first 32-element chunk starts */
+    __device__ __forceinline__ scale_cursor(const void *scales, const uint8_t *zero_points, int64_t k, int64_t group,
+                                            int64_t row, int64_t k_offset, uint32_t chunk_shift_)
+    {
+        const int64_t groups = k / group;
+        const size_t scale_bytes = FMT == W4A16_FORMAT_INT4 ? 2 : 1;
+        base = reinterpret_cast<const uint8_t *>(scales) + (size_t)(row * groups) * scale_bytes;
+        zeros = zero_points ? zero_points + row * groups : nullptr;
+        chunk0 = (uint32_t)(k_offset / 32);
+        chunk_shift = chunk_shift_;
+    }
+
+    __device__ __forceinline__ raw_scale load(uint32_t step) const
+    {
+        raw_scale r;
+        const uint32_t chunk = chunk0 + 4 * step;
+        r.zero = 8;
+        if (FMT == W4A16_FORMAT_NVFP4) {
+            r.scale = __ldg(reinterpret_cast<const uint16_t *>(base) + chunk); /* blocks 2c, 2c+1 */
+        } else if (FMT == W4A16_FORMAT_MXFP4) {
+            r.scale = __ldg(base + chunk);
+        } else {
+            const uint32_t group = chunk >> chunk_shift;
+            r.scale = __ldg(reinterpret_cast<const uint16_t *>(base) + group);
+            if (zeros) r.zero = __ldg(zeros + group);
+        }
+        return r;
+    }
+
+    static __device__ __forceinline__ chunk_scale resolve(const raw_scale &r, const uint32_t *lut,
+                                                          bool other_scale_type)
+    {
+        chunk_scale cs;
+        cs.offset = 0;
+        if (FMT == W4A16_FORMAT_NVFP4) {
+            cs.s0 = lut[r.scale & 0xFF];
+            cs.s1 = lut[r.scale >> 8];
+        } else if (FMT == W4A16_FORMAT_MXFP4) {
+            cs.s0 = cs.s1 = lut[r.scale];
+        } else {
+            uint32_t s = r.scale;
+            if (other_scale_type) /* INT4 scales in the other 16-bit type than x: convert */
+                s = bits16<T>::from_float(bits16<T>::IS_BF16 ? w4a16_f16_to_f32((uint16_t)s) : w4a16_bf16_to_f32((uint16_t)s));
+            cs.s0 = cs.s1 = s | (s << 16);
+            const uint32_t o = bits16<T>::from_float(bits16<T>::INT_MAGIC_VALUE + (float)r.zero);
+            cs.offset = o | (o << 16);
+        }
+        return cs;
+    }
+};
+
+/* Scaled A-operand pairs for the 8 k-tiles of one row chunk (16 bytes of codes). */
+template <int FMT, typename T>
+__device__ __forceinline__ void dequant_chunk(const uint4 &q, const chunk_scale &cs, uint32_t int_xor,
+                                              uint32_t (&pairs)[16])
+{
+    const uint32_t words[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+    for (int r = 0; r < 4; r++) {
+        uint32_t p[4];
+        dequant_word<FMT, T>(words[r], int_xor, p);
+        const uint32_t s = (FMT == W4A16_FORMAT_NVFP4 && r >= 2) ? cs.s1 : cs.s0;
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            uint32_t v = p[j];
+            if (FMT == W4A16_FORMAT_INT4) v = sub2<T>(v, cs.offset);
+            pairs[4 * r + j] = mul2<T>(v, s);
+        }
+    }
+}
+
+/* The scale table: code byte -> 16-bit scale * 2^SCALE_LOG2 in both halves (unused
+ * for INT4, whose scales are stored 16-bit already). */
+template <int FMT, typename T>
+__device__ __forceinline__ void fill_scale_lut(uint32_t *lut)
+{
+    for (int i = threadIdx.x; i < 256; i += blockDim.x) {
+        float s = FMT == W4A16_FORMAT_NVFP4 ? w4a16_e4m3_decode((uint8_t)i) : w4a16_e8m0_decode((uint8_t)i);
+        const uint32_t h = bits16<T>::from_float(ldexpf(s, bits16<T>::SCALE_LOG2));
+        lut[i] = h | (h << 16);
+    }
+}
+
+/* The fp32 factor every accumulator is multiplied by: alpha, the 2^10 taken out of the
+ * scale table, and the NVFP4 global scale. */
+template <int FMT>
+__device__ __forceinline__ float epilogue_factor(float alpha, const float *global_scale)
+{
+    float f = alpha;
+    if (FMT != W4A16_FORMAT_INT4) f *= ldexpf(1.0f, EPILOGUE_LOG2);
+    if (FMT == W4A16_FORMAT_NVFP4) f *= __ldg(global_scale);
+    return f;
+}
+
+} // namespace
+
+#endif /* W4A16_DEQUANT_CUH */

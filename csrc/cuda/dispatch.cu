@@ -1,0 +1,135 @@
+/*
+ * dispatch.cu — picks the kernel of a CUDA gemm: the small-M kernel (gemv.cu) or one of
+ * the tensor-core GEMM configurations (gemm_tc.cu), and launches it.
+ *
+ * Config indices: 0 is the small-M kernel, 1 + i the tensor-core configuration i (a tile
+ * shape and a K split). W4A16_GEMM_AUTO asks for the heuristic below; a tuner passes the
+ * index it measured fastest.
+ *
+ * The heuristic (choose_config) encodes what benchmarks/bench_gemm_gpu.py measured on an
+ * H100 and an H200 (benchmarks/RESULTS.md): the small-M kernel up to GEMV_MAX_M rows of x
+ * and for the canonical layout; beyond it, the tile whose M extent suits M, with the
+ * smallest K split that gives about one CTA per SM.
+ */
+#include <cuda_runtime.h>
+
+#include "cuda_common.cuh"
+#include "gemm_tc.h"
+
+namespace {
+
+/* From this many rows of x on, the tensor-core GEMM beats the small-M kernel (measured). */
+#ifndef W4A16_GEMV_MAX_M
+#define W4A16_GEMV_MAX_M 16
+#endif
+
+/* Tensor-core tile preference by M: indices into the tile list of gemm_tc.cu (config
+ * index = 1 + tile * 4 + split index). */
+constexpr int TILE_N128_M64 = 0, TILE_N64_M128 = 1, TILE_N128_M32 = 2, TILE_N64_M64 = 3, TILE_N64_M32 = 4,
+              TILE_N64_M16 = 5;
+constexpr int SPLITS_PER_TILE = 4;
+
+struct device_facts {
+    int sms;
+    size_t max_smem;
+};
+
+cudaError_t query_device(int device_id, device_facts *facts)
+{
+    int sms = 0, smem = 0;
+    cudaError_t err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device_id);
+    if (err == cudaSuccess) err = cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device_id);
+    facts->sms = sms;
+    facts->max_smem = (size_t)smem;
+    return err;
+}
+
+/* The tensor-core config for `a`, or 0 (the small-M kernel) when none fits. */
+int choose_config(const w4a16_cuda_gemm_args &a, const device_facts &dev, size_t workspace_bytes)
+{
+    if (!a.prepacked || a.m <= W4A16_GEMV_MAX_M) return 0;
+    int order[2];
+    if (a.m <= 16) order[0] = TILE_N64_M16, order[1] = TILE_N64_M32;
+    else if (a.m <= 32) order[0] = TILE_N128_M32, order[1] = TILE_N64_M32;
+    else if (a.m <= 64) order[0] = TILE_N128_M64, order[1] = TILE_N64_M64;
+    else order[0] = TILE_N64_M128, order[1] = TILE_N128_M64;
+    const int64_t want = dev.sms - dev.sms / 10; /* about one CTA per SM */
+    int best = 0;
+    int64_t best_ctas = 0;
+    for (int o = 0; o < 2; o++) {
+        for (int s = 0; s < SPLITS_PER_TILE; s++) {
+            const int index = order[o] * SPLITS_PER_TILE + s;
+            w4a16_tc_shape shape;
+            if (!w4a16_tc_shape_at(index, &shape) || w4a16_tc_unsupported(a, shape, dev.max_smem) ||
+                w4a16_tc_workspace_bytes(a, shape) > workspace_bytes)
+                continue;
+            const int64_t ctas = (int64_t)w4a16_ceil_div(a.m, shape.bm) * w4a16_ceil_div(a.n, shape.bn) * shape.split_k;
+            if (ctas >= want) return 1 + index;
+            if (ctas > best_ctas) best = 1 + index, best_ctas = ctas;
+        }
+    }
+    return best;
+}
+
+/* Resolves `config` for `a`; on success *chosen is runnable and *needed its workspace. */
+w4a16_status plan(const w4a16_cuda_gemm_args &a, int config, size_t workspace_bytes, const device_facts &dev,
+                  int *chosen, size_t *needed)
+{
+    *chosen = 0;
+    *needed = 0;
+    if (config == W4A16_GEMM_AUTO) config = choose_config(a, dev, workspace_bytes);
+    if (config < 0 || config >= w4a16_cuda_gemm_config_count())
+        return w4a16_fail(W4A16_ERR_INVALID_ARGUMENT, "config: expected W4A16_GEMM_AUTO (-1) or 0 .. %d, got %d",
+                          w4a16_cuda_gemm_config_count() - 1, config);
+    if (config > 0) {
+        w4a16_tc_shape shape;
+        w4a16_tc_shape_at(config - 1, &shape);
+        const char *why = w4a16_tc_unsupported(a, shape, dev.max_smem);
+        if (why) return w4a16_fail(W4A16_ERR_UNSUPPORTED, "config: %s cannot run this gemm: %s", shape.name, why);
+        *needed = w4a16_tc_workspace_bytes(a, shape);
+    }
+    *chosen = config;
+    return W4A16_OK;
+}
+
+} // namespace
+
+extern "C" int w4a16_cuda_gemm_config_count(void) { return 1 + w4a16_tc_shape_count(); }
+
+extern "C" const char *w4a16_cuda_gemm_config_name(int config)
+{
+    if (config == 0) return "gemv";
+    w4a16_tc_shape shape;
+    return w4a16_tc_shape_at(config - 1, &shape) ? shape.name : nullptr;
+}
+
+extern "C" w4a16_status w4a16_cuda_gemm_plan(const w4a16_cuda_gemm_args *args, int config, size_t workspace_bytes,
+                                             int device_id, int *chosen, size_t *needed)
+{
+    device_facts dev;
+    cudaError_t err = query_device(device_id, &dev);
+    if (err != cudaSuccess) return w4a16_cuda_check(err, "gemm (device attributes)");
+    return plan(*args, config, workspace_bytes, dev, chosen, needed);
+}
+
+extern "C" w4a16_status w4a16_cuda_gemm(const w4a16_cuda_gemm_args *args, int config, void *workspace,
+                                        size_t workspace_bytes, int device_id, void *stream_ptr)
+{
+    w4a16_device_guard guard(device_id);
+    if (guard.error != cudaSuccess) return w4a16_cuda_check(guard.error, "gemm (set device)");
+    if (args->m == 0) return W4A16_OK;
+    device_facts dev;
+    cudaError_t err = query_device(device_id, &dev);
+    if (err != cudaSuccess) return w4a16_cuda_check(err, "gemm (device attributes)");
+    int chosen;
+    size_t needed;
+    w4a16_status st = plan(*args, config, workspace ? workspace_bytes : 0, dev, &chosen, &needed);
+    if (st != W4A16_OK) return st;
+    if (needed > 0 && (!workspace || workspace_bytes < needed))
+        return w4a16_fail(W4A16_ERR_INVALID_ARGUMENT, "workspace: config %s needs %zu bytes, got %zu",
+                          w4a16_cuda_gemm_config_name(chosen), needed, workspace ? workspace_bytes : (size_t)0);
+    cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+    if (chosen == 0) err = w4a16_gemv_launch(*args, dev.sms, stream);
+    else err = w4a16_tc_launch(*args, chosen - 1, needed ? workspace : nullptr, stream);
+    return w4a16_cuda_check(err, "gemm (launch)");
+}

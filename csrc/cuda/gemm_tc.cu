@@ -1,0 +1,473 @@
+/*
+ * gemm_tc.cu — W4A16 GEMM on tensor cores for M beyond the small-M kernel, reading the
+ * prepacked layout (w4a16_prepack).
+ *
+ *   y [M, N] = alpha * x [M, K] @ dequant(W [N, K])^T + bias
+ *
+ * Stage 1 — tiles. A CTA computes a BN x BM tile of y^T (BN weight rows, BM rows of x).
+ *   Its warps form a WN x WM x WK grid: each warp owns 32 weight rows (two mma row
+ *   tiles) by 8*FM rows of x, and the WK warps of one (wn, wm) split each pipeline stage
+ *   along K and add their sums at the end. blockIdx.x walks the M tiles, so the CTAs
+ *   that share a weight tile run together and read it from DRAM once; blockIdx.z splits
+ *   K across CTAs when the grid would otherwise leave SMs idle (fp32 partial sums in the
+ *   caller's workspace, added by reduce_split_k).
+ *
+ * Stage 2 — the pipeline. STAGES shared-memory buffers, each holding the weight tile
+ *   [BN rows][BK/2 bytes] and the x tile [BM rows][BK], filled by 16-byte cp.async
+ *   (rows past N or M are zero-filled) STAGES - 1 stages ahead of the math. The x tile
+ *   is XOR-swizzled by 16-byte chunk so that the fragment reads below hit 8 distinct
+ *   bank groups per quarter warp; the weight tile is swizzled when its rows are 128 B+.
+ *
+ * Stage 3 — operands. Weights are the mma's A operand (rows = n), x is B (columns = m),
+ *   exactly as in gemv.cu: in each 128-element super-tile, thread t of a quad owns the
+ *   32 elements [32t, 32t + 32) of its rows g and g + 8, and mma k-tile i takes elements
+ *   32t + 4i + {0, 1, 2, 3} of them. The prepacked layout stores those as (k, k+1) pairs
+ *   in nibbles (J, J + 4) of a word, so one 16-byte shared load per row gives the codes
+ *   of 8 k-tiles, and one 16-byte load per 8 rows of x gives the matching B fragments of
+ *   2 k-tiles, with no shuffles. Block scales (32-element chunks: 2 NVFP4 blocks, 1 MXFP4
+ *   block, part of an INT4 group) are read from global memory one super-tile ahead.
+ *
+ * Stage 4 — dequantization and math: dequant.cuh turns each word into 4 scaled pairs
+ *   (one shift/mask and one 16-bit multiply per pair) that feed 2 * FM mma.sync m16n8k16
+ *   per row tile, with fp32 accumulators.
+ *
+ * Stage 5 — epilogue. The WK warps reduce through shared memory; the result times alpha,
+ *   2^10 and the NVFP4 global scale, plus bias, is rounded to 16 bits, staged in shared
+ *   memory as y rows, and written with 16-byte stores. With split-K, fp32 partials are
+ *   staged and stored instead and reduce_split_k finishes.
+ */
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+#include "cuda_common.cuh"
+#include "dequant.cuh"
+#include "gemm_tc.h"
+
+namespace {
+
+struct tc_args {
+    const void *x;
+    const uint8_t *codes;
+    const void *scales;
+    const float *global_scale;
+    const uint8_t *zero_points;
+    const void *bias;
+    void *y;
+    float *partials;          /* split-K: [split][m][n] fp32 */
+    int64_t m, n, k, group;
+    uint32_t chunk_shift;     /* int4: log2(group / 32), 31 for one group per row */
+    bool other_scale_type;    /* int4 scales in the other 16-bit type than x */
+    float alpha;
+};
+
+template <int WN_, int WM_, int WK_, int FM_, int KSUPER_, int STAGES_>
+struct tile {
+    static constexpr int WN = WN_, WM = WM_, WK = WK_, FM = FM_, KSUPER = KSUPER_, STAGES = STAGES_;
+    static constexpr int WARPS = WN * WM * WK, THREADS = 32 * WARPS;
+    static constexpr int BN = 32 * WN, BM = 8 * FM * WM, BK = SUPER_K * KSUPER;
+    static constexpr int W_ROW_BYTES = BK / 2, X_ROW_BYTES = BK * 2;
+    static constexpr int W_STAGE = BN * W_ROW_BYTES, X_STAGE = BM * X_ROW_BYTES;
+    static constexpr int STAGE_BYTES = W_STAGE + X_STAGE;
+    static constexpr int ACC = 2 * FM * 4; /* fp32 accumulators per thread */
+    static constexpr int RED_BYTES = (WK - 1) * WN * WM * ACC * 32 * 4;
+    static constexpr int OUT_PITCH = BN + 8; /* elements per staged output row */
+    static constexpr int OUT_BYTES = BM * OUT_PITCH * 4; /* fp32 partials or 16-bit y */
+    static constexpr int W_CHUNKS = BN * W_ROW_BYTES / 16, X_CHUNKS = BM * X_ROW_BYTES / 16;
+    static constexpr int PIPE_BYTES = STAGES * STAGE_BYTES;
+    static constexpr int SMEM = PIPE_BYTES > RED_BYTES + OUT_BYTES ? PIPE_BYTES : RED_BYTES + OUT_BYTES;
+    static_assert(KSUPER % WK == 0, "the k-warps of a stage take whole super-tiles");
+    static_assert(STAGES >= 2, "a pipeline needs two buffers");
+    static_assert(W_CHUNKS % THREADS == 0 && X_CHUNKS % THREADS == 0, "every thread copies the same count");
+};
+
+/* ---- cp.async ------------------------------------------------------------------------ */
+
+/* 16 bytes global -> shared; `valid` false zero-fills the destination and reads nothing. */
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool valid)
+{
+    const uint32_t dst = (uint32_t)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+/* Swizzled 16-byte chunk of the weight tile: rows of 128 B or more put odd rows' quads
+ * on the other half of the banks (a quarter warp reads rows g and g + 1). */
+template <class C> __device__ __forceinline__ int w_chunk(int row, int col)
+{
+    return C::KSUPER >= 2 ? col ^ ((row & 1) << 2) : col;
+}
+
+/* Swizzled 16-byte chunk of the x tile: a quarter warp reads chunk 4t + r of rows g and
+ * g + 1 (t = 0..3); bit 3 of the chunk folded into bit 1 and the row parity into bit 0
+ * give those 8 reads 8 different bank groups. */
+__device__ __forceinline__ int x_chunk(int row, int col) { return col ^ (((col >> 3) & 1) << 1) ^ (row & 1); }
+
+template <class C>
+__device__ __forceinline__ void load_stage(const tc_args &a, uint8_t *stage, int64_t n0, int64_t m0, int64_t k0)
+{
+    constexpr int W_CHUNKS_ROW = C::W_ROW_BYTES / 16, X_CHUNKS_ROW = C::X_ROW_BYTES / 16;
+#pragma unroll
+    for (int i = 0; i < C::W_CHUNKS / C::THREADS; i++) {
+        const int c = threadIdx.x + i * C::THREADS;
+        const int row = c / W_CHUNKS_ROW, col = c % W_CHUNKS_ROW;
+        const bool valid = n0 + row < a.n;
+        const uint8_t *src = a.codes + (valid ? n0 + row : 0) * (a.k / 2) + k0 / 2 + col * 16;
+        cp_async16(stage + row * C::W_ROW_BYTES + w_chunk<C>(row, col) * 16, src, valid);
+    }
+    uint8_t *xs = stage + C::W_STAGE;
+#pragma unroll
+    for (int i = 0; i < C::X_CHUNKS / C::THREADS; i++) {
+        const int c = threadIdx.x + i * C::THREADS;
+        const int row = c / X_CHUNKS_ROW, col = c % X_CHUNKS_ROW;
+        const bool valid = m0 + row < a.m;
+        const uint8_t *src = static_cast<const uint8_t *>(a.x) + ((valid ? m0 + row : 0) * a.k + k0) * 2 + col * 16;
+        cp_async16(xs + row * C::X_ROW_BYTES + x_chunk(row, col) * 16, src, valid);
+    }
+}
+
+/* ---- the kernel ---------------------------------------------------------------------- */
+
+template <int FMT, typename T, class C>
+__global__ void __launch_bounds__(C::THREADS) gemm_tc_kernel(tc_args a)
+{
+    extern __shared__ __align__(16) uint8_t smem[];
+    __shared__ uint32_t lut[256];
+
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int wk = warp % C::WK, wm = (warp / C::WK) % C::WM, wn = warp / (C::WK * C::WM);
+    const int64_t m0 = (int64_t)blockIdx.x * C::BM, n0 = (int64_t)blockIdx.y * C::BN;
+    /* this CTA's stages: split z of gridDim.z takes an equal share of K */
+    const bool split = gridDim.z > 1;
+    const int stages_total = (int)(a.k / C::BK) / (int)gridDim.z;
+    const int64_t k_begin = (int64_t)blockIdx.z * stages_total * C::BK;
+
+#pragma unroll
+    for (int s = 0; s < C::STAGES - 1; s++) {
+        if (s < stages_total) load_stage<C>(a, smem + s * C::STAGE_BYTES, n0, m0, k_begin + (int64_t)s * C::BK);
+        cp_async_commit();
+    }
+
+    /* scales of the thread's 4 weight rows (tile f, half h): rows past N read row N - 1 */
+    scale_cursor<FMT, T> scales[2][2];
+#pragma unroll
+    for (int f = 0; f < 2; f++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int64_t row = min(n0 + wn * 32 + 16 * f + 8 * h + g, a.n - 1);
+            scales[f][h] = scale_cursor<FMT, T>(a.scales, a.zero_points, a.k, a.group, row,
+                                                k_begin + wk * SUPER_K + 32 * t, a.chunk_shift);
+        }
+    /* super-tile i of this warp is global step i * WK from its first one */
+    constexpr int PER_STAGE = C::KSUPER / C::WK;
+    const uint32_t my_steps = (uint32_t)stages_total * PER_STAGE;
+    raw_scale cur[2][2];
+#pragma unroll
+    for (int f = 0; f < 2; f++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) cur[f][h] = scales[f][h].load(0);
+
+    if (FMT != W4A16_FORMAT_INT4) fill_scale_lut<FMT, T>(lut);
+    const uint32_t int_xor = bits16<T>::INT_MAGIC ^ (a.zero_points ? 0u : 0x00080008u);
+
+    float acc[2][C::FM][4];
+#pragma unroll
+    for (int f = 0; f < 2; f++)
+#pragma unroll
+        for (int j = 0; j < C::FM; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) acc[f][j][e] = 0.0f;
+
+    uint32_t step = 0;
+    for (int kt = 0; kt < stages_total; kt++) {
+        cp_async_wait<C::STAGES - 2>();
+        __syncthreads(); /* stage kt landed for every thread; stage kt - 1 is free */
+        const int next = kt + C::STAGES - 1;
+        if (next < stages_total)
+            load_stage<C>(a, smem + (next % C::STAGES) * C::STAGE_BYTES, n0, m0, k_begin + (int64_t)next * C::BK);
+        cp_async_commit();
+
+        const uint8_t *ws = smem + (kt % C::STAGES) * C::STAGE_BYTES;
+        const uint8_t *xs = ws + C::W_STAGE;
+#pragma unroll
+        for (int j = 0; j < PER_STAGE; j++, step++) {
+            const int s = wk + j * C::WK; /* super-tile within the stage */
+            raw_scale nxt[2][2];
+            const bool more = step + 1 < my_steps;
+#pragma unroll
+            for (int f = 0; f < 2; f++)
+#pragma unroll
+                for (int h = 0; h < 2; h++)
+                    if (more) nxt[f][h] = scales[f][h].load((step + 1) * C::WK);
+
+            uint4 q[2][2];
+            chunk_scale cs[2][2];
+#pragma unroll
+            for (int f = 0; f < 2; f++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    const int row = wn * 32 + 16 * f + 8 * h + g;
+                    q[f][h] = *reinterpret_cast<const uint4 *>(ws + row * C::W_ROW_BYTES + w_chunk<C>(row, 4 * s + t) * 16);
+                    cs[f][h] = scale_cursor<FMT, T>::resolve(cur[f][h], lut, a.other_scale_type);
+                }
+#pragma unroll
+            for (int r = 0; r < 4; r++) {
+                /* word r of each row: elements 32t + 8r .. + 8, k-tiles 2r and 2r + 1 */
+                uint32_t xw[C::FM][4];
+#pragma unroll
+                for (int jm = 0; jm < C::FM; jm++) {
+                    const int row = wm * C::FM * 8 + 8 * jm + g;
+                    const uint4 v = *reinterpret_cast<const uint4 *>(xs + row * C::X_ROW_BYTES + x_chunk(row, 16 * s + 4 * t + r) * 16);
+                    xw[jm][0] = v.x;
+                    xw[jm][1] = v.y;
+                    xw[jm][2] = v.z;
+                    xw[jm][3] = v.w;
+                }
+                uint32_t p[2][2][4];
+#pragma unroll
+                for (int f = 0; f < 2; f++)
+#pragma unroll
+                    for (int h = 0; h < 2; h++) {
+                        const uint32_t word = r == 0 ? q[f][h].x : r == 1 ? q[f][h].y : r == 2 ? q[f][h].z : q[f][h].w;
+                        dequant_word<FMT, T>(word, int_xor, p[f][h]);
+                        const uint32_t scale = (FMT == W4A16_FORMAT_NVFP4 && r >= 2) ? cs[f][h].s1 : cs[f][h].s0;
+#pragma unroll
+                        for (int e = 0; e < 4; e++) {
+                            uint32_t v = p[f][h][e];
+                            if (FMT == W4A16_FORMAT_INT4) v = sub2<T>(v, cs[f][h].offset);
+                            p[f][h][e] = mul2<T>(v, scale);
+                        }
+                    }
+#pragma unroll
+                for (int kk = 0; kk < 2; kk++)
+#pragma unroll
+                    for (int f = 0; f < 2; f++) {
+                        const uint32_t afrag[4] = {p[f][0][2 * kk], p[f][1][2 * kk], p[f][0][2 * kk + 1], p[f][1][2 * kk + 1]};
+#pragma unroll
+                        for (int jm = 0; jm < C::FM; jm++) {
+                            const uint32_t bfrag[2] = {xw[jm][2 * kk], xw[jm][2 * kk + 1]};
+                            mma_16816(acc[f][jm], afrag, bfrag, T());
+                        }
+                    }
+            }
+#pragma unroll
+            for (int f = 0; f < 2; f++)
+#pragma unroll
+                for (int h = 0; h < 2; h++)
+                    if (more) cur[f][h] = nxt[f][h];
+        }
+    }
+
+    /* ---- epilogue ---- */
+    cp_async_wait<0>();
+    __syncthreads(); /* the pipeline buffers become the reduction and output staging area */
+    float *red = reinterpret_cast<float *>(smem);
+    const int warp_tile = wn * C::WM + wm;
+    if (C::WK > 1) {
+        if (wk > 0) {
+            float *dst = red + ((wk - 1) * C::WN * C::WM + warp_tile) * C::ACC * 32 + lane;
+#pragma unroll
+            for (int f = 0; f < 2; f++)
+#pragma unroll
+                for (int jm = 0; jm < C::FM; jm++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) dst[((f * C::FM + jm) * 4 + e) * 32] = acc[f][jm][e];
+        }
+        __syncthreads();
+        if (wk == 0) {
+#pragma unroll
+            for (int w = 1; w < C::WK; w++) {
+                const float *src = red + ((w - 1) * C::WN * C::WM + warp_tile) * C::ACC * 32 + lane;
+#pragma unroll
+                for (int f = 0; f < 2; f++)
+#pragma unroll
+                    for (int jm = 0; jm < C::FM; jm++)
+#pragma unroll
+                        for (int e = 0; e < 4; e++) acc[f][jm][e] += src[((f * C::FM + jm) * 4 + e) * 32];
+            }
+        }
+    }
+    uint8_t *out = smem + C::RED_BYTES;
+    if (wk == 0) {
+        const float factor = split ? 1.0f : epilogue_factor<FMT>(a.alpha, a.global_scale);
+        const uint16_t *bias = static_cast<const uint16_t *>(a.bias);
+#pragma unroll
+        for (int f = 0; f < 2; f++)
+#pragma unroll
+            for (int jm = 0; jm < C::FM; jm++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    /* accumulator e: row g (+8 for e >= 2) of tile f, column 2t + (e & 1) of block jm */
+                    const int nl = wn * 32 + 16 * f + g + 8 * (e >> 1);
+                    const int ml = wm * C::FM * 8 + 8 * jm + 2 * t + (e & 1);
+                    float v = acc[f][jm][e] * factor;
+                    if (split) {
+                        reinterpret_cast<float *>(out)[ml * C::OUT_PITCH + nl] = v;
+                    } else {
+                        if (bias && n0 + nl < a.n) v += bits16<T>::to_float(bias[n0 + nl]);
+                        reinterpret_cast<uint16_t *>(out)[ml * C::OUT_PITCH + nl] = bits16<T>::from_float(v);
+                    }
+                }
+    }
+    __syncthreads();
+    /* 16-byte stores of whole rows of the tile */
+    const int elems = split ? 4 : 8; /* per 16-byte chunk */
+    const int chunks_row = C::BN / elems;
+    const bool vector = a.n % elems == 0;
+    for (int c = threadIdx.x; c < C::BM * chunks_row; c += C::THREADS) {
+        const int row = c / chunks_row, col = (c % chunks_row) * elems;
+        const int64_t m = m0 + row, n = n0 + col;
+        if (m >= a.m || n >= a.n) continue;
+        if (split) {
+            const float *src = reinterpret_cast<const float *>(out) + row * C::OUT_PITCH + col;
+            float *dst = a.partials + ((int64_t)blockIdx.z * a.m + m) * a.n + n;
+            if (vector) *reinterpret_cast<float4 *>(dst) = *reinterpret_cast<const float4 *>(src);
+            else
+                for (int e = 0; e < elems && n + e < a.n; e++) dst[e] = src[e];
+        } else {
+            const uint16_t *src = reinterpret_cast<const uint16_t *>(out) + row * C::OUT_PITCH + col;
+            uint16_t *dst = static_cast<uint16_t *>(a.y) + m * a.n + n;
+            if (vector) *reinterpret_cast<uint4 *>(dst) = *reinterpret_cast<const uint4 *>(src);
+            else
+                for (int e = 0; e < elems && n + e < a.n; e++) dst[e] = src[e];
+        }
+    }
+}
+
+/* y = factor * sum over splits of partials + bias; one thread per element. */
+template <int FMT, typename T>
+__global__ void reduce_split_k(tc_args a, int splits)
+{
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= a.m * a.n) return;
+    float v = 0.0f;
+    for (int z = 0; z < splits; z++) v += a.partials[z * a.m * a.n + i];
+    v *= epilogue_factor<FMT>(a.alpha, a.global_scale);
+    if (a.bias) v += bits16<T>::to_float(static_cast<const uint16_t *>(a.bias)[i % a.n]);
+    static_cast<uint16_t *>(a.y)[i] = bits16<T>::from_float(v);
+}
+
+/* ---- the tile shapes ------------------------------------------------------------------ */
+
+/* WN, WM, WK, FM, KSUPER, STAGES: see `tile`. Chosen for the Pi0.5 shapes (N x K of
+ * 16384 x 2048, 2048 x 16384, 4096 x 1024, 1024 x 4096 at M = 17 .. 1024) with at most
+ * ~100 KiB of shared memory, so that SM86/89/120 parts can run all but the largest. */
+using tile_n128_m64 = tile<4, 2, 1, 4, 1, 4>; /* 8 warps, 96 KiB */
+using tile_n64_m128 = tile<2, 4, 1, 4, 1, 3>; /* 8 warps, 108 KiB */
+using tile_n128_m32 = tile<4, 1, 2, 4, 2, 3>; /* 8 warps, K split over 2 warps, 96 KiB */
+using tile_n64_m64 = tile<2, 2, 1, 4, 1, 4>;  /* 4 warps, 80 KiB */
+using tile_n64_m32 = tile<2, 1, 2, 4, 2, 4>;  /* 4 warps, K split over 2 warps, 96 KiB */
+using tile_n64_m16 = tile<2, 1, 4, 2, 4, 3>;  /* 8 warps, K split over 4 warps, 96 KiB */
+
+/* config names: tile name + K split */
+#define W4A16_TILE_NAMES(t) t "_split1", t "_split2", t "_split4", t "_split8"
+const char *const CONFIG_NAMES[] = {
+    W4A16_TILE_NAMES("tc_n128_m64"), W4A16_TILE_NAMES("tc_n64_m128"), W4A16_TILE_NAMES("tc_n128_m32"),
+    W4A16_TILE_NAMES("tc_n64_m64"),  W4A16_TILE_NAMES("tc_n64_m32"),  W4A16_TILE_NAMES("tc_n64_m16"),
+};
+#undef W4A16_TILE_NAMES
+
+template <class C> w4a16_tc_shape describe(const char *name)
+{
+    return w4a16_tc_shape{name, C::BN, C::BM, C::BK, C::WARPS, C::STAGES, 1, (size_t)C::SMEM};
+}
+
+const w4a16_tc_shape TILES[] = {
+    describe<tile_n128_m64>(nullptr), describe<tile_n64_m128>(nullptr), describe<tile_n128_m32>(nullptr),
+    describe<tile_n64_m64>(nullptr),  describe<tile_n64_m32>(nullptr),  describe<tile_n64_m16>(nullptr),
+};
+constexpr int TILE_COUNT = (int)(sizeof TILES / sizeof TILES[0]);
+/* every tile runs with each of these K splits across CTAs: config = tile * 4 + split index */
+constexpr int SPLITS[] = {1, 2, 4, 8};
+constexpr int SPLIT_COUNT = 4;
+static_assert(sizeof CONFIG_NAMES / sizeof CONFIG_NAMES[0] == TILE_COUNT * SPLIT_COUNT, "one name per config");
+
+template <int FMT, typename T, class C>
+cudaError_t launch_tile(const tc_args &a, int splits, cudaStream_t stream)
+{
+    auto kernel = gemm_tc_kernel<FMT, T, C>;
+    /* shared memory beyond 48 KiB is opt-in per kernel; setting it is a cheap host call */
+    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
+    if (err != cudaSuccess) return err;
+    const dim3 grid(w4a16_ceil_div(a.m, C::BM), w4a16_ceil_div(a.n, C::BN), (unsigned)splits);
+    kernel<<<grid, C::THREADS, C::SMEM, stream>>>(a);
+    if (splits > 1) reduce_split_k<FMT, T><<<w4a16_ceil_div(a.m * a.n, 256), 256, 0, stream>>>(a, splits);
+    return cudaGetLastError();
+}
+
+template <int FMT, typename T>
+cudaError_t launch_shape(const tc_args &a, int tile_index, int splits, cudaStream_t stream)
+{
+    switch (tile_index) {
+    case 0: return launch_tile<FMT, T, tile_n128_m64>(a, splits, stream);
+    case 1: return launch_tile<FMT, T, tile_n64_m128>(a, splits, stream);
+    case 2: return launch_tile<FMT, T, tile_n128_m32>(a, splits, stream);
+    case 3: return launch_tile<FMT, T, tile_n64_m64>(a, splits, stream);
+    case 4: return launch_tile<FMT, T, tile_n64_m32>(a, splits, stream);
+    default: return launch_tile<FMT, T, tile_n64_m16>(a, splits, stream);
+    }
+}
+
+template <typename T>
+cudaError_t launch_format(const tc_args &a, int format, int tile_index, int splits, cudaStream_t stream)
+{
+    if (format == W4A16_FORMAT_NVFP4) return launch_shape<W4A16_FORMAT_NVFP4, T>(a, tile_index, splits, stream);
+    if (format == W4A16_FORMAT_MXFP4) return launch_shape<W4A16_FORMAT_MXFP4, T>(a, tile_index, splits, stream);
+    return launch_shape<W4A16_FORMAT_INT4, T>(a, tile_index, splits, stream);
+}
+
+bool aligned(const void *p, uintptr_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+
+} // namespace
+
+int w4a16_tc_shape_count(void) { return TILE_COUNT * SPLIT_COUNT; }
+
+bool w4a16_tc_shape_at(int index, w4a16_tc_shape *shape)
+{
+    if (index < 0 || index >= TILE_COUNT * SPLIT_COUNT) return false;
+    *shape = TILES[index / SPLIT_COUNT];
+    shape->name = CONFIG_NAMES[index];
+    shape->split_k = SPLITS[index % SPLIT_COUNT];
+    return true;
+}
+
+const char *w4a16_tc_unsupported(const w4a16_cuda_gemm_args &a, const w4a16_tc_shape &shape, size_t max_smem)
+{
+    if (!a.prepacked) return "the tensor-core GEMM reads prepacked weights (w4a16_prepack)";
+    if (a.k % ((int64_t)shape.bk * shape.split_k) != 0) return "K is not a multiple of the tile's K per stage times its split";
+    if (!aligned(a.x, 16) || !aligned(a.codes, 16)) return "x and the codes must be 16-byte aligned";
+    if (a.format != W4A16_FORMAT_MXFP4 && !aligned(a.scales, 2)) return "the scales must be 2-byte aligned";
+    if (!aligned(a.y, 16)) return "y must be 16-byte aligned";
+    if (shape.smem > max_smem) return "the tile needs more shared memory than this GPU has per block";
+    return nullptr;
+}
+
+size_t w4a16_tc_workspace_bytes(const w4a16_cuda_gemm_args &a, const w4a16_tc_shape &shape)
+{
+    return shape.split_k > 1 ? (size_t)shape.split_k * (size_t)a.m * (size_t)a.n * sizeof(float) : 0;
+}
+
+cudaError_t w4a16_tc_launch(const w4a16_cuda_gemm_args &args, int index, void *workspace, cudaStream_t stream)
+{
+    tc_args a;
+    a.x = args.x;
+    a.codes = args.codes;
+    a.scales = args.scales;
+    a.global_scale = args.global_scale;
+    a.zero_points = args.zero_points;
+    a.bias = args.bias;
+    a.y = args.y;
+    a.partials = static_cast<float *>(workspace);
+    a.m = args.m;
+    a.n = args.n;
+    a.k = args.k;
+    a.group = args.group_size;
+    a.chunk_shift = w4a16_int4_chunk_shift(args.group_size, args.k);
+    a.other_scale_type = args.format == W4A16_FORMAT_INT4 && args.scale_dtype != args.x_dtype;
+    a.alpha = args.alpha;
+    const int tile_index = index / SPLIT_COUNT, splits = SPLITS[index % SPLIT_COUNT];
+    if (args.x_dtype == W4A16_DTYPE_BFLOAT16) return launch_format<__nv_bfloat16>(a, args.format, tile_index, splits, stream);
+    return launch_format<__half>(a, args.format, tile_index, splits, stream);
+}

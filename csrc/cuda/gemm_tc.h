@@ -1,0 +1,44 @@
+/*
+ * gemm_tc.h — the internal interface between the CUDA matmul kernels and their dispatch
+ * (dispatch.cu). C++ only; nothing here is public.
+ *
+ * A "config" is one kernel choice for w4a16_cuda_gemm: index 0 is the small-M kernel of
+ * gemv.cu, indices 1.. are the tile shapes of the tensor-core GEMM in gemm_tc.cu. The
+ * public C API exposes the indices and names so that a tuner can time them.
+ */
+#ifndef W4A16_GEMM_TC_H
+#define W4A16_GEMM_TC_H
+
+#include <cuda_runtime.h>
+#include <stddef.h>
+
+#include "cuda_ops.h"
+
+/* One tile shape of the tensor-core GEMM. */
+struct w4a16_tc_shape {
+    const char *name;
+    int bn, bm, bk;   /* CTA tile: weight rows, x rows, K per pipeline stage */
+    int warps;
+    int stages;
+    int split_k;      /* CTAs along K (1: none; >1 needs a workspace, see w4a16_tc_workspace_bytes) */
+    size_t smem;      /* dynamic shared memory per CTA */
+};
+
+/* The tensor-core configurations (tile shape x K split), indexed from 0 (= config index
+ * - 1); w4a16_tc_shape_at fills *shape and returns false past the end. */
+int w4a16_tc_shape_count(void);
+bool w4a16_tc_shape_at(int index, w4a16_tc_shape *shape);
+
+/* Why `shape` cannot run `a` (static text), or NULL when it can. */
+const char *w4a16_tc_unsupported(const w4a16_cuda_gemm_args &a, const w4a16_tc_shape &shape, size_t max_smem);
+
+/* Bytes of workspace the shape needs for `a` (the fp32 partial sums of split-K). */
+size_t w4a16_tc_workspace_bytes(const w4a16_cuda_gemm_args &a, const w4a16_tc_shape &shape);
+
+/* Launches the tensor-core GEMM with tile shape `index`; the caller has checked support. */
+cudaError_t w4a16_tc_launch(const w4a16_cuda_gemm_args &a, int index, void *workspace, cudaStream_t stream);
+
+/* Launches the small-M kernel (any layout; the generic SIMT kernel where it must). */
+cudaError_t w4a16_gemv_launch(const w4a16_cuda_gemm_args &a, int sms, cudaStream_t stream);
+
+#endif /* W4A16_GEMM_TC_H */

@@ -1,0 +1,121 @@
+"""prepack / unprepack, the layout attribute, modules holding prepacked codes, and the
+tuning cache's file handling (CPU; the GPU side is in test_gpu_gemm_tc.py)."""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+import w4a16
+from w4a16 import tuning
+
+torch = pytest.importorskip("torch")
+
+
+def prepack_oracle(codes: np.ndarray) -> np.ndarray:
+    """Independent statement of the order: per 4-byte word, elements 0,2,4,6 go to nibbles
+    0..3 and 1,3,5,7 to nibbles 4..7 (element e of a word = nibble e in canonical order)."""
+    n, half = codes.shape
+    nibbles = np.empty((n, half * 2), np.uint8)
+    nibbles[:, 0::2], nibbles[:, 1::2] = codes & 0xF, codes >> 4
+    words = nibbles.reshape(n, -1, 8)
+    order = np.concatenate([words[..., 0::2], words[..., 1::2]], axis=-1).reshape(n, -1)
+    return (order[:, 0::2] | (order[:, 1::2] << 4)).astype(np.uint8)
+
+
+def test_prepack_matches_oracle_and_round_trips(rng):
+    qw = w4a16.quantize_nvfp4(rng.standard_normal((24, 96)).astype(np.float32))
+    packed = w4a16.prepack(qw)
+    assert packed.layout == "prepacked" and qw.layout == "canonical"
+    assert np.array_equal(packed.codes, prepack_oracle(qw.codes))
+    assert not np.array_equal(packed.codes, qw.codes)  # random codes: the order really changes
+    assert np.array_equal(w4a16.unprepack(packed).codes, qw.codes)
+    assert w4a16.prepack(packed) is packed and qw.canonical() is qw
+
+
+def test_hand_worked_word():
+    # canonical bytes 0x10 0x32 0x54 0x76 hold elements 0..7 = codes 0..7
+    codes = np.array([[0x10, 0x32, 0x54, 0x76]], np.uint8)
+    qw = w4a16.QuantizedWeight("mxfp4", (1, 8), 32, np.zeros((1, 4), np.uint8), np.zeros((1, 1), np.uint8))
+    # nibbles 0..3 <- elements 0, 2, 4, 6; nibbles 4..7 <- elements 1, 3, 5, 7
+    out = w4a16.prepack(qw.__class__(**{**qw.__dict__, "codes": codes, "shape": (1, 8)})).codes
+    assert out.tolist() == [[0x20, 0x64, 0x31, 0x75]]
+
+
+@pytest.mark.parametrize("make", [w4a16.quantize_nvfp4, w4a16.quantize_mxfp4,
+                                  lambda w: w4a16.pack_int4(w, 32, symmetric=False)])
+def test_prepacked_weight_dequantizes_and_multiplies_like_canonical(rng, make):
+    w = rng.standard_normal((40, 128)).astype(np.float32)
+    qw = make(w)
+    packed = w4a16.prepack(qw)
+    assert np.array_equal(w4a16.dequantize(packed), w4a16.dequantize(qw))
+    x = rng.standard_normal((3, 128)).astype(np.float32)
+    assert np.array_equal(w4a16.gemm(x, packed), w4a16.gemm(x, qw))
+    assert all(np.array_equal(a, b) for a, b in zip(packed.state_dict().values(), qw.state_dict().values()))
+
+
+def test_prepack_rejects_bad_input(rng):
+    with pytest.raises(TypeError, match="qw"):
+        w4a16.prepack(np.zeros((4, 4), np.uint8))
+    qw = w4a16.quantize_nvfp4(rng.standard_normal((4, 32)).astype(np.float32))
+    with pytest.raises(ValueError, match="layout"):
+        w4a16.prepack(qw.__class__(**{**qw.__dict__, "layout": "swizzled"}))
+    with pytest.raises(ValueError, match="codes: expected \\[N, K/2\\] with K a multiple of 8"):
+        w4a16._C.prepack(np.zeros((2, 6), np.uint8), np.zeros((2, 6), np.uint8), True, None)
+    buf = np.zeros((2, 8), np.uint8)
+    with pytest.raises(ValueError, match="out.*overlaps"):
+        w4a16._C.prepack(buf, buf, True, None)
+
+
+def test_module_holds_prepacked_codes_and_saves_canonical(rng):
+    linear = torch.nn.Linear(64, 24).to(torch.bfloat16)
+    module = w4a16.FP4Linear.from_linear(linear)
+    canonical = w4a16.quantize_nvfp4(linear.weight.detach())
+    assert torch.equal(module.weight, w4a16.prepack(canonical).codes)
+    state = module.state_dict()
+    assert torch.equal(state["weight"], canonical.codes)
+    assert torch.equal(module.quantized_weight().codes, canonical.codes)
+    fresh = w4a16.FP4Linear(64, 24, device="meta")
+    fresh.load_state_dict(state, assign=True)
+    assert torch.equal(fresh.weight, module.weight)
+    x = torch.randn(5, 64, dtype=torch.bfloat16)
+    assert torch.equal(fresh(x), module(x))
+    assert torch.equal(state["weight"], canonical.codes)  # loading did not touch the caller's tensors
+
+
+def test_corrupt_or_stale_cache_is_ignored_with_a_warning(tmp_path, monkeypatch):
+    monkeypatch.setenv("W4A16_CACHE_DIR", str(tmp_path))
+    tuning.forget()
+    path = tuning.cache_path("Some GPU")
+    path.write_text("{ not json")
+    with pytest.warns(RuntimeWarning, match="ignoring the tuning cache"):
+        assert tuning.lookup("Some GPU", "nvfp4", "bfloat16", "prepacked", 256, 512, 8) == w4a16._C.GEMM_AUTO
+    tuning.forget()
+    stale = {"schema": 1, "version": "0.0.0-old", "gpu": "Some GPU", "entries": {}}
+    path.write_text(json.dumps(stale))
+    with pytest.warns(RuntimeWarning, match="another schema, library version or GPU"):
+        tuning.lookup("Some GPU", "nvfp4", "bfloat16", "prepacked", 256, 512, 8)
+    tuning.forget()
+    unknown = {"schema": 1, "version": w4a16.__version__, "gpu": "Some GPU",
+               "entries": {"nvfp4/bfloat16/prepacked/256x512/m8": {"config": "tc_no_such_tile"}}}
+    path.write_text(json.dumps(unknown))
+    with pytest.warns(RuntimeWarning, match="tc_no_such_tile"):
+        tuning.lookup("Some GPU", "nvfp4", "bfloat16", "prepacked", 256, 512, 8)
+    tuning.forget()
+
+
+@pytest.mark.skipif(len(w4a16.gemm_configs()) < 3, reason="needs a build with CUDA kernels")
+def test_cache_lookup_picks_the_next_tuned_m(tmp_path, monkeypatch):
+    monkeypatch.setenv("W4A16_CACHE_DIR", str(tmp_path))
+    tuning.forget()
+    names = w4a16.gemm_configs()
+    entries = {f"nvfp4/bfloat16/prepacked/256x512/m{m}": {"config": names[i]} for m, i in [(1, 0), (32, 1), (128, 2)]}
+    tuning.cache_path("Some GPU").write_text(json.dumps({"schema": 1, "version": w4a16.__version__, "gpu": "Some GPU",
+                                                        "entries": entries}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        look = lambda m: tuning.lookup("Some GPU", "nvfp4", "bfloat16", "prepacked", 256, 512, m)  # noqa: E731
+        assert [look(m) for m in (1, 2, 32, 33, 128, 4000)] == [0, 1, 1, 2, 2, 2]
+        assert tuning.lookup("Some GPU", "mxfp4", "bfloat16", "prepacked", 256, 512, 8) == w4a16._C.GEMM_AUTO
+    tuning.forget()
