@@ -27,6 +27,7 @@ import statistics
 import torch
 
 import w4a16
+from w4a16 import torch_ops
 from w4a16.timing import capture, replay_seconds
 
 SHAPES = [(16384, 2048), (32768, 2048), (2048, 16384), (4096, 1024), (1024, 4096)]  # (N, K)
@@ -135,6 +136,12 @@ def run(args) -> dict:
             if m <= 16:
                 t = time_per_call([lambda qw=qw: w4a16.gemm(x, qw, out=y) for qw in canonical])
                 row["nvfp4_canonical_us"] = 1e6 * t
+            # what FP4Linear runs: the custom op, which hands large M to dequantize + cuBLAS
+            op_fmt, layout = torch_ops.FORMAT_CODES["nvfp4"], w4a16._C.LAYOUT_PREPACKED
+            row["nvfp4_op_us"] = 1e6 * time_per_call([
+                lambda qw=qw: torch.ops.w4a16.gemm(x, qw.codes, qw.scales, qw.global_scale, None, None, op_fmt, 16,
+                                                   1.0, layout) for qw in quantized["nvfp4"]])
+            row["nvfp4_op_speedup"] = row["cublas_bf16_us"] / row["nvfp4_op_us"]
             rows.append(row)
             print(format_row(row), flush=True)
         del dense_copies, quantized, tiny, canonical
@@ -167,6 +174,7 @@ def format_row(r: dict) -> str:
         parts.append(f"{name} {r[f'{name}_us']:.1f} ({r[f'{name}_roofline_pct']:.0f}%, {r[f'{name}_speedup']:.2f}x)")
     if "nvfp4_canonical_us" in r:
         parts.append(f"nvfp4-canonical {r['nvfp4_canonical_us']:.1f}")
+    parts.append(f"nvfp4-op {r['nvfp4_op_us']:.1f} ({r['nvfp4_op_speedup']:.2f}x)")
     return " | ".join(parts)
 
 
@@ -174,10 +182,13 @@ def markdown(result: dict, device: str) -> str:
     lines = [f"Device: {device}; copy bandwidth {result['bandwidth'] / 1e12:.2f} TB/s (read + write); "
              f"{datetime.date.today().isoformat()}; torch {torch.__version__}; w4a16 {w4a16.__version__}.",
              "Times in µs per call (median, CUDA-graph replay, weights rotated past 4x L2); "
-             "formats with prepacked weights and the default kernel choice. "
+             "formats with prepacked weights and the default kernel choice (C API); "
+             "'module op' = torch.ops.w4a16.gemm as FP4Linear calls it (dequantize + cuBLAS from "
+             f"M = {torch_ops.LARGE_M_PREPACKED}). "
              "% = 4-bit floor / time; x = speedup over cuBLAS bf16.", "",
-             "| N x K | M | cuBLAS bf16 | torch int4 | nvfp4 | mxfp4 | int4-g128 | floor (nvfp4) | nvfp4 canonical |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| N x K | M | cuBLAS bf16 | torch int4 | nvfp4 | mxfp4 | int4-g128 | floor (nvfp4) | nvfp4 canonical "
+             "| nvfp4 module op |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
         cells = [f"{r['N']}x{r['K']}", str(r["M"]), f"{r['cublas_bf16_us']:.1f}",
                  f"{r['torch_int4_us']:.1f}" if "torch_int4_us" in r else "n/a"]
@@ -185,6 +196,7 @@ def markdown(result: dict, device: str) -> str:
             cells.append(f"{r[f'{name}_us']:.1f} ({r[f'{name}_roofline_pct']:.0f}%, {r[f'{name}_speedup']:.2f}x)")
         cells.append(f"{r['nvfp4_floor_us']:.1f}")
         cells.append(f"{r['nvfp4_canonical_us']:.1f}" if "nvfp4_canonical_us" in r else "")
+        cells.append(f"{r['nvfp4_op_us']:.1f} ({r['nvfp4_op_speedup']:.2f}x)")
         lines.append("| " + " | ".join(cells) + " |")
     q = result["quantize"]
     lines += ["", f"NVFP4 quantization of a 16384x2048 bf16 weight (global scale included): {q['us']:.1f} µs, "

@@ -18,15 +18,16 @@
 
 namespace {
 
-/* From this many rows of x on, the tensor-core GEMM beats the small-M kernel (measured). */
+/* Up to this many rows of x the small-M kernel runs; beyond it the tensor-core GEMM
+ * (measured on an H100: at M = 16 the GEMM with 16-row tiles is 5-35% faster on the Pi0.5
+ * shapes, at M = 1 the small-M kernel is 1.2-1.4x faster). */
 #ifndef W4A16_GEMV_MAX_M
-#define W4A16_GEMV_MAX_M 16
+#define W4A16_GEMV_MAX_M 8
 #endif
 
-/* Tensor-core tile preference by M: indices into the tile list of gemm_tc.cu (config
- * index = 1 + tile * 4 + split index). */
-constexpr int TILE_N128_M64 = 0, TILE_N64_M128 = 1, TILE_N128_M32 = 2, TILE_N64_M64 = 3, TILE_N64_M32 = 4,
-              TILE_N64_M16 = 5;
+/* Tiles of gemm_tc.cu (config index = 1 + tile * 4 + split index). */
+constexpr int TILE_N128_M64 = 0, TILE_N128_M32 = 2, TILE_N64_M64 = 3, TILE_N64_M32 = 4, TILE_N64_M16 = 5,
+              TILE_N128_M64_DEEP = 6, TILE_N128_M32_DEEP = 7, TILE_N64_M16_DEEP = 8;
 constexpr int SPLITS_PER_TILE = 4;
 
 struct device_facts {
@@ -48,15 +49,17 @@ cudaError_t query_device(int device_id, device_facts *facts)
 int choose_config(const w4a16_cuda_gemm_args &a, const device_facts &dev, size_t workspace_bytes)
 {
     if (!a.prepacked || a.m <= W4A16_GEMV_MAX_M) return 0;
-    int order[2];
-    if (a.m <= 16) order[0] = TILE_N64_M16, order[1] = TILE_N64_M32;
-    else if (a.m <= 32) order[0] = TILE_N128_M32, order[1] = TILE_N64_M32;
-    else if (a.m <= 64) order[0] = TILE_N128_M64, order[1] = TILE_N64_M64;
-    else order[0] = TILE_N64_M128, order[1] = TILE_N128_M64;
+    /* preference by M (H100 measurements, benchmarks/RESULTS.md): the deep pipelines
+     * where they fit, 16-row tiles up to M = 16, 32-row ones to 32, 64-row ones beyond
+     * (the 128-row tile measured slower than 64-row ones at every M) */
+    int order[3];
+    if (a.m <= 16) order[0] = TILE_N64_M16_DEEP, order[1] = TILE_N64_M16, order[2] = TILE_N64_M32;
+    else if (a.m <= 32) order[0] = TILE_N128_M32_DEEP, order[1] = TILE_N128_M32, order[2] = TILE_N64_M32;
+    else order[0] = TILE_N128_M64_DEEP, order[1] = TILE_N128_M64, order[2] = TILE_N64_M64;
     const int64_t want = dev.sms - dev.sms / 10; /* about one CTA per SM */
     int best = 0;
     int64_t best_ctas = 0;
-    for (int o = 0; o < 2; o++) {
+    for (int o = 0; o < 3; o++) {
         for (int s = 0; s < SPLITS_PER_TILE; s++) {
             const int index = order[o] * SPLITS_PER_TILE + s;
             w4a16_tc_shape shape;

@@ -21,12 +21,13 @@ FORMAT_CODES = {"nvfp4": _C.FORMAT_NVFP4, "mxfp4": _C.FORMAT_MXFP4, "int4": _C.F
 _FORMAT_NAMES = {code: name for name, code in FORMAT_CODES.items()}
 _LAYOUT_NAMES = {_C.LAYOUT_CANONICAL: "canonical", _C.LAYOUT_PREPACKED: "prepacked"}
 
-# Canonical-layout weights only: from this many rows of x on, a CUDA call dequantizes W to
-# 16 bits (w4a16's kernel, into a tensor from torch's caching allocator) and multiplies with
-# cuBLAS, since the small-M kernel re-decodes W for every 16 rows (H200,
-# benchmarks/bench_large_m.py). Prepacked weights (what the modules hold) run the
-# tensor-core W4A16 GEMM instead.
+# From these many rows of x on, a CUDA call dequantizes W to 16 bits (w4a16's kernel, into a
+# tensor from torch's caching allocator) and multiplies with cuBLAS. Canonical weights:
+# the small-M kernel re-decodes W for every 16 rows and loses from M ~ 64 on (H200,
+# benchmarks/bench_large_m.py). Prepacked weights (what the modules hold): the tensor-core
+# W4A16 GEMM wins up to M ~ 128 and loses beyond (H100, benchmarks/RESULTS.md).
 LARGE_M = 64
+LARGE_M_PREPACKED = 192
 
 
 _DTYPE_CODES = {
@@ -92,7 +93,7 @@ def gemm(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, global_scal
     place = (2 if x.is_cuda else 1, device.index or 0)
     stream = torch.cuda.current_stream(device).cuda_stream if x.is_cuda else 0
     m, act_dtype = x2.shape[0], _dtype_code(x2, "x")
-    if x.is_cuda and m >= LARGE_M and layout == _C.LAYOUT_CANONICAL:
+    if x.is_cuda and m >= (LARGE_M if layout == _C.LAYOUT_CANONICAL else LARGE_M_PREPACKED):
         w16 = torch.empty((n, k), dtype=x.dtype, device=device)
         _C._dequantize_raw(w16.data_ptr(), act_dtype, n, k, *weight, *place, stream)
         y = torch.addmm(bias, x2, w16.t(), alpha=alpha) if bias is not None else torch.mm(x2, w16.t()) * alpha

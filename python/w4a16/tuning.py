@@ -104,7 +104,7 @@ def gpu_name(device_id: int) -> str:
     """The name of CUDA device `device_id` as the cache files use it."""
     name = _gpu_names.get(device_id)
     if name is None:
-        names = {gpu["index"]: gpu["name"] for gpu in _C.build_info()["gpus"]}
+        names = {gpu["index"]: gpu["name"] for gpu in _C.build_info()["devices"]}
         name = _gpu_names[device_id] = names.get(device_id, "unknown")
     return name
 
