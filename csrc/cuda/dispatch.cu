@@ -26,8 +26,7 @@ namespace {
 #endif
 
 /* Tiles of gemm_tc.cu (config index = 1 + tile * 4 + split index). */
-constexpr int TILE_N128_M64 = 0, TILE_N128_M32 = 2, TILE_N64_M64 = 3, TILE_N64_M32 = 4, TILE_N64_M16 = 5,
-              TILE_N128_M64_DEEP = 6, TILE_N128_M32_DEEP = 7, TILE_N64_M16_DEEP = 8;
+constexpr int TILE_N128_M64 = 0, TILE_N128_M32 = 2, TILE_N64_M64 = 3, TILE_N64_M32 = 4, TILE_N64_M16 = 5;
 constexpr int SPLITS_PER_TILE = 4;
 
 struct device_facts {
@@ -49,13 +48,13 @@ cudaError_t query_device(int device_id, device_facts *facts)
 int choose_config(const w4a16_cuda_gemm_args &a, const device_facts &dev, size_t workspace_bytes)
 {
     if (!a.prepacked || a.m <= W4A16_GEMV_MAX_M) return 0;
-    /* preference by M (H100 measurements, benchmarks/RESULTS.md): the deep pipelines
-     * where they fit, 16-row tiles up to M = 16, 32-row ones to 32, 64-row ones beyond
-     * (the 128-row tile measured slower than 64-row ones at every M) */
+    /* preference by M (H100 measurements, benchmarks/RESULTS.md): 16-row tiles up to
+     * M = 16, 32-row ones to 32, 64-row ones beyond (the 128-row tile and the 192 KiB
+     * deep pipelines measured slower than these at every M) */
     int order[3];
-    if (a.m <= 16) order[0] = TILE_N64_M16_DEEP, order[1] = TILE_N64_M16, order[2] = TILE_N64_M32;
-    else if (a.m <= 32) order[0] = TILE_N128_M32_DEEP, order[1] = TILE_N128_M32, order[2] = TILE_N64_M32;
-    else order[0] = TILE_N128_M64_DEEP, order[1] = TILE_N128_M64, order[2] = TILE_N64_M64;
+    if (a.m <= 16) order[0] = TILE_N64_M16, order[1] = TILE_N64_M32, order[2] = TILE_N64_M64;
+    else if (a.m <= 32) order[0] = TILE_N64_M32, order[1] = TILE_N128_M32, order[2] = TILE_N64_M64;
+    else order[0] = TILE_N128_M64, order[1] = TILE_N64_M64, order[2] = TILE_N128_M32;
     const int64_t want = dev.sms - dev.sms / 10; /* about one CTA per SM */
     int best = 0;
     int64_t best_ctas = 0;

@@ -360,18 +360,17 @@ using tile_n128_m32 = tile<4, 1, 2, 4, 2, 3>; /* 8 warps, K split over 2 warps, 
 using tile_n64_m64 = tile<2, 2, 1, 4, 1, 4>;  /* 4 warps, 80 KiB */
 using tile_n64_m32 = tile<2, 1, 2, 4, 2, 4>;  /* 4 warps, K split over 2 warps, 96 KiB */
 using tile_n64_m16 = tile<2, 1, 4, 2, 4, 3>;  /* 8 warps, K split over 4 warps, 96 KiB */
-/* deeper pipelines for the memory-bound middle (M 16 .. 64): twice the bytes in flight,
- * 192 KiB of shared memory (SM80, SM90, SM100 class parts) */
-using tile_n128_m64_deep = tile<4, 2, 1, 4, 1, 8>;
-using tile_n128_m32_deep = tile<4, 1, 2, 4, 2, 6>;
-using tile_n64_m16_deep = tile<2, 1, 4, 2, 4, 6>;
+/* one warp across all 64 rows of x: each dequantized weight fragment feeds 8 mma instead
+ * of 4 (144 / 160 KiB of shared memory: SM80, SM90, SM100 class parts) */
+using tile_n128_m64_wide = tile<4, 1, 2, 8, 2, 3>; /* 8 warps, K split over 2 warps */
+using tile_n64_m64_wide = tile<2, 1, 2, 8, 2, 4>;  /* 4 warps, K split over 2 warps */
 
 /* config names: tile name + K split */
 #define W4A16_TILE_NAMES(t) t "_split1", t "_split2", t "_split4", t "_split8"
 const char *const CONFIG_NAMES[] = {
     W4A16_TILE_NAMES("tc_n128_m64"), W4A16_TILE_NAMES("tc_n64_m128"), W4A16_TILE_NAMES("tc_n128_m32"),
     W4A16_TILE_NAMES("tc_n64_m64"),  W4A16_TILE_NAMES("tc_n64_m32"),  W4A16_TILE_NAMES("tc_n64_m16"),
-    W4A16_TILE_NAMES("tc_n128_m64_s8"), W4A16_TILE_NAMES("tc_n128_m32_s6"), W4A16_TILE_NAMES("tc_n64_m16_s6"),
+    W4A16_TILE_NAMES("tc_n128_m64w"), W4A16_TILE_NAMES("tc_n64_m64w"),
 };
 #undef W4A16_TILE_NAMES
 
@@ -383,7 +382,7 @@ template <class C> w4a16_tc_shape describe(const char *name)
 const w4a16_tc_shape TILES[] = {
     describe<tile_n128_m64>(nullptr), describe<tile_n64_m128>(nullptr), describe<tile_n128_m32>(nullptr),
     describe<tile_n64_m64>(nullptr),  describe<tile_n64_m32>(nullptr),  describe<tile_n64_m16>(nullptr),
-    describe<tile_n128_m64_deep>(nullptr), describe<tile_n128_m32_deep>(nullptr), describe<tile_n64_m16_deep>(nullptr),
+    describe<tile_n128_m64_wide>(nullptr), describe<tile_n64_m64_wide>(nullptr),
 };
 constexpr int TILE_COUNT = (int)(sizeof TILES / sizeof TILES[0]);
 /* every tile runs with each of these K splits across CTAs: config = tile * 4 + split index */
@@ -414,9 +413,8 @@ cudaError_t launch_shape(const tc_args &a, int tile_index, int splits, cudaStrea
     case 3: return launch_tile<FMT, T, tile_n64_m64>(a, splits, stream);
     case 4: return launch_tile<FMT, T, tile_n64_m32>(a, splits, stream);
     case 5: return launch_tile<FMT, T, tile_n64_m16>(a, splits, stream);
-    case 6: return launch_tile<FMT, T, tile_n128_m64_deep>(a, splits, stream);
-    case 7: return launch_tile<FMT, T, tile_n128_m32_deep>(a, splits, stream);
-    default: return launch_tile<FMT, T, tile_n64_m16_deep>(a, splits, stream);
+    case 6: return launch_tile<FMT, T, tile_n128_m64_wide>(a, splits, stream);
+    default: return launch_tile<FMT, T, tile_n64_m64_wide>(a, splits, stream);
     }
 }
 
