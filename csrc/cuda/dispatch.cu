@@ -7,9 +7,10 @@
  * index it measured fastest.
  *
  * The heuristic (choose_config) encodes what benchmarks/bench_gemm_gpu.py measured on an
- * H100 and an H200 (benchmarks/RESULTS.md): the small-M kernel up to GEMV_MAX_M rows of x
- * and for the canonical layout; beyond it, the tile whose M extent suits M, with the
- * smallest K split that gives about one CTA per SM.
+ * H100 (benchmarks/sweep_configs.py, benchmarks/RESULTS.md): the small-M kernel up to
+ * GEMV_MAX_M rows of x and for the canonical layout; beyond it, the tile whose M extent
+ * suits M, with the smallest K split that gives about one CTA per SM. Other GPUs, and
+ * shapes where this misses, are what the tuner (python -m w4a16 tune) is for.
  */
 #include <cuda_runtime.h>
 
@@ -26,7 +27,8 @@ namespace {
 #endif
 
 /* Tiles of gemm_tc.cu (config index = 1 + tile * 4 + split index). */
-constexpr int TILE_N128_M64 = 0, TILE_N128_M32 = 2, TILE_N64_M64 = 3, TILE_N64_M32 = 4, TILE_N64_M16 = 5;
+constexpr int TILE_N128_M64 = 0, TILE_N128_M32 = 2, TILE_N64_M64 = 3, TILE_N64_M32 = 4, TILE_N64_M16 = 5,
+              TILE_N128_M64_WIDE = 6;
 constexpr int SPLITS_PER_TILE = 4;
 
 struct device_facts {
@@ -48,13 +50,13 @@ cudaError_t query_device(int device_id, device_facts *facts)
 int choose_config(const w4a16_cuda_gemm_args &a, const device_facts &dev, size_t workspace_bytes)
 {
     if (!a.prepacked || a.m <= W4A16_GEMV_MAX_M) return 0;
-    /* preference by M (H100 measurements, benchmarks/RESULTS.md): 16-row tiles up to
-     * M = 16, 32-row ones to 32, 64-row ones beyond (the 128-row tile and the 192 KiB
-     * deep pipelines measured slower than these at every M) */
+    /* preference by M (H100, benchmarks/sweep_configs.py): 16-row tiles up to M = 16,
+     * 32-row ones to 32, the wide 64-row tile beyond (fastest from M = 50 to 256 on every
+     * Pi0.5 shape; the 128-row tile was never the fastest) */
     int order[3];
     if (a.m <= 16) order[0] = TILE_N64_M16, order[1] = TILE_N64_M32, order[2] = TILE_N64_M64;
     else if (a.m <= 32) order[0] = TILE_N64_M32, order[1] = TILE_N128_M32, order[2] = TILE_N64_M64;
-    else order[0] = TILE_N128_M64, order[1] = TILE_N64_M64, order[2] = TILE_N128_M32;
+    else order[0] = TILE_N128_M64_WIDE, order[1] = TILE_N128_M64, order[2] = TILE_N64_M64;
     const int64_t want = dev.sms - dev.sms / 10; /* about one CTA per SM */
     int best = 0;
     int64_t best_ctas = 0;
@@ -65,8 +67,11 @@ int choose_config(const w4a16_cuda_gemm_args &a, const device_facts &dev, size_t
             if (!w4a16_tc_shape_at(index, &shape) || w4a16_tc_unsupported(a, shape, dev.max_smem) ||
                 w4a16_tc_workspace_bytes(a, shape) > workspace_bytes)
                 continue;
-            const int64_t ctas = (int64_t)w4a16_ceil_div(a.m, shape.bm) * w4a16_ceil_div(a.n, shape.bn) * shape.split_k;
-            if (ctas >= want) return 1 + index;
+            const int64_t tiles = (int64_t)w4a16_ceil_div(a.m, shape.bm) * w4a16_ceil_div(a.n, shape.bn);
+            const int64_t ctas = tiles * shape.split_k;
+            /* no split when the tiles alone fill half the SMs: the partial sums cost more
+             * than the idle SMs (4096 x 1024 at M <= 32) */
+            if (ctas >= want || (shape.split_k == 1 && 2 * tiles >= want)) return 1 + index;
             if (ctas > best_ctas) best = 1 + index, best_ctas = ctas;
         }
     }

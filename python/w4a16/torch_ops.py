@@ -25,9 +25,9 @@ _LAYOUT_NAMES = {_C.LAYOUT_CANONICAL: "canonical", _C.LAYOUT_PREPACKED: "prepack
 # tensor from torch's caching allocator) and multiplies with cuBLAS. Canonical weights:
 # the small-M kernel re-decodes W for every 16 rows and loses from M ~ 64 on (H200,
 # benchmarks/bench_large_m.py). Prepacked weights (what the modules hold): the tensor-core
-# W4A16 GEMM wins up to M ~ 128 and loses beyond (H100, benchmarks/RESULTS.md).
+# W4A16 GEMM wins below M ~ 256 and loses beyond (H100, benchmarks/RESULTS.md).
 LARGE_M = 64
-LARGE_M_PREPACKED = 192
+LARGE_M_PREPACKED = 256
 
 
 _DTYPE_CODES = {
