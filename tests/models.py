@@ -1,6 +1,27 @@
-"""Small models the tests share."""
+"""Small models, quantizer tables and random weights the tests share (import after
+pytest.importorskip("torch"))."""
 
+import numpy as np
 import torch
+
+import w4a16
+
+# every format and INT4 variant the GPU kernels special-case, by name
+QUANTIZERS = {
+    "nvfp4": w4a16.quantize_nvfp4,
+    "mxfp4": w4a16.quantize_mxfp4,
+    "int4-g32": lambda w: w4a16.pack_int4(w, 32),
+    "int4-g64-asym": lambda w: w4a16.pack_int4(w, 64, symmetric=False),
+    "int4-g128": lambda w: w4a16.pack_int4(w, 128),
+    "int4-g128-asym": lambda w: w4a16.pack_int4(w, 128, symmetric=False),
+    "int4-channel": lambda w: w4a16.pack_int4(w, -1),
+}
+
+
+def random_weight(rng, n: int, k: int, dtype: torch.dtype, device: str = "cuda") -> torch.Tensor:
+    """Gaussian [n, k] weight with a random overall scale (0.005 .. 0.5)."""
+    w = rng.standard_normal((n, k)).astype(np.float32) * rng.uniform(0.005, 0.5)
+    return torch.from_numpy(w).to(device, dtype)
 
 
 def tiny_gemma(seed: int = 0, hidden: int = 128, intermediate: int = 512, vocab: int = 256, heads: int = 4):

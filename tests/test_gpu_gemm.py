@@ -7,17 +7,9 @@ import pytest
 import w4a16
 
 torch = pytest.importorskip("torch")
-pytestmark = pytest.mark.gpu
+from models import QUANTIZERS, random_weight  # noqa: E402
 
-MAKERS = {
-    "nvfp4": w4a16.quantize_nvfp4,
-    "mxfp4": w4a16.quantize_mxfp4,
-    "int4-g32": lambda w: w4a16.pack_int4(w, 32),
-    "int4-g64-asym": lambda w: w4a16.pack_int4(w, 64, symmetric=False),
-    "int4-g128": lambda w: w4a16.pack_int4(w, 128),
-    "int4-g128-asym": lambda w: w4a16.pack_int4(w, 128, symmetric=False),
-    "int4-channel": lambda w: w4a16.pack_int4(w, -1),
-}
+pytestmark = pytest.mark.gpu
 
 
 def bytes_of(t):
@@ -33,17 +25,12 @@ def reference(x, qw, bias=None, alpha=1.0):
     return y if bias is None else y + bias.double()
 
 
-def random_weight(rng, n, k, dtype, device="cuda"):
-    w = rng.standard_normal((n, k)).astype(np.float32) * rng.uniform(0.005, 0.5)
-    return torch.from_numpy(w).to(device, dtype)
-
-
-@pytest.mark.parametrize("fmt", list(MAKERS))
+@pytest.mark.parametrize("fmt", list(QUANTIZERS))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_gpu_quantizers_bytes_equal_cpu_reference(rng, fmt, dtype):
     w = random_weight(rng, 67, 512, dtype)
     w[3, :128] = 0
-    gpu, cpu = MAKERS[fmt](w), MAKERS[fmt](w.cpu())
+    gpu, cpu = QUANTIZERS[fmt](w), QUANTIZERS[fmt](w.cpu())
     assert gpu.codes.is_cuda
     assert np.array_equal(bytes_of(gpu.codes), bytes_of(cpu.codes))
     assert np.array_equal(bytes_of(gpu.scales), bytes_of(cpu.scales))
@@ -57,15 +44,15 @@ def test_gpu_quantizers_reject_non_finite(fmt):
     w = torch.randn(16, 64, device="cuda")
     w[5, 33] = float("nan")
     with pytest.raises(ValueError, match="NaN or Inf"):
-        MAKERS[fmt](w)
+        QUANTIZERS[fmt](w)
 
 
-@pytest.mark.parametrize("fmt", list(MAKERS))
+@pytest.mark.parametrize("fmt", list(QUANTIZERS))
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("m", list(range(1, 17)))
 def test_gpu_gemm_small_m_against_float64(rng, fmt, dtype, m):
     n, k = 203, 1024  # odd N: the last tile is partial
-    qw = MAKERS[fmt](random_weight(rng, n, k, dtype))
+    qw = QUANTIZERS[fmt](random_weight(rng, n, k, dtype))
     x = torch.from_numpy(rng.standard_normal((m, k)).astype(np.float32)).cuda().to(dtype)
     bias = torch.from_numpy(rng.standard_normal(n).astype(np.float32)).cuda().to(dtype)
     out = torch.full((m, n), float("nan"), device="cuda", dtype=dtype)  # poisoned
@@ -82,7 +69,7 @@ def test_gpu_gemm_small_m_against_float64(rng, fmt, dtype, m):
 @pytest.mark.parametrize("n,k,m", [(1024, 4096, 1), (1024, 4096, 16), (4096, 1024, 7), (2048, 16384, 3),
                                    (64, 256, 40), (300, 128, 100), (96, 2048, 257)])
 def test_gpu_gemm_shapes_and_any_m(rng, fmt, dtype, n, k, m):
-    qw = MAKERS[fmt](random_weight(rng, n, k, dtype))
+    qw = QUANTIZERS[fmt](random_weight(rng, n, k, dtype))
     x = torch.from_numpy(rng.standard_normal((m, k)).astype(np.float32)).cuda().to(dtype)
     y = w4a16.gemm(x, qw)
     ref = reference(x, qw)

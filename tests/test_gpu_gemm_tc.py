@@ -12,22 +12,11 @@ import pytest
 import w4a16
 
 torch = pytest.importorskip("torch")
+from models import QUANTIZERS, random_weight  # noqa: E402
+
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
-MAKERS = {
-    "nvfp4": w4a16.quantize_nvfp4,
-    "mxfp4": w4a16.quantize_mxfp4,
-    "int4-g32": lambda w: w4a16.pack_int4(w, 32),
-    "int4-g64-asym": lambda w: w4a16.pack_int4(w, 64, symmetric=False),
-    "int4-g128": lambda w: w4a16.pack_int4(w, 128),
-    "int4-channel": lambda w: w4a16.pack_int4(w, -1),
-}
 TC_CONFIGS = [name for name in w4a16.gemm_configs() if name.startswith("tc_")]
-
-
-def random_weight(rng, n, k, dtype):
-    w = rng.standard_normal((n, k)).astype(np.float32) * rng.uniform(0.005, 0.5)
-    return torch.from_numpy(w).cuda().to(dtype)
 
 
 def random_x(rng, m, k, dtype):
@@ -62,7 +51,7 @@ def test_every_tc_config_against_float64(rng, config, fmt):
     n, k = 200, 4096  # N not a multiple of the tile or of 8: partial tiles, scalar stores
     m = int(rng.integers(17, 140))
     dtype = torch.bfloat16 if rng.integers(2) else torch.float16
-    qw = w4a16.prepack(MAKERS[fmt](random_weight(rng, n, k, dtype)))
+    qw = w4a16.prepack(QUANTIZERS[fmt](random_weight(rng, n, k, dtype)))
     x, bias = random_x(rng, m, k, dtype), random_x(rng, 1, n, dtype)[0]
     out = torch.full((m, n), float("nan"), device="cuda", dtype=dtype)
     y = w4a16.gemm(x, qw, bias=bias, alpha=0.75, out=out, config=config)
@@ -71,13 +60,13 @@ def test_every_tc_config_against_float64(rng, config, fmt):
     assert ours <= 2 * theirs + 1e-6, (m, dtype, ours, theirs)
 
 
-@pytest.mark.parametrize("fmt", list(MAKERS))
+@pytest.mark.parametrize("fmt", list(QUANTIZERS))
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("m", [17, 50, 64, 128, 968])
 def test_default_dispatch_accuracy(rng, fmt, dtype, m):
     """The issue's accuracy target: within 2x torch's 16-bit matmul on the same weights."""
     n, k = 2048, 1024
-    qw = w4a16.prepack(MAKERS[fmt](random_weight(rng, n, k, dtype)))
+    qw = w4a16.prepack(QUANTIZERS[fmt](random_weight(rng, n, k, dtype)))
     x = random_x(rng, m, k, dtype)
     out = torch.full((m, n), float("nan"), device="cuda", dtype=dtype)
     w4a16.gemm(x, qw, out=out)

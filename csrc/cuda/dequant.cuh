@@ -27,12 +27,51 @@
 #include <stdint.h>
 
 #include "../core/codecs.h"
+#include "cuda_common.cuh"
 #include "w4a16.h"
 
 namespace {
 
 constexpr int SUPER_K = 128;      /* elements of K a quad of threads covers per step */
 constexpr int EPILOGUE_LOG2 = 10; /* the 2^-10 folded into the scale table */
+
+/* What both matmul kernels take by value: the validated gemm arguments, flattened, plus
+ * the facts derived from them once on the host. */
+struct kernel_args {
+    const void *x;
+    const uint8_t *codes;
+    const void *scales;
+    const float *global_scale; /* nvfp4 */
+    const uint8_t *zero_points;
+    const void *bias;
+    void *y;
+    float *partials;           /* tensor-core split-K: [split][m][n] fp32, else NULL */
+    int64_t m, n, k, group;
+    uint32_t chunk_shift;      /* int4: log2(group / 32), or 31 when one group spans the row */
+    bool other_scale_type;     /* int4 scales in the other 16-bit type than x */
+    float alpha;
+};
+
+inline kernel_args make_kernel_args(const w4a16_cuda_gemm_args &args, float *partials)
+{
+    kernel_args a;
+    a.x = args.x;
+    a.codes = args.codes;
+    a.scales = args.scales;
+    a.global_scale = args.global_scale;
+    a.zero_points = args.zero_points;
+    a.bias = args.bias;
+    a.y = args.y;
+    a.partials = partials;
+    a.m = args.m;
+    a.n = args.n;
+    a.k = args.k;
+    a.group = args.group_size;
+    a.chunk_shift = w4a16_int4_chunk_shift(args.group_size, args.k);
+    a.other_scale_type = args.format == W4A16_FORMAT_INT4 && args.scale_dtype != args.x_dtype;
+    a.alpha = args.alpha;
+    return a;
+}
 
 /* ---- 16-bit element traits ----------------------------------------------------- */
 

@@ -46,20 +46,7 @@
 
 namespace {
 
-struct tc_args {
-    const void *x;
-    const uint8_t *codes;
-    const void *scales;
-    const float *global_scale;
-    const uint8_t *zero_points;
-    const void *bias;
-    void *y;
-    float *partials;          /* split-K: [split][m][n] fp32 */
-    int64_t m, n, k, group;
-    uint32_t chunk_shift;     /* int4: log2(group / 32), 31 for one group per row */
-    bool other_scale_type;    /* int4 scales in the other 16-bit type than x */
-    float alpha;
-};
+using tc_args = kernel_args;
 
 template <int WN_, int WM_, int WK_, int FM_, int KSUPER_, int STAGES_>
 struct tile {
@@ -459,22 +446,7 @@ size_t w4a16_tc_workspace_bytes(const w4a16_cuda_gemm_args &a, const w4a16_tc_sh
 
 cudaError_t w4a16_tc_launch(const w4a16_cuda_gemm_args &args, int index, void *workspace, cudaStream_t stream)
 {
-    tc_args a;
-    a.x = args.x;
-    a.codes = args.codes;
-    a.scales = args.scales;
-    a.global_scale = args.global_scale;
-    a.zero_points = args.zero_points;
-    a.bias = args.bias;
-    a.y = args.y;
-    a.partials = static_cast<float *>(workspace);
-    a.m = args.m;
-    a.n = args.n;
-    a.k = args.k;
-    a.group = args.group_size;
-    a.chunk_shift = w4a16_int4_chunk_shift(args.group_size, args.k);
-    a.other_scale_type = args.format == W4A16_FORMAT_INT4 && args.scale_dtype != args.x_dtype;
-    a.alpha = args.alpha;
+    const tc_args a = make_kernel_args(args, static_cast<float *>(workspace));
     const int tile_index = index / SPLIT_COUNT, splits = SPLITS[index % SPLIT_COUNT];
     if (args.x_dtype == W4A16_DTYPE_BFLOAT16) return launch_format<__nv_bfloat16>(a, args.format, tile_index, splits, stream);
     return launch_format<__half>(a, args.format, tile_index, splits, stream);

@@ -60,21 +60,7 @@ namespace {
 #endif
 constexpr int BATCH = W4A16_GEMV_BATCH;
 
-/* ---- kernel arguments ------------------------------------------------------------- */
-
-struct gemv_args {
-    const void *x;
-    const uint8_t *codes;
-    const void *scales;
-    const float *global_scale; /* nvfp4 */
-    const uint8_t *zero_points;
-    const void *bias;
-    void *y;
-    int64_t m, n, k, group;
-    uint32_t chunk_shift; /* int4: log2(group / 32), or 31 when one group spans the row */
-    bool other_scale_type; /* int4 scales in the other 16-bit type than x */
-    float alpha;
-};
+using gemv_args = kernel_args;
 
 /* ---- the kernel ---------------------------------------------------------------------- */
 
@@ -337,21 +323,7 @@ void launch_fast_layout(bool bf16, int format, const gemv_args &a, cudaStream_t 
 
 cudaError_t w4a16_gemv_launch(const w4a16_cuda_gemm_args &args, int sms, cudaStream_t stream)
 {
-    gemv_args a;
-    a.x = args.x;
-    a.codes = args.codes;
-    a.scales = args.scales;
-    a.global_scale = args.global_scale;
-    a.zero_points = args.zero_points;
-    a.bias = args.bias;
-    a.y = args.y;
-    a.m = args.m;
-    a.n = args.n;
-    a.k = args.k;
-    a.group = args.group_size;
-    a.chunk_shift = w4a16_int4_chunk_shift(a.group, a.k);
-    a.other_scale_type = args.format == W4A16_FORMAT_INT4 && args.scale_dtype != args.x_dtype;
-    a.alpha = args.alpha;
+    const gemv_args a = make_kernel_args(args, nullptr);
     const bool bf16 = args.x_dtype == W4A16_DTYPE_BFLOAT16;
 
     /* split2 doubles the CTAs when 16-row tiles alone would leave SMs idle */

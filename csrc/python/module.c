@@ -313,6 +313,15 @@ static void raw_weight(w4a16_weight *w, int format, long long group, int layout,
     raw_view(&w->zero_points, zeros_ptr, W4A16_DTYPE_UINT8, 2, n, k / group, device_type, device_id);
 }
 
+/* The raw entry points trust their caller's shapes except this one arithmetic fact,
+ * which the views below are built from. */
+static int raw_group_ok(long long group, long long k, const char *function)
+{
+    if (group > 0 && k % group == 0 && k % 2 == 0) return 1;
+    PyErr_Format(PyExc_ValueError, "w4a16.%s: group %lld does not divide K = %lld", function, group, k);
+    return 0;
+}
+
 /* _dequantize_raw(out, out_dtype, n, k, codes, scales, scale_dtype, global_scale,
  *                 zero_points, format, group, layout, device_type, device_id, stream): the torch
  * op's large-M path writes the 16-bit weight with it. Private, like _gemm_raw. */
@@ -328,10 +337,7 @@ static PyObject *py_dequantize_raw(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "KiLLKKiKKiLiiiK", &out_ptr, &out_dtype, &n, &k, &codes_ptr, &scales_ptr, &scale_dtype,
                           &gs_ptr, &zeros_ptr, &format, &group, &layout, &device_type, &device_id, &stream_ptr))
         return NULL;
-    if (group <= 0 || k % group != 0 || k % 2 != 0) {
-        PyErr_Format(PyExc_ValueError, "w4a16.dequantize: group %lld does not divide K = %lld", group, k);
-        return NULL;
-    }
+    if (!raw_group_ok(group, k, "dequantize")) return NULL;
     raw_view(&out, out_ptr, out_dtype, 2, n, k, device_type, device_id);
     raw_weight(&w, format, group, layout, n, k, codes_ptr, scales_ptr, scale_dtype, gs_ptr, zeros_ptr, device_type,
                device_id);
@@ -365,10 +371,7 @@ static PyObject *py_gemm_raw(PyObject *self, PyObject *args)
                           &codes_ptr, &scales_ptr, &scale_dtype, &gs_ptr, &zeros_ptr, &format, &group, &layout, &alpha,
                           &config, &ws_ptr, &ws_bytes, &device_type, &device_id, &stream_ptr))
         return NULL;
-    if (group <= 0 || k % group != 0 || k % 2 != 0) {
-        PyErr_Format(PyExc_ValueError, "w4a16.gemm: group %lld does not divide K = %lld", group, k);
-        return NULL;
-    }
+    if (!raw_group_ok(group, k, "gemm")) return NULL;
     raw_view(&x, x_ptr, act_dtype, 2, m, k, device_type, device_id);
     raw_view(&y, y_ptr, act_dtype, 2, m, n, device_type, device_id);
     raw_view(&bias, bias_ptr, act_dtype, 1, n, 1, device_type, device_id);
@@ -402,10 +405,7 @@ static PyObject *py_gemm_workspace_raw(PyObject *self, PyObject *args)
                           &scale_dtype, &gs_ptr, &zeros_ptr, &format, &group, &layout, &config, &device_type,
                           &device_id))
         return NULL;
-    if (group <= 0 || k % group != 0 || k % 2 != 0) {
-        PyErr_Format(PyExc_ValueError, "w4a16.gemm: group %lld does not divide K = %lld", group, k);
-        return NULL;
-    }
+    if (!raw_group_ok(group, k, "gemm")) return NULL;
     raw_view(&x, x_ptr, act_dtype, 2, m, k, device_type, device_id);
     raw_weight(&w, format, group, layout, n, k, codes_ptr, scales_ptr, scale_dtype, gs_ptr, zeros_ptr, device_type,
                device_id);

@@ -124,9 +124,11 @@ def forget() -> None:
     _loaded.clear()
 
 
-def _time_config(torch, x, config: int, copies: list, repeats: int) -> float | None:
+def _time_config(x, config: int, copies: list, repeats: int) -> float | None:
     """Median µs of one gemm with `config` over rotating weight copies, or None if the
     config cannot run this shape."""
+    import torch
+
     from . import gemm
     from .timing import capture, replay_seconds
 
@@ -185,7 +187,7 @@ def tune(shapes: Iterable[tuple[int, int]], ms: Sequence[int] = (1, 4, 16, 32, 6
                     x = torch.randn(m, k, device=dev, dtype=torch_dtype)
                     timings = {}
                     for config, name in enumerate(names):
-                        us = _time_config(torch, x, config, copies, repeats)
+                        us = _time_config(x, config, copies, repeats)
                         if us is not None:
                             timings[name] = round(us, 3)
                     if not timings:
