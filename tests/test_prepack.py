@@ -119,3 +119,9 @@ def test_cache_lookup_picks_the_next_tuned_m(tmp_path, monkeypatch):
         assert [look(m) for m in (1, 2, 32, 33, 128, 4000)] == [0, 1, 1, 2, 2, 2]
         assert tuning.lookup("Some GPU", "mxfp4", "bfloat16", "prepacked", 256, 512, 8) == w4a16._C.GEMM_AUTO
     tuning.forget()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU error")
+def test_tune_without_a_gpu_says_so():
+    with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
+        w4a16.tune([(256, 512)], ms=[1])
