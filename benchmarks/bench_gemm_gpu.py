@@ -31,7 +31,7 @@ from w4a16 import torch_ops
 from w4a16.timing import capture, replay_seconds
 
 SHAPES = [(16384, 2048), (32768, 2048), (2048, 16384), (4096, 1024), (1024, 4096)]  # (N, K)
-BATCHES = [1, 2, 4, 8, 16, 32, 50, 64, 128, 256, 968]
+BATCHES = [1, 2, 4, 8, 10, 16, 32, 50, 64, 128, 256, 968]
 FORMATS = {
     "nvfp4": w4a16.quantize_nvfp4,
     "mxfp4": w4a16.quantize_mxfp4,

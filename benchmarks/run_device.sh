@@ -11,3 +11,5 @@ cd /tmp  # import the installed package, not the source tree
 python3 -m w4a16 info | tee -a "$OUT/device.txt"
 python3 -m pytest -q -x "$OLDPWD/tests" 2>&1 | tail -25 | tee "$OUT/tests.log"
 python3 "$OLDPWD/benchmarks/bench_gemm_gpu.py" --out "$OUT" "$@" 2>&1 | tee "$OUT/bench.log" | tail -80
+# what a kernel that only reads the same bytes achieves (calibrates the % of roofline column)
+nvcc -O3 -arch=sm_90 -o /tmp/read_floor "$OLDPWD/benchmarks/bench_read_floor.cu" && /tmp/read_floor | tee "$OUT/read_floor.txt"

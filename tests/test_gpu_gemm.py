@@ -77,6 +77,27 @@ def test_gpu_gemm_shapes_and_any_m(rng, fmt, dtype, n, k, m):
     assert rel_err(y, ref) <= 2 * rel_err(torch_y, ref) + 1e-6
 
 
+@pytest.mark.parametrize("fmt", ["nvfp4", "int4-g64-asym"])
+@pytest.mark.parametrize("layout", ["canonical", "prepacked"])
+@pytest.mark.parametrize("n,k", [(40009, 256), (16392, 512), (16392, 384)])
+@pytest.mark.parametrize("m", [1, 5, 16])
+def test_gpu_gemm_small_m_tall_weights(rng, fmt, layout, n, k, m):
+    """Tall weights give the small-M kernel as many tiles as resident warps: warps own whole
+    tiles of 16 rows (N = 40009) or of 8 rows over two K halves (N = 16392, K = 512);
+    K = 384 cannot be halved into super-tiles and takes CTA-shared tiles."""
+    qw = QUANTIZERS[fmt](random_weight(rng, n, k, torch.bfloat16))
+    if layout == "prepacked":
+        qw = w4a16.prepack(qw)
+    x = torch.from_numpy(rng.standard_normal((m, k)).astype(np.float32)).cuda().bfloat16()
+    bias = torch.from_numpy(rng.standard_normal(n).astype(np.float32)).cuda().bfloat16()
+    out = torch.full((m, n), float("nan"), device="cuda", dtype=torch.bfloat16)  # poisoned
+    y = w4a16.gemm(x, qw, bias=bias, out=out, config=0)  # config 0: the small-M kernel
+    assert torch.isfinite(y).all()
+    ref = reference(x, qw, bias)
+    torch_y = torch.nn.functional.linear(x, qw.dequantize("bfloat16"), bias)
+    assert rel_err(y, ref) <= 2 * rel_err(torch_y, ref) + 1e-6
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_gpu_gemm_generic_path(rng, dtype):
     # K = 80 is not a multiple of 128 and x starts 2 bytes off a 16-byte boundary: the

@@ -242,23 +242,19 @@ template <int FMT, typename T> struct scale_cursor {
     }
 };
 
-/* Scaled A-operand pairs for the 8 k-tiles of one row chunk (16 bytes of codes). */
+/* Scaled A-operand pairs of word r (elements 8r .. 8r + 7) of one row chunk (16 bytes of
+ * codes): the pairs of k-tiles 2r and 2r + 1. Callers unroll over r. */
 template <int FMT, typename T>
-__device__ __forceinline__ void dequant_chunk(const uint4 &q, const chunk_scale &cs, uint32_t int_xor,
-                                              uint32_t (&pairs)[16])
+__device__ __forceinline__ void dequant_chunk_word(const uint4 &q, int r, const chunk_scale &cs, uint32_t int_xor,
+                                                   uint32_t (&pairs)[4])
 {
-    const uint32_t words[4] = {q.x, q.y, q.z, q.w};
+    const uint32_t word = r == 0 ? q.x : r == 1 ? q.y : r == 2 ? q.z : q.w;
+    dequant_word<FMT, T>(word, int_xor, pairs);
+    const uint32_t s = (FMT == W4A16_FORMAT_NVFP4 && r >= 2) ? cs.s1 : cs.s0; /* 16-element blocks */
 #pragma unroll
-    for (int r = 0; r < 4; r++) {
-        uint32_t p[4];
-        dequant_word<FMT, T>(words[r], int_xor, p);
-        const uint32_t s = (FMT == W4A16_FORMAT_NVFP4 && r >= 2) ? cs.s1 : cs.s0;
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-            uint32_t v = p[j];
-            if (FMT == W4A16_FORMAT_INT4) v = sub2<T>(v, cs.offset);
-            pairs[4 * r + j] = mul2<T>(v, s);
-        }
+    for (int j = 0; j < 4; j++) {
+        if (FMT == W4A16_FORMAT_INT4) pairs[j] = sub2<T>(pairs[j], cs.offset);
+        pairs[j] = mul2<T>(pairs[j], s);
     }
 }
 

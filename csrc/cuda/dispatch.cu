@@ -20,11 +20,14 @@
 namespace {
 
 /* Up to this many rows of x the small-M kernel runs; beyond it the tensor-core GEMM
- * (measured on an H100: at M = 16 the GEMM with 16-row tiles is 5-35% faster on the Pi0.5
- * shapes, at M = 1 the small-M kernel is 1.2-1.4x faster). */
+ * (measured on an H100: at M = 16 the GEMM with 16-row tiles is 5-35% faster on the large
+ * Pi0.5 shapes, at M = 1 the small-M kernel is 1.2-1.4x faster) -- except for weights of
+ * at most GEMV_SMALL_WEIGHT elements (the action expert's 4096x1024 and 1024x4096), where
+ * the small-M kernel stays 10-20% faster up to M = 16. */
 #ifndef W4A16_GEMV_MAX_M
 #define W4A16_GEMV_MAX_M 8
 #endif
+constexpr int64_t GEMV_SMALL_WEIGHT = (int64_t)1 << 22;
 
 /* Tiles of gemm_tc.cu (config index = 1 + tile * 4 + split index). */
 constexpr int TILE_N128_M64 = 0, TILE_N128_M32 = 2, TILE_N64_M64 = 3, TILE_N64_M32 = 4, TILE_N64_M16 = 5,
@@ -50,6 +53,7 @@ cudaError_t query_device(int device_id, device_facts *facts)
 int choose_config(const w4a16_cuda_gemm_args &a, const device_facts &dev, size_t workspace_bytes)
 {
     if (!a.prepacked || a.m <= W4A16_GEMV_MAX_M) return 0;
+    if (a.m <= 16 && a.n * a.k <= GEMV_SMALL_WEIGHT) return 0;
     /* preference by M (H100, benchmarks/sweep_configs.py): 16-row tiles up to M = 16,
      * 32-row ones to 32, the wide 64-row tile beyond (fastest from M = 50 to 256 on every
      * Pi0.5 shape; the 128-row tile was never the fastest) */

@@ -4,35 +4,47 @@
  *
  *   y [M, N] = alpha * x [M, K] @ dequant(W [N, K])^T + bias
  *
- * At M <= 16 the work is bound by reading the 4-bit weights, so the kernel is built
- * around streaming them: 16-byte loads, several in flight per thread, dequantization in
- * registers, and the multiply on tensor cores (mma.sync m16n8k16, SM80 .. SM120) so that
- * the arithmetic per weight stays a handful of integer ops whatever M is.
+ * At M <= 16 the work should be bound by reading the 4-bit weights, so the kernel is
+ * built around keeping DRAM busy: 16-byte streaming loads issued several steps ahead of
+ * their use, a persistent grid so that no SM waits on a CTA launch or drain,
+ * dequantization in registers, and the multiply on tensor cores (mma.sync m16n8k16,
+ * SM80 .. SM120) so that the arithmetic per weight stays a handful of integer ops
+ * whatever M is. On an H100 it is nevertheless bound by instruction issue (~5 per
+ * weight, benchmarks/NOTES.md): the decode of the codes is what to make cheaper next.
  *
- * Stage 1 — tiles. A CTA owns a tile of 16 weight rows (or 8 rows x 2 halves of K when
- *   N is small: "split2", a split-K that needs no second pass because both halves land
- *   in the same mma tile). Its WARPS warps split K between them; blockIdx.x walks
- *   16-row chunks of x, so CTAs sharing a weight tile run together and share it in L2.
+ * Stage 1 — tiles. A tile is 16 weight rows (or 8 rows x 2 halves of K when N is small:
+ *   "split2", a split-K that needs no second pass because both halves land in the same
+ *   mma tile). The grid is persistent: about as many CTAs as fit on the GPU at once, CTA
+ *   c taking tiles c, c + gridDim.x, ...; blockIdx.y walks 16-row chunks of x. Inside a
+ *   CTA the WARPS warps split K: warp w takes super-tiles (128 elements of K) w, w + WARPS,
+ *   ..., the same number for every warp so that all warps finish a tile together.
  *
- * Stage 2 — the operand mapping. Weights are the mma's A operand (rows = n), x is B
- *   (columns = m). A k-step of 128 elements ("super-tile") is covered by the 4 threads
- *   of a quad: thread t of quad g loads bytes [16t, 16t + 16) of weight rows g and g+8,
- *   i.e. 32 consecutive elements each. The 8 mma k-tiles of the super-tile take 4 of
- *   those elements per thread; since a dot product does not care about the order of k,
- *   x is loaded with the same permutation (thread t reads x[m, 32t .. 32t + 32)) and no
- *   data is reshuffled between threads.
+ * Stage 2 — the load ring. A warp's work is one flat sequence of (tile, super-tile)
+ *   steps. Its weight words and scales live in a ring of DEPTH register slots: the step
+ *   DEPTH ahead is issued as soon as a slot is consumed, across tile boundaries, so the
+ *   loads of the next tile are in flight while this one is reduced and stored.
  *
- * Stage 3 — dequantization (dequant.cuh): nibbles j and j+4 of a 32-bit word decode as
+ * Stage 3 — the operand mapping. Weights are the mma's A operand (rows = n), x is B
+ *   (columns = m). A super-tile is covered by the 4 threads of a quad: thread t of quad g
+ *   loads bytes [16t, 16t + 16) of weight rows g and g+8, i.e. 32 consecutive elements
+ *   each. The 8 mma k-tiles of the super-tile take 4 of those elements per thread; since
+ *   a dot product does not care about the order of k, x is loaded with the same
+ *   permutation (thread t reads x[m, 32t .. 32t + 32)) and no data moves between threads.
+ *
+ * Stage 4 — dequantization (dequant.cuh): nibbles j and j+4 of a 32-bit word decode as
  *   one 16-bit pair. In the canonical layout they are elements (j, j+4), and x is gathered
  *   into the same pairs with byte permutes; in the prepacked layout they are (2j, 2j+1)
  *   and x is used as loaded. One 16-bit multiply per pair applies the block scale.
  *
- * Stage 4 — epilogue. Warps reduce their fp32 accumulators through shared memory;
- *   warp 0 adds bias, rounds to the output dtype and stores.
+ * Stage 5 — epilogue, once per tile. Warps put their fp32 accumulators in shared memory
+ *   (two buffers, so one barrier per tile suffices), and every thread sums one output
+ *   over the warps, adds bias, rounds to the output dtype and stores.
  *
  * Shapes the fast kernel does not take (K % 128 != 0, misaligned pointers) go to
  * gemm_w4_generic, a plain fp32 SIMT kernel that reads one code at a time.
  */
+#include <algorithm>
+
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <stdint.h>
@@ -44,23 +56,23 @@
 #include "gemm_tc.h"
 
 namespace {
-/* Super-tiles whose weight loads a warp issues at once, and the CTAs per SM the
- * register allocation must allow (overridable for tuning experiments). */
-#ifndef W4A16_GEMV_BATCH
-#define W4A16_GEMV_BATCH 2
+/* Steps each warp keeps in flight, and the CTAs per SM the register allocation must allow
+ * (overridable for tuning experiments). */
+#ifndef W4A16_GEMV_DEPTH
+#define W4A16_GEMV_DEPTH 2
 #endif
 #ifndef W4A16_GEMV_MIN_CTAS_4WARPS
 #define W4A16_GEMV_MIN_CTAS_4WARPS 4
 #endif
-#ifndef W4A16_GEMV_SPLIT2_BELOW_CTAS_PER_SM /* split2 when 16-row tiles give fewer CTAs per SM */
-#define W4A16_GEMV_SPLIT2_BELOW_CTAS_PER_SM 2
-#endif
-#ifndef W4A16_GEMV_8WARPS_FROM_STEPS /* 8 warps per CTA from this many super-tiles on */
-#define W4A16_GEMV_8WARPS_FROM_STEPS 16
-#endif
-constexpr int BATCH = W4A16_GEMV_BATCH;
+constexpr int DEPTH = W4A16_GEMV_DEPTH;
 
 using gemv_args = kernel_args;
+
+/* Where one thread's two A rows of a tile start: codes and scales. */
+template <int FMT, typename T> struct tile_rows {
+    const uint8_t *codes_g, *codes_h;
+    scale_cursor<FMT, T> scale_g, scale_h;
+};
 
 /* ---- the kernel ---------------------------------------------------------------------- */
 
@@ -68,38 +80,72 @@ template <int FMT, typename T, int MB, bool SPLIT2, int WARPS, bool PREPACKED>
 __global__ void __launch_bounds__(WARPS * 32, WARPS == 4 ? W4A16_GEMV_MIN_CTAS_4WARPS : W4A16_GEMV_MIN_CTAS_4WARPS / 2)
 gemv_w4_kernel(gemv_args a)
 {
+    constexpr int ROWS = SPLIT2 ? 8 : 16;      /* weight rows per tile */
+    constexpr int OUT_J = SPLIT2 ? 2 : 4;      /* accumulator registers that are outputs */
     __shared__ uint32_t lut[256];
-    __shared__ float partial[WARPS][MB][4][32];
+    __shared__ float partial[2][WARPS][MB * 4][32];
 
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;
-    constexpr int ROWS = SPLIT2 ? 8 : 16;
-    const int64_t n0 = (int64_t)blockIdx.y * ROWS;
-    const int64_t m0 = (int64_t)blockIdx.x * (MB * 8);
-
-    /* the two A rows of this thread: rows g and g+8, or row g over two halves of K */
+    const int64_t tiles = (a.n + ROWS - 1) / ROWS;
+    const int64_t m0 = (int64_t)blockIdx.y * (MB * 8);
     const int64_t k_span = SPLIT2 ? a.k / 2 : a.k;
-    const int64_t row_g = min(n0 + g, a.n - 1); /* rows past N read row N-1, never stored */
-    const int64_t row_h = SPLIT2 ? row_g : min(n0 + g + 8, a.n - 1);
     const int64_t k_h = SPLIT2 ? k_span : 0; /* K offset of the second A row */
+    const uint32_t steps_total = (uint32_t)(k_span / SUPER_K);
+    const uint32_t steps = (steps_total + WARPS - 1) / WARPS; /* per warp and tile, all warps alike */
+    const uint32_t items = (uint32_t)((tiles - blockIdx.x + gridDim.x - 1) / gridDim.x) * steps;
+    const int64_t k_first = warp * SUPER_K + 32 * t; /* this thread's first element of a row */
 
-    /* per-thread cursors, advanced by 32-bit offsets: super-tile s of this warp is global
-     * step warp + s * WARPS; its chunk starts 32t elements in */
-    const uint8_t *codes_g = a.codes + row_g * (a.k / 2) + (warp * SUPER_K + 32 * t) / 2;
-    const uint8_t *codes_h = a.codes + row_h * (a.k / 2) + (k_h + warp * SUPER_K + 32 * t) / 2;
-    const scale_cursor<FMT, T> scale_g(a.scales, a.zero_points, a.k, a.group, row_g, warp * SUPER_K + 32 * t,
-                                       a.chunk_shift);
-    const scale_cursor<FMT, T> scale_h(a.scales, a.zero_points, a.k, a.group, row_h,
-                                       k_h + warp * SUPER_K + 32 * t, a.chunk_shift);
+    /* the two A rows of this thread in `tile`: rows g and g+8, or row g over two halves
+     * of K; rows past N read row N-1 and are never stored */
+    auto rows_of = [&](int64_t tile) {
+        const int64_t row_g = min(tile * ROWS + g, a.n - 1);
+        const int64_t row_h = SPLIT2 ? row_g : min(tile * ROWS + g + 8, a.n - 1);
+        tile_rows<FMT, T> r;
+        r.codes_g = a.codes + row_g * (a.k / 2) + k_first / 2;
+        r.codes_h = a.codes + row_h * (a.k / 2) + (k_h + k_first) / 2;
+        r.scale_g = scale_cursor<FMT, T>(a.scales, a.zero_points, a.k, a.group, row_g, k_first, a.chunk_shift);
+        r.scale_h = scale_cursor<FMT, T>(a.scales, a.zero_points, a.k, a.group, row_h, k_h + k_first, a.chunk_shift);
+        return r;
+    };
+
+    /* stage 2: the ring. Slot u holds steps u, u + DEPTH, ...; `issue` loads the next
+     * step of the sequence into slot u. Warp-uniform branches only. */
+    uint4 qg[DEPTH], qh[DEPTH];
+    raw_scale sg[DEPTH], sh[DEPTH];
+    int64_t load_tile = blockIdx.x;
+    uint32_t load_step = 0, issued = 0;
+    tile_rows<FMT, T> load_rows = rows_of(load_tile);
+    auto issue = [&](int u) {
+        if (issued >= items) return;
+        if (warp + load_step * WARPS < steps_total) {
+            const uint32_t byte_offset = load_step * (WARPS * SUPER_K / 2);
+            qg[u] = __ldcs(reinterpret_cast<const uint4 *>(load_rows.codes_g + byte_offset));
+            qh[u] = __ldcs(reinterpret_cast<const uint4 *>(load_rows.codes_h + byte_offset));
+            sg[u] = load_rows.scale_g.load(load_step * WARPS);
+            sh[u] = load_rows.scale_h.load(load_step * WARPS);
+        }
+        issued++;
+        if (++load_step == steps) {
+            load_step = 0;
+            load_tile += gridDim.x;
+            if (issued < items) load_rows = rows_of(load_tile);
+        }
+    };
+
+    /* x rows past M are not loaded (zeros): at M = 1 only one quad of each warp reads x */
     const T *x_rows[MB];
     bool x_valid[MB];
 #pragma unroll
     for (int b = 0; b < MB; b++) {
         const int64_t m = m0 + 8 * b + g;
         x_valid[b] = m < a.m;
-        x_rows[b] = reinterpret_cast<const T *>(a.x) + (x_valid[b] ? m : 0) * a.k + warp * SUPER_K + 32 * t;
+        x_rows[b] = reinterpret_cast<const T *>(a.x) + (x_valid[b] ? m : 0) * a.k + k_first;
     }
     const uint32_t int_xor = bits16<T>::INT_MAGIC ^ (a.zero_points ? 0u : 0x00080008u);
+    const float epilogue = epilogue_factor<FMT>(a.alpha, a.global_scale);
+    const T *bias = reinterpret_cast<const T *>(a.bias);
+    uint16_t *y = reinterpret_cast<uint16_t *>(a.y);
 
     float acc[MB][4];
 #pragma unroll
@@ -107,70 +153,36 @@ gemv_w4_kernel(gemv_args a)
 #pragma unroll
         for (int j = 0; j < 4; j++) acc[b][j] = 0.0f;
 
-    /* This warp's super-tiles, in batches of BATCH: all weight loads of a batch are
-     * issued before any is used, so each thread keeps BATCH * 32 bytes of DRAM reads in
-     * flight instead of waiting once per super-tile. */
-    const int64_t steps_total = k_span / SUPER_K;
-    const uint32_t my_steps = warp < steps_total ? (uint32_t)((steps_total - warp + WARPS - 1) / WARPS) : 0;
-    uint4 qg[BATCH], qh[BATCH];
-    raw_scale sg[BATCH], sh[BATCH];
-    auto load_batch = [&](uint32_t first) {
+    /* one step: x from L1/L2 (small, reused by every CTA), weights from slot u; word by
+     * word of the 16-byte chunks, so that few x and weight pairs are live at once */
+    auto compute = [&](int u, uint32_t step) {
+        const uint32_t x_offset = step * (WARPS * SUPER_K);
+        const chunk_scale cs_g = scale_cursor<FMT, T>::resolve(sg[u], lut, a.other_scale_type);
+        const chunk_scale cs_h = scale_cursor<FMT, T>::resolve(sh[u], lut, a.other_scale_type);
 #pragma unroll
-        for (int u = 0; u < BATCH; u++) {
-            const uint32_t s = first + u;
-            if (s < my_steps) {
-                const uint32_t byte_offset = s * (WARPS * SUPER_K / 2);
-                qg[u] = __ldcs(reinterpret_cast<const uint4 *>(codes_g + byte_offset));
-                qh[u] = __ldcs(reinterpret_cast<const uint4 *>(codes_h + byte_offset));
-                sg[u] = scale_g.load(s * WARPS);
-                sh[u] = scale_h.load(s * WARPS);
-            }
-        }
-    };
-    /* the first batch goes out before the scale table is filled: the fill hides under it */
-    load_batch(0);
-    if (FMT != W4A16_FORMAT_INT4) fill_scale_lut<FMT, T>(lut);
-    __syncthreads();
-    for (uint32_t first = 0; first < my_steps; first += BATCH) {
-        if (first > 0) load_batch(first);
-#pragma unroll
-        for (int u = 0; u < BATCH; u++) {
-            const uint32_t s = first + u;
-            if (s >= my_steps) break;
-            const uint32_t x_offset = s * (WARPS * SUPER_K);
-            /* x (small, reused by every CTA) comes from L1/L2 */
-            uint4 xv[MB][2][4];
-#pragma unroll
-            for (int b = 0; b < MB; b++) {
-#pragma unroll
-                for (int half = 0; half < (SPLIT2 ? 2 : 1); half++) {
-                    const uint4 *src = reinterpret_cast<const uint4 *>(x_rows[b] + x_offset + (half ? k_h : 0));
-#pragma unroll
-                    for (int j = 0; j < 4; j++) xv[b][half][j] = x_valid[b] ? __ldg(src + j) : make_uint4(0, 0, 0, 0);
-                }
-            }
-            uint32_t xp[MB][2][16];
+        for (int r = 0; r < 4; r++) {
+            uint32_t xp[MB][2][4]; /* x pairs of elements 8r .. 8r + 7 of the thread's chunk */
 #pragma unroll
             for (int b = 0; b < MB; b++)
 #pragma unroll
-                for (int half = 0; half < (SPLIT2 ? 2 : 1); half++)
+                for (int half = 0; half < (SPLIT2 ? 2 : 1); half++) {
+                    const uint4 *src = reinterpret_cast<const uint4 *>(x_rows[b] + x_offset + (half ? k_h : 0));
+                    const uint4 v = x_valid[b] ? __ldg(src + r) : make_uint4(0, 0, 0, 0);
+                    const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+                    if (PREPACKED) { /* the weight pairs are already (k, k+1) pairs */
 #pragma unroll
-                    for (int r = 0; r < 4; r++) {
-                        const uint32_t *words = reinterpret_cast<const uint32_t *>(&xv[b][half][0]) + 4 * r;
-                        if (PREPACKED) { /* the weight pairs are already (k, k+1) pairs */
-#pragma unroll
-                            for (int j = 0; j < 4; j++) xp[b][half][4 * r + j] = words[j];
-                        } else {
-                            permute_x_word(words, &xp[b][half][4 * r]);
-                        }
+                        for (int j = 0; j < 4; j++) xp[b][half][j] = words[j];
+                    } else {
+                        permute_x_word(words, xp[b][half]);
                     }
-            uint32_t pg[16], ph[16];
-            dequant_chunk<FMT, T>(qg[u], scale_cursor<FMT, T>::resolve(sg[u], lut, a.other_scale_type), int_xor, pg);
-            dequant_chunk<FMT, T>(qh[u], scale_cursor<FMT, T>::resolve(sh[u], lut, a.other_scale_type), int_xor, ph);
+                }
+            uint32_t pg[4], ph[4];
+            dequant_chunk_word<FMT, T>(qg[u], r, cs_g, int_xor, pg);
+            dequant_chunk_word<FMT, T>(qh[u], r, cs_h, int_xor, ph);
 #pragma unroll
-            for (int i = 0; i < 8; i++) {
-                /* k-tile i: pairs 2i, 2i+1 of the chunk (elements {0,4,1,5} or {2,6,3,7}
-                 * of word i/2), and the x pairs gathered the same way */
+            for (int i = 0; i < 2; i++) {
+                /* k-tile 2r + i: pairs 2i, 2i+1 of the word (elements {0,4,1,5} or {2,6,3,7}
+                 * in the canonical layout, {0..3} or {4..7} prepacked), x gathered alike */
                 const uint32_t afrag[4] = {pg[2 * i], ph[2 * i], pg[2 * i + 1], ph[2 * i + 1]};
 #pragma unroll
                 for (int b = 0; b < MB; b++) {
@@ -191,43 +203,62 @@ gemv_w4_kernel(gemv_args a)
                 }
             }
         }
-    }
+    };
 
-    /* stage 4: reduce over warps, then warp 0 writes */
+    /* stage 5: the accumulators of `tile` -> y. Accumulator j of lane l: c0, c1 = (row
+     * l/4, cols 2(l%4), +1), c2, c3 = row + 8; split2 adds the two K halves held as rows
+     * l/4 and l/4 + 8. */
+    auto store = [&](int64_t tile, int b, int j, int l, float v) {
+        const int64_t n = tile * ROWS + l / 4 + (SPLIT2 ? 0 : 8 * (j / 2));
+        const int64_t m = m0 + 8 * b + 2 * (l % 4) + (j % 2);
+        if (n >= a.n || m >= a.m) return;
+        v *= epilogue;
+        if (bias) v += bits16<T>::to_float(reinterpret_cast<const uint16_t *>(bias)[n]);
+        y[m * a.n + n] = bits16<T>::from_float(v);
+    };
+    /* warps put their sums in shared memory (the buffers alternate, so one barrier per
+     * tile suffices) and every thread reduces one output over the warps */
+    auto finish_tile = [&](int64_t tile, int buffer) {
 #pragma unroll
-    for (int b = 0; b < MB; b++)
+        for (int b = 0; b < MB; b++)
 #pragma unroll
-        for (int j = 0; j < 4; j++) partial[warp][b][j][lane] = acc[b][j];
-    __syncthreads();
-    if (warp != 0) return;
+            for (int j = 0; j < 4; j++) {
+                partial[buffer][warp][4 * b + j][lane] = acc[b][j];
+                acc[b][j] = 0.0f;
+            }
+        __syncthreads();
+        for (int idx = threadIdx.x; idx < MB * OUT_J * 32; idx += WARPS * 32) {
+            const int b = idx / (OUT_J * 32), j = (idx / 32) % OUT_J, l = idx % 32;
+            float v = 0.0f;
 #pragma unroll
-    for (int b = 0; b < MB; b++)
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-            float s = 0.0f;
-#pragma unroll
-            for (int w = 0; w < WARPS; w++) s += partial[w][b][j][lane];
-            acc[b][j] = s;
+            for (int w = 0; w < WARPS; w++) {
+                v += partial[buffer][w][4 * b + j][l];
+                if (SPLIT2) v += partial[buffer][w][4 * b + j + 2][l];
+            }
+            store(tile, b, j, l, v);
         }
+    };
 
-    const float epilogue = epilogue_factor<FMT>(a.alpha, a.global_scale);
-    const T *bias = reinterpret_cast<const T *>(a.bias);
-    uint16_t *y = reinterpret_cast<uint16_t *>(a.y);
+    /* the first steps go out before the scale table is filled: the fill hides under them */
 #pragma unroll
-    for (int b = 0; b < MB; b++) {
-        /* accumulator: c0, c1 = (row g, cols 2t, 2t+1); c2, c3 = (row g+8, same cols) */
+    for (int u = 0; u < DEPTH; u++) issue(u);
+    if (FMT != W4A16_FORMAT_INT4) fill_scale_lut<FMT, T>(lut);
+    __syncthreads();
+
+    int64_t tile = blockIdx.x;
+    uint32_t step = 0;
+    int buffer = 0;
+    for (uint32_t first = 0; first < items; first += DEPTH) {
 #pragma unroll
-        for (int rr = 0; rr < (SPLIT2 ? 1 : 2); rr++) {
-            const int64_t n = n0 + g + 8 * rr;
-#pragma unroll
-            for (int c = 0; c < 2; c++) {
-                const int64_t m = m0 + 8 * b + 2 * t + c;
-                float v = SPLIT2 ? acc[b][c] + acc[b][c + 2] : acc[b][2 * rr + c];
-                if (n < a.n && m < a.m) {
-                    v *= epilogue;
-                    if (bias) v += bits16<T>::to_float(reinterpret_cast<const uint16_t *>(bias)[n]);
-                    y[m * a.n + n] = bits16<T>::from_float(v);
-                }
+        for (int u = 0; u < DEPTH; u++) {
+            if (first + u >= items) break;
+            if (warp + step * WARPS < steps_total) compute(u, step);
+            issue(u);
+            if (++step == steps) {
+                finish_tile(tile, buffer);
+                buffer ^= 1;
+                step = 0;
+                tile += gridDim.x;
             }
         }
     }
@@ -282,41 +313,86 @@ __global__ void gemm_w4_generic(w4a16_cuda_gemm_args a)
 
 bool aligned16(const void *p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-template <int FMT, typename T, int MB, bool SPLIT2, bool PREPACKED>
-void launch_fast(const gemv_args &a, cudaStream_t stream, int warps)
+/* CTAs of `kernel` that fit on one SM, asked once per instantiation (it depends on the
+ * kernel's registers and shared memory and on the architecture; a process that mixes GPU
+ * generations gets the first one's answer, which only affects speed). */
+template <typename Kernel> int resident_ctas(Kernel kernel, int threads)
+{
+    int ctas = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, kernel, threads, 0) != cudaSuccess || ctas < 1) {
+        (void)cudaGetLastError(); /* a failed query is not the launch's error */
+        ctas = 1;
+    }
+    return ctas;
+}
+
+/* The host-side choices of a launch (w4a16_gemv_launch). */
+struct launch_shape {
+    bool split2; /* 8-row tiles over two K halves */
+    int warps;   /* 4 or 8 per CTA */
+    int sms;
+};
+
+template <int FMT, typename T, int MB, bool SPLIT2, int WARPS, bool PREPACKED>
+void launch_persistent(const gemv_args &a, cudaStream_t stream, int sms)
 {
     constexpr int ROWS = SPLIT2 ? 8 : 16;
-    const dim3 grid(w4a16_ceil_div(a.m, MB * 8), w4a16_ceil_div(a.n, ROWS));
-    if (warps >= 8) gemv_w4_kernel<FMT, T, MB, SPLIT2, 8, PREPACKED><<<grid, 8 * 32, 0, stream>>>(a);
-    else gemv_w4_kernel<FMT, T, MB, SPLIT2, 4, PREPACKED><<<grid, 4 * 32, 0, stream>>>(a);
+    const auto kernel = gemv_w4_kernel<FMT, T, MB, SPLIT2, WARPS, PREPACKED>;
+    static const int per_sm = resident_ctas(kernel, WARPS * 32);
+    const int64_t tiles = (a.n + ROWS - 1) / ROWS;
+    const int64_t chunks = w4a16_ceil_div(a.m, MB * 8);
+    const int64_t resident = (int64_t)per_sm * (sms > 0 ? sms : 132);
+    const int64_t ctas = std::max<int64_t>(1, std::min<int64_t>(tiles, resident / chunks));
+    kernel<<<dim3((unsigned)ctas, (unsigned)chunks), WARPS * 32, 0, stream>>>(a);
+}
+
+template <int FMT, typename T, int MB, bool SPLIT2, bool PREPACKED>
+void launch_fast(const gemv_args &a, cudaStream_t stream, const launch_shape &ls)
+{
+    if (ls.warps >= 8) launch_persistent<FMT, T, MB, SPLIT2, 8, PREPACKED>(a, stream, ls.sms);
+    else launch_persistent<FMT, T, MB, SPLIT2, 4, PREPACKED>(a, stream, ls.sms);
 }
 
 template <int FMT, typename T, bool PREPACKED>
-void launch_fast_format(const gemv_args &a, cudaStream_t stream, bool split2, int warps)
+void launch_fast_format(const gemv_args &a, cudaStream_t stream, const launch_shape &ls)
 {
     const bool small_m = a.m <= 8;
-    if (split2) {
-        if (small_m) launch_fast<FMT, T, 1, true, PREPACKED>(a, stream, warps);
-        else launch_fast<FMT, T, 2, true, PREPACKED>(a, stream, warps);
+    if (ls.split2) {
+        if (small_m) launch_fast<FMT, T, 1, true, PREPACKED>(a, stream, ls);
+        else launch_fast<FMT, T, 2, true, PREPACKED>(a, stream, ls);
     } else {
-        if (small_m) launch_fast<FMT, T, 1, false, PREPACKED>(a, stream, warps);
-        else launch_fast<FMT, T, 2, false, PREPACKED>(a, stream, warps);
+        if (small_m) launch_fast<FMT, T, 1, false, PREPACKED>(a, stream, ls);
+        else launch_fast<FMT, T, 2, false, PREPACKED>(a, stream, ls);
     }
 }
 
 template <typename T, bool PREPACKED>
-void launch_fast_dtype(int format, const gemv_args &a, cudaStream_t stream, bool split2, int warps)
+void launch_fast_dtype(int format, const gemv_args &a, cudaStream_t stream, const launch_shape &ls)
 {
-    if (format == W4A16_FORMAT_NVFP4) launch_fast_format<W4A16_FORMAT_NVFP4, T, PREPACKED>(a, stream, split2, warps);
-    else if (format == W4A16_FORMAT_MXFP4) launch_fast_format<W4A16_FORMAT_MXFP4, T, PREPACKED>(a, stream, split2, warps);
-    else launch_fast_format<W4A16_FORMAT_INT4, T, PREPACKED>(a, stream, split2, warps);
+    if (format == W4A16_FORMAT_NVFP4) launch_fast_format<W4A16_FORMAT_NVFP4, T, PREPACKED>(a, stream, ls);
+    else if (format == W4A16_FORMAT_MXFP4) launch_fast_format<W4A16_FORMAT_MXFP4, T, PREPACKED>(a, stream, ls);
+    else launch_fast_format<W4A16_FORMAT_INT4, T, PREPACKED>(a, stream, ls);
 }
 
 template <bool PREPACKED>
-void launch_fast_layout(bool bf16, int format, const gemv_args &a, cudaStream_t stream, bool split2, int warps)
+void launch_fast_layout(bool bf16, int format, const gemv_args &a, cudaStream_t stream, const launch_shape &ls)
 {
-    if (bf16) launch_fast_dtype<__nv_bfloat16, PREPACKED>(format, a, stream, split2, warps);
-    else launch_fast_dtype<__half, PREPACKED>(format, a, stream, split2, warps);
+    if (bf16) launch_fast_dtype<__nv_bfloat16, PREPACKED>(format, a, stream, ls);
+    else launch_fast_dtype<__half, PREPACKED>(format, a, stream, ls);
+}
+
+/* Tiles and warps for a launch, from a sweep on an H100 (benchmarks/RESULTS.md): split2
+ * when 16-row tiles cannot give every SM one CTA (2048x16384, 1024x4096); 8 warps per CTA
+ * while there are fewer than 8 tiles per SM, 4 (and more resident CTAs) beyond. */
+launch_shape choose_shape(const gemv_args &a, int sms)
+{
+    const int64_t chunks = w4a16_ceil_div(a.m, a.m <= 8 ? 8 : 16);
+    const int64_t tiles16 = ((a.n + 15) / 16) * chunks;
+    launch_shape ls;
+    ls.sms = sms;
+    ls.split2 = a.k % (2 * SUPER_K) == 0 && tiles16 < sms;
+    ls.warps = (ls.split2 ? 2 * tiles16 : tiles16) < 8 * (int64_t)sms ? 8 : 4;
+    return ls;
 }
 
 } // namespace
@@ -326,18 +402,13 @@ cudaError_t w4a16_gemv_launch(const w4a16_cuda_gemm_args &args, int sms, cudaStr
     const gemv_args a = make_kernel_args(args, nullptr);
     const bool bf16 = args.x_dtype == W4A16_DTYPE_BFLOAT16;
 
-    /* split2 doubles the CTAs when 16-row tiles alone would leave SMs idle */
-    const int64_t ctas16 = ((a.n + 15) / 16) * ((a.m + 15) / 16);
-    const bool split2 = ctas16 < W4A16_GEMV_SPLIT2_BELOW_CTAS_PER_SM * (int64_t)(sms > 0 ? sms : 132) &&
-                        a.k % (2 * SUPER_K) == 0;
-    const int64_t steps = (split2 ? a.k / 2 : a.k) / SUPER_K;
-    const int warps = steps >= W4A16_GEMV_8WARPS_FROM_STEPS ? 8 : 4;
+    const launch_shape ls = choose_shape(a, sms > 0 ? sms : 132);
     const bool fast = a.k % SUPER_K == 0 && aligned16(a.x) && aligned16(a.codes) &&
                       (args.format != W4A16_FORMAT_NVFP4 || reinterpret_cast<uintptr_t>(a.scales) % 2 == 0) &&
                       (args.format != W4A16_FORMAT_INT4 || reinterpret_cast<uintptr_t>(a.scales) % 2 == 0);
     if (fast) {
-        if (args.prepacked) launch_fast_layout<true>(bf16, args.format, a, stream, split2, warps);
-        else launch_fast_layout<false>(bf16, args.format, a, stream, split2, warps);
+        if (args.prepacked) launch_fast_layout<true>(bf16, args.format, a, stream, ls);
+        else launch_fast_layout<false>(bf16, args.format, a, stream, ls);
     } else {
         const dim3 grid(w4a16_ceil_div(a.n, 8), w4a16_ceil_div(a.m, 16));
         if (bf16) gemm_w4_generic<__nv_bfloat16><<<grid, 256, 0, stream>>>(args);
