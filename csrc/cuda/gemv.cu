@@ -15,7 +15,7 @@
  * Stage 1 — tiles. A tile is 16 weight rows (or 8 rows x 2 halves of K when N is small:
  *   "split2", a split-K that needs no second pass because both halves land in the same
  *   mma tile). The grid is persistent: about as many CTAs as fit on the GPU at once, CTA
- *   c taking tiles c, c + gridDim.x, ...; blockIdx.y walks 16-row chunks of x. Inside a
+ *   c taking tiles c, c + gridDim.y, ...; blockIdx.x walks 16-row chunks of x. Inside a
  *   CTA the WARPS warps split K: warp w takes super-tiles (128 elements of K) w, w + WARPS,
  *   ..., the same number for every warp so that all warps finish a tile together.
  *
@@ -88,12 +88,12 @@ gemv_w4_kernel(gemv_args a)
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;
     const int64_t tiles = (a.n + ROWS - 1) / ROWS;
-    const int64_t m0 = (int64_t)blockIdx.y * (MB * 8);
+    const int64_t m0 = (int64_t)blockIdx.x * (MB * 8);
     const int64_t k_span = SPLIT2 ? a.k / 2 : a.k;
     const int64_t k_h = SPLIT2 ? k_span : 0; /* K offset of the second A row */
     const uint32_t steps_total = (uint32_t)(k_span / SUPER_K);
     const uint32_t steps = (steps_total + WARPS - 1) / WARPS; /* per warp and tile, all warps alike */
-    const uint32_t items = (uint32_t)((tiles - blockIdx.x + gridDim.x - 1) / gridDim.x) * steps;
+    const uint32_t items = (uint32_t)((tiles - blockIdx.y + gridDim.y - 1) / gridDim.y) * steps;
     const int64_t k_first = warp * SUPER_K + 32 * t; /* this thread's first element of a row */
 
     /* the two A rows of this thread in `tile`: rows g and g+8, or row g over two halves
@@ -113,7 +113,7 @@ gemv_w4_kernel(gemv_args a)
      * step of the sequence into slot u. Warp-uniform branches only. */
     uint4 qg[DEPTH], qh[DEPTH];
     raw_scale sg[DEPTH], sh[DEPTH];
-    int64_t load_tile = blockIdx.x;
+    int64_t load_tile = blockIdx.y;
     uint32_t load_step = 0, issued = 0;
     tile_rows<FMT, T> load_rows = rows_of(load_tile);
     auto issue = [&](int u) {
@@ -128,7 +128,7 @@ gemv_w4_kernel(gemv_args a)
         issued++;
         if (++load_step == steps) {
             load_step = 0;
-            load_tile += gridDim.x;
+            load_tile += gridDim.y;
             if (issued < items) load_rows = rows_of(load_tile);
         }
     };
@@ -245,7 +245,7 @@ gemv_w4_kernel(gemv_args a)
     if (FMT != W4A16_FORMAT_INT4) fill_scale_lut<FMT, T>(lut);
     __syncthreads();
 
-    int64_t tile = blockIdx.x;
+    int64_t tile = blockIdx.y;
     uint32_t step = 0;
     int buffer = 0;
     for (uint32_t first = 0; first < items; first += DEPTH) {
@@ -258,7 +258,7 @@ gemv_w4_kernel(gemv_args a)
                 finish_tile(tile, buffer);
                 buffer ^= 1;
                 step = 0;
-                tile += gridDim.x;
+                tile += gridDim.y;
             }
         }
     }
@@ -343,7 +343,9 @@ void launch_persistent(const gemv_args &a, cudaStream_t stream, int sms)
     const int64_t chunks = w4a16_ceil_div(a.m, MB * 8);
     const int64_t resident = (int64_t)per_sm * (sms > 0 ? sms : 132);
     const int64_t ctas = std::max<int64_t>(1, std::min<int64_t>(tiles, resident / chunks));
-    kernel<<<dim3((unsigned)ctas, (unsigned)chunks), WARPS * 32, 0, stream>>>(a);
+    /* x chunks along x (2^31 - 1 of them), so that CTAs sharing a weight tile run together
+     * and share it in L2; the persistent CTAs (at most the resident ones) along y */
+    kernel<<<dim3((unsigned)chunks, (unsigned)ctas), WARPS * 32, 0, stream>>>(a);
 }
 
 template <int FMT, typename T, int MB, bool SPLIT2, bool PREPACKED>
