@@ -23,7 +23,8 @@ namespace {
  * (measured on an H100: at M = 16 the GEMM with 16-row tiles is 5-35% faster on the large
  * Pi0.5 shapes, at M = 1 the small-M kernel is 1.2-1.4x faster) -- except for weights of
  * at most GEMV_SMALL_WEIGHT elements (the action expert's 4096x1024 and 1024x4096), where
- * the small-M kernel stays 10-20% faster up to M = 16. */
+ * the small-M kernel stays as fast or faster up to M = 16 (M = 16: 4.6 vs 5.5 µs on
+ * 4096x1024, 6.8 vs 6.9 µs on 1024x4096). */
 #ifndef W4A16_GEMV_MAX_M
 #define W4A16_GEMV_MAX_M 8
 #endif
