@@ -328,9 +328,10 @@ template <typename Kernel> int resident_ctas(Kernel kernel, int threads)
 
 /* The host-side choices of a launch (w4a16_gemv_launch). */
 struct launch_shape {
-    bool split2; /* 8-row tiles over two K halves */
-    int warps;   /* 4 or 8 per CTA */
-    int sms;
+    int m_blocks; /* MB: 8-row blocks of x per CTA, 1 up to M = 8, else 2 */
+    bool split2;  /* 8-row tiles over two K halves */
+    int warps;    /* 4 or 8 per CTA */
+    int sms;      /* SMs of the device */
 };
 
 template <int FMT, typename T, int MB, bool SPLIT2, int WARPS, bool PREPACKED>
@@ -341,7 +342,7 @@ void launch_persistent(const gemv_args &a, cudaStream_t stream, int sms)
     static const int per_sm = resident_ctas(kernel, WARPS * 32);
     const int64_t tiles = (a.n + ROWS - 1) / ROWS;
     const int64_t chunks = w4a16_ceil_div(a.m, MB * 8);
-    const int64_t resident = (int64_t)per_sm * (sms > 0 ? sms : 132);
+    const int64_t resident = (int64_t)per_sm * sms;
     const int64_t ctas = std::max<int64_t>(1, std::min<int64_t>(tiles, resident / chunks));
     /* x chunks along x (2^31 - 1 of them), so that CTAs sharing a weight tile run together
      * and share it in L2; the persistent CTAs (at most the resident ones) along y */
@@ -358,7 +359,7 @@ void launch_fast(const gemv_args &a, cudaStream_t stream, const launch_shape &ls
 template <int FMT, typename T, bool PREPACKED>
 void launch_fast_format(const gemv_args &a, cudaStream_t stream, const launch_shape &ls)
 {
-    const bool small_m = a.m <= 8;
+    const bool small_m = ls.m_blocks == 1;
     if (ls.split2) {
         if (small_m) launch_fast<FMT, T, 1, true, PREPACKED>(a, stream, ls);
         else launch_fast<FMT, T, 2, true, PREPACKED>(a, stream, ls);
@@ -388,10 +389,11 @@ void launch_fast_layout(bool bf16, int format, const gemv_args &a, cudaStream_t 
  * while there are fewer than 8 tiles per SM, 4 (and more resident CTAs) beyond. */
 launch_shape choose_shape(const gemv_args &a, int sms)
 {
-    const int64_t chunks = w4a16_ceil_div(a.m, a.m <= 8 ? 8 : 16);
-    const int64_t tiles16 = ((a.n + 15) / 16) * chunks;
     launch_shape ls;
     ls.sms = sms;
+    ls.m_blocks = a.m <= 8 ? 1 : 2;
+    const int64_t chunks = w4a16_ceil_div(a.m, 8 * ls.m_blocks);
+    const int64_t tiles16 = ((a.n + 15) / 16) * chunks;
     ls.split2 = a.k % (2 * SUPER_K) == 0 && tiles16 < sms;
     ls.warps = (ls.split2 ? 2 * tiles16 : tiles16) < 8 * (int64_t)sms ? 8 : 4;
     return ls;
