@@ -15,6 +15,7 @@ parser.add_argument("--m", type=int, default=1)
 parser.add_argument("--n", type=int, default=16384)
 parser.add_argument("--k", type=int, default=2048)
 parser.add_argument("--prepack", action="store_true")
+parser.add_argument("--config", default=None, help="a name from w4a16.gemm_configs() (default: the dispatch)")
 args = parser.parse_args()
 w = (torch.randn(args.n, args.k, device="cuda") * 0.02).bfloat16()
 qw = {"nvfp4": w4a16.quantize_nvfp4, "mxfp4": w4a16.quantize_mxfp4,
@@ -23,5 +24,5 @@ if args.prepack:
     qw = w4a16.prepack(qw)
 x = torch.randn(args.m, args.k, device="cuda", dtype=torch.bfloat16)
 for _ in range(3):
-    w4a16.gemm(x, qw)
+    w4a16.gemm(x, qw, config=args.config)
 torch.cuda.synchronize()

@@ -3,7 +3,7 @@ Pi0.5 shapes, so that the dispatch heuristic in csrc/cuda/dispatch.cu rests on
 measurements. Same method as bench_gemm_gpu.py (rotated weights past 2x L2, CUDA-graph
 replay, median). The tuner (python -m w4a16 tune) does the same per machine and caches it.
 
-    python benchmarks/sweep_configs.py [--out DIR] [--format nvfp4]
+    python benchmarks/sweep_configs.py [--out DIR] [--format nvfp4] [--ms 64,128] [--shapes 16384x2048]
 """
 
 from __future__ import annotations
@@ -24,8 +24,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     parser.add_argument("--format", default="nvfp4", choices=("nvfp4", "mxfp4", "int4"))
+    parser.add_argument("--ms", default=",".join(map(str, MS)), help="comma-separated M values")
+    parser.add_argument("--shapes", default=",".join(f"{n}x{k}" for n, k in SHAPES), help="comma-separated NxK")
     args = parser.parse_args()
-    results = tune(SHAPES, ms=MS, formats=[args.format], repeats=10, save=False)
+    shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    ms = [int(v) for v in args.ms.split(",")]
+    results = tune(shapes, ms=ms, formats=[args.format], repeats=10, save=False)
     for key, entry in results.items():
         timings = entry["timings_us"]
         top = sorted(timings, key=timings.get)[:4]

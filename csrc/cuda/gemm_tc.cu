@@ -91,28 +91,56 @@ template <class C> __device__ __forceinline__ int w_chunk(int row, int col)
  * give those 8 reads 8 different bank groups. */
 __device__ __forceinline__ int x_chunk(int row, int col) { return col ^ (((col >> 3) & 1) << 1) ^ (row & 1); }
 
-template <class C>
-__device__ __forceinline__ void load_stage(const tc_args &a, uint8_t *stage, int64_t n0, int64_t m0, int64_t k0)
-{
-    constexpr int W_CHUNKS_ROW = C::W_ROW_BYTES / 16, X_CHUNKS_ROW = C::X_ROW_BYTES / 16;
-#pragma unroll
-    for (int i = 0; i < C::W_CHUNKS / C::THREADS; i++) {
-        const int c = threadIdx.x + i * C::THREADS;
-        const int row = c / W_CHUNKS_ROW, col = c % W_CHUNKS_ROW;
-        const bool valid = n0 + row < a.n;
-        const uint8_t *src = a.codes + (valid ? n0 + row : 0) * (a.k / 2) + k0 / 2 + col * 16;
-        cp_async16(stage + row * C::W_ROW_BYTES + w_chunk<C>(row, col) * 16, src, valid);
+/* Where one thread's cp.async copies of a stage come from and go to. Every thread copies
+ * the same 16-byte column of rows row0, row0 + ROWS_PER_PASS, ... of each tile, so the
+ * sources of a stage are one pointer plus multiples of a row stride; rows past N (or M)
+ * are zero-filled. Computed once per CTA: a stage then costs one add per copy. */
+template <class C> struct stage_copier {
+    static constexpr int W_CHUNKS_ROW = C::W_ROW_BYTES / 16, X_CHUNKS_ROW = C::X_ROW_BYTES / 16;
+    static constexpr int W_ROWS_PER_PASS = C::THREADS / W_CHUNKS_ROW, X_ROWS_PER_PASS = C::THREADS / X_CHUNKS_ROW;
+    static_assert(C::THREADS % W_CHUNKS_ROW == 0 && C::THREADS % X_CHUNKS_ROW == 0, "whole rows per pass");
+    static_assert(W_ROWS_PER_PASS % 2 == 0 && X_ROWS_PER_PASS % 2 == 0, "the swizzles depend on the row parity");
+
+    const uint8_t *w_src, *x_src; /* row0's bytes at the CTA's first stage */
+    int64_t w_pitch, x_pitch;     /* bytes per row of codes / of x */
+    int w_rows, x_rows;           /* rows of the tile that exist (the rest zero-fill) */
+    int w_dst, x_dst;             /* row0's chunk within a stage */
+
+    __device__ __forceinline__ stage_copier(const tc_args &a, int64_t n0, int64_t m0, int64_t k_begin)
+    {
+        const int w_row0 = threadIdx.x / W_CHUNKS_ROW, w_col = threadIdx.x % W_CHUNKS_ROW;
+        const int x_row0 = threadIdx.x / X_CHUNKS_ROW, x_col = threadIdx.x % X_CHUNKS_ROW;
+        w_pitch = a.k / 2;
+        x_pitch = a.k * 2;
+        w_rows = (int)min(a.n - n0, (int64_t)C::BN);
+        x_rows = (int)min(a.m - m0, (int64_t)C::BM);
+        w_src = a.codes + (n0 + w_row0) * w_pitch + k_begin / 2 + w_col * 16;
+        x_src = static_cast<const uint8_t *>(a.x) + (m0 + x_row0) * x_pitch + k_begin * 2 + x_col * 16;
+        /* ROWS_PER_PASS is even, so every row a thread copies has row0's parity and swizzle */
+        w_dst = w_row0 * C::W_ROW_BYTES + w_chunk<C>(w_row0, w_col) * 16;
+        x_dst = C::W_STAGE + x_row0 * C::X_ROW_BYTES + x_chunk(x_row0, x_col) * 16;
     }
-    uint8_t *xs = stage + C::W_STAGE;
+
+    /* stage s of the CTA (K offset s * BK) into the buffer at `stage` */
+    __device__ __forceinline__ void copy(const tc_args &a, uint8_t *stage, int s) const
+    {
+        const int w_row0 = threadIdx.x / W_CHUNKS_ROW, x_row0 = threadIdx.x / X_CHUNKS_ROW;
+        const uint8_t *w = w_src + (int64_t)s * (C::BK / 2);
+        const uint8_t *x = x_src + (int64_t)s * (C::BK * 2);
 #pragma unroll
-    for (int i = 0; i < C::X_CHUNKS / C::THREADS; i++) {
-        const int c = threadIdx.x + i * C::THREADS;
-        const int row = c / X_CHUNKS_ROW, col = c % X_CHUNKS_ROW;
-        const bool valid = m0 + row < a.m;
-        const uint8_t *src = static_cast<const uint8_t *>(a.x) + ((valid ? m0 + row : 0) * a.k + k0) * 2 + col * 16;
-        cp_async16(xs + row * C::X_ROW_BYTES + x_chunk(row, col) * 16, src, valid);
+        for (int i = 0; i < C::W_CHUNKS / C::THREADS; i++) {
+            const bool valid = w_row0 + i * W_ROWS_PER_PASS < w_rows;
+            cp_async16(stage + w_dst + i * W_ROWS_PER_PASS * C::W_ROW_BYTES,
+                       valid ? w + i * W_ROWS_PER_PASS * w_pitch : a.codes, valid);
+        }
+#pragma unroll
+        for (int i = 0; i < C::X_CHUNKS / C::THREADS; i++) {
+            const bool valid = x_row0 + i * X_ROWS_PER_PASS < x_rows;
+            cp_async16(stage + x_dst + i * X_ROWS_PER_PASS * C::X_ROW_BYTES,
+                       valid ? x + i * X_ROWS_PER_PASS * x_pitch : static_cast<const uint8_t *>(a.x), valid);
+        }
     }
-}
+};
 
 /* ---- the kernel ---------------------------------------------------------------------- */
 
@@ -131,9 +159,10 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_kernel(tc_args a)
     const int stages_total = (int)(a.k / C::BK) / (int)gridDim.z;
     const int64_t k_begin = (int64_t)blockIdx.z * stages_total * C::BK;
 
+    const stage_copier<C> copier(a, n0, m0, k_begin);
 #pragma unroll
     for (int s = 0; s < C::STAGES - 1; s++) {
-        if (s < stages_total) load_stage<C>(a, smem + s * C::STAGE_BYTES, n0, m0, k_begin + (int64_t)s * C::BK);
+        if (s < stages_total) copier.copy(a, smem + s * C::STAGE_BYTES, s);
         cp_async_commit();
     }
 
@@ -172,8 +201,7 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_kernel(tc_args a)
         cp_async_wait<C::STAGES - 2>();
         __syncthreads(); /* stage kt landed for every thread; stage kt - 1 is free */
         const int next = kt + C::STAGES - 1;
-        if (next < stages_total)
-            load_stage<C>(a, smem + (next % C::STAGES) * C::STAGE_BYTES, n0, m0, k_begin + (int64_t)next * C::BK);
+        if (next < stages_total) copier.copy(a, smem + (next % C::STAGES) * C::STAGE_BYTES, next);
         cp_async_commit();
 
         const uint8_t *ws = smem + (kt % C::STAGES) * C::STAGE_BYTES;
@@ -201,43 +229,44 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_kernel(tc_args a)
                 }
 #pragma unroll
             for (int r = 0; r < 4; r++) {
-                /* word r of each row: elements 32t + 8r .. + 8, k-tiles 2r and 2r + 1 */
-                uint32_t xw[C::FM][4];
+                /* word r of each row: elements 32t + 8r .. + 8, k-tiles 2r and 2r + 1; the A
+                 * fragments of both k-tiles and both row tiles, then one x load per m8-block
+                 * feeds 4 mma (loading x per block keeps 4, not 4 * FM, x registers live) */
+                uint32_t afrag[2][2][4]; /* [row tile f][k-tile kk] */
+#pragma unroll
+                for (int f = 0; f < 2; f++) {
+                    uint32_t p[2][4];
+#pragma unroll
+                    for (int h = 0; h < 2; h++) {
+                        const uint32_t word = r == 0 ? q[f][h].x : r == 1 ? q[f][h].y : r == 2 ? q[f][h].z : q[f][h].w;
+                        dequant_word<FMT, T>(word, int_xor, p[h]);
+                        const uint32_t scale = (FMT == W4A16_FORMAT_NVFP4 && r >= 2) ? cs[f][h].s1 : cs[f][h].s0;
+#pragma unroll
+                        for (int e = 0; e < 4; e++) {
+                            uint32_t v = p[h][e];
+                            if (FMT == W4A16_FORMAT_INT4) v = sub2<T>(v, cs[f][h].offset);
+                            p[h][e] = mul2<T>(v, scale);
+                        }
+                    }
+#pragma unroll
+                    for (int kk = 0; kk < 2; kk++) {
+                        afrag[f][kk][0] = p[0][2 * kk];
+                        afrag[f][kk][1] = p[1][2 * kk];
+                        afrag[f][kk][2] = p[0][2 * kk + 1];
+                        afrag[f][kk][3] = p[1][2 * kk + 1];
+                    }
+                }
 #pragma unroll
                 for (int jm = 0; jm < C::FM; jm++) {
                     const int row = wm * C::FM * 8 + 8 * jm + g;
                     const uint4 v = *reinterpret_cast<const uint4 *>(xs + row * C::X_ROW_BYTES + x_chunk(row, 16 * s + 4 * t + r) * 16);
-                    xw[jm][0] = v.x;
-                    xw[jm][1] = v.y;
-                    xw[jm][2] = v.z;
-                    xw[jm][3] = v.w;
-                }
-                uint32_t p[2][2][4];
-#pragma unroll
-                for (int f = 0; f < 2; f++)
-#pragma unroll
-                    for (int h = 0; h < 2; h++) {
-                        const uint32_t word = r == 0 ? q[f][h].x : r == 1 ? q[f][h].y : r == 2 ? q[f][h].z : q[f][h].w;
-                        dequant_word<FMT, T>(word, int_xor, p[f][h]);
-                        const uint32_t scale = (FMT == W4A16_FORMAT_NVFP4 && r >= 2) ? cs[f][h].s1 : cs[f][h].s0;
-#pragma unroll
-                        for (int e = 0; e < 4; e++) {
-                            uint32_t v = p[f][h][e];
-                            if (FMT == W4A16_FORMAT_INT4) v = sub2<T>(v, cs[f][h].offset);
-                            p[f][h][e] = mul2<T>(v, scale);
-                        }
-                    }
-#pragma unroll
-                for (int kk = 0; kk < 2; kk++)
+                    const uint32_t b0[2] = {v.x, v.y}, b1[2] = {v.z, v.w};
 #pragma unroll
                     for (int f = 0; f < 2; f++) {
-                        const uint32_t afrag[4] = {p[f][0][2 * kk], p[f][1][2 * kk], p[f][0][2 * kk + 1], p[f][1][2 * kk + 1]};
-#pragma unroll
-                        for (int jm = 0; jm < C::FM; jm++) {
-                            const uint32_t bfrag[2] = {xw[jm][2 * kk], xw[jm][2 * kk + 1]};
-                            mma_16816(acc[f][jm], afrag, bfrag, T());
-                        }
+                        mma_16816(acc[f][jm], afrag[f][0], b0, T());
+                        mma_16816(acc[f][jm], afrag[f][1], b1, T());
                     }
+                }
             }
 #pragma unroll
             for (int f = 0; f < 2; f++)
