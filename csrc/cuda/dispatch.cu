@@ -56,12 +56,19 @@ int choose_config(const w4a16_cuda_gemm_args &a, const device_facts &dev, size_t
     if (!a.prepacked || a.m <= W4A16_GEMV_MAX_M) return 0;
     if (a.m <= 16 && a.n * a.k <= GEMV_SMALL_WEIGHT) return 0;
     /* preference by M (H100, benchmarks/sweep_configs.py): 16-row tiles up to M = 16,
-     * 32-row ones to 32, the wide 64-row tile beyond (fastest from M = 50 to 256 on every
-     * Pi0.5 shape; the 128-row tile was never the fastest) */
+     * 32-row ones to 32, the wide 64-row tile beyond (fastest or within 3% from M = 50 to
+     * 256 on the large Pi0.5 shapes; the 128-row tile was never the fastest). The expert
+     * weights (<= GEMV_SMALL_WEIGHT) keep narrower tiles longer, as they give more CTAs:
+     * 4096x1024 at M = 32: n64_m16 5.1 µs vs n64_m32 6.4; M = 64: n64_m32 6.5 vs wide 9.7;
+     * M = 128: n64_m32 8.1 vs wide 12.1 */
     int order[3];
-    if (a.m <= 16) order[0] = TILE_N64_M16, order[1] = TILE_N64_M32, order[2] = TILE_N64_M64;
-    else if (a.m <= 32) order[0] = TILE_N64_M32, order[1] = TILE_N128_M32, order[2] = TILE_N64_M64;
-    else order[0] = TILE_N128_M64_WIDE, order[1] = TILE_N128_M64, order[2] = TILE_N64_M64;
+    const bool small_weight = a.n * a.k <= GEMV_SMALL_WEIGHT;
+    if (a.m <= 16 || (small_weight && a.m <= 32))
+        order[0] = TILE_N64_M16, order[1] = TILE_N64_M32, order[2] = TILE_N64_M64;
+    else if (a.m <= 32 || (small_weight && a.m <= 128))
+        order[0] = TILE_N64_M32, order[1] = TILE_N128_M32, order[2] = TILE_N64_M64;
+    else
+        order[0] = TILE_N128_M64_WIDE, order[1] = TILE_N128_M64, order[2] = TILE_N64_M64;
     const int64_t want = dev.sms - dev.sms / 10; /* about one CTA per SM */
     int best = 0;
     int64_t best_ctas = 0;
@@ -74,9 +81,10 @@ int choose_config(const w4a16_cuda_gemm_args &a, const device_facts &dev, size_t
                 continue;
             const int64_t tiles = (int64_t)w4a16_ceil_div(a.m, shape.bm) * w4a16_ceil_div(a.n, shape.bn);
             const int64_t ctas = tiles * shape.split_k;
-            /* no split when the tiles alone fill half the SMs: the partial sums cost more
-             * than the idle SMs (4096 x 1024 at M <= 32) */
-            if (ctas >= want || (shape.split_k == 1 && 2 * tiles >= want)) return 1 + index;
+            /* no split when the tiles alone fill half the SMs and K is short: the partial
+             * sums cost more than the idle SMs (4096 x 1024 at M <= 32); with a long K the
+             * split wins (2048 x 16384 at M = 256: split 2 73.6 µs, split 1 129.6) */
+            if (ctas >= want || (shape.split_k == 1 && 2 * tiles >= want && a.k <= 2048)) return 1 + index;
             if (ctas > best_ctas) best = 1 + index, best_ctas = ctas;
         }
     }
