@@ -236,18 +236,8 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_kernel(tc_args a)
 #pragma unroll
                 for (int f = 0; f < 2; f++) {
                     uint32_t p[2][4];
-#pragma unroll
-                    for (int h = 0; h < 2; h++) {
-                        const uint32_t word = r == 0 ? q[f][h].x : r == 1 ? q[f][h].y : r == 2 ? q[f][h].z : q[f][h].w;
-                        dequant_word<FMT, T>(word, int_xor, p[h]);
-                        const uint32_t scale = (FMT == W4A16_FORMAT_NVFP4 && r >= 2) ? cs[f][h].s1 : cs[f][h].s0;
-#pragma unroll
-                        for (int e = 0; e < 4; e++) {
-                            uint32_t v = p[h][e];
-                            if (FMT == W4A16_FORMAT_INT4) v = sub2<T>(v, cs[f][h].offset);
-                            p[h][e] = mul2<T>(v, scale);
-                        }
-                    }
+                    dequant_chunk_word<FMT, T>(q[f][0], r, cs[f][0], int_xor, p[0]);
+                    dequant_chunk_word<FMT, T>(q[f][1], r, cs[f][1], int_xor, p[1]);
 #pragma unroll
                     for (int kk = 0; kk < 2; kk++) {
                         afrag[f][kk][0] = p[0][2 * kk];
@@ -261,11 +251,11 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_kernel(tc_args a)
                     const int row = wm * C::FM * 8 + 8 * jm + g;
                     const uint4 v = *reinterpret_cast<const uint4 *>(xs + row * C::X_ROW_BYTES + x_chunk(row, 16 * s + 4 * t + r) * 16);
                     const uint32_t b0[2] = {v.x, v.y}, b1[2] = {v.z, v.w};
-#pragma unroll
-                    for (int f = 0; f < 2; f++) {
-                        mma_16816(acc[f][jm], afrag[f][0], b0, T());
-                        mma_16816(acc[f][jm], afrag[f][1], b1, T());
-                    }
+                    /* the two k-tiles of one accumulator are not issued back to back */
+                    mma_16816(acc[0][jm], afrag[0][0], b0, T());
+                    mma_16816(acc[1][jm], afrag[1][0], b0, T());
+                    mma_16816(acc[0][jm], afrag[0][1], b1, T());
+                    mma_16816(acc[1][jm], afrag[1][1], b1, T());
                 }
             }
 #pragma unroll
