@@ -31,6 +31,10 @@
  *   (one shift/mask and one 16-bit multiply per pair) that feed 2 * FM mma.sync m16n8k16
  *   per row tile, with fp32 accumulators.
  *
+ * Beyond M = 128 a second kernel (gemm_tc_decoded_kernel, further down) replaces stages
+ * 3-4: the CTA decodes each stage's weight tile once into shared memory, in mma fragment
+ * order, and all its warps read A fragments from there.
+ *
  * Stage 5 — epilogue. The WK warps reduce through shared memory; the result times alpha,
  *   2^10 and the NVFP4 global scale, plus bias, is rounded to 16 bits, staged in shared
  *   memory as y rows, and written with 16-byte stores. With split-K, fp32 partials are
@@ -51,6 +55,8 @@ using tc_args = kernel_args;
 template <int WN_, int WM_, int WK_, int FM_, int KSUPER_, int STAGES_>
 struct tile {
     static constexpr int WN = WN_, WM = WM_, WK = WK_, FM = FM_, KSUPER = KSUPER_, STAGES = STAGES_;
+    static constexpr int FN = 2; /* mma row tiles (16 weight rows) per warp */
+    static constexpr bool DECODED = false;
     static constexpr int WARPS = WN * WM * WK, THREADS = 32 * WARPS;
     static constexpr int BN = 32 * WN, BM = 8 * FM * WM, BK = SUPER_K * KSUPER;
     static constexpr int W_ROW_BYTES = BK / 2, X_ROW_BYTES = BK * 2;
@@ -142,6 +148,63 @@ template <class C> struct stage_copier {
     }
 };
 
+/* Stage 5, the output of a CTA (both kernels): the accumulators acc[f][jm] of warp
+ * (wn, wm) (when `owner`; the k-warps that added theirs in do not) times alpha, 2^10 and
+ * the NVFP4 global scale, plus bias, rounded to 16 bits -- or, with split-K, the fp32
+ * partial sums -- staged in shared memory as rows of y and written with 16-byte stores. */
+template <int FMT, typename T, class C>
+__device__ __forceinline__ void store_tile(const tc_args &a, const float (&acc)[C::FN][C::FM][4], uint8_t *out, int wn,
+                                           int wm, bool owner)
+{
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const bool split = gridDim.z > 1;
+    const int64_t m0 = (int64_t)blockIdx.x * C::BM, n0 = (int64_t)blockIdx.y * C::BN;
+    if (owner) {
+        const float factor = split ? 1.0f : epilogue_factor<FMT>(a.alpha, a.global_scale);
+        const uint16_t *bias = static_cast<const uint16_t *>(a.bias);
+#pragma unroll
+        for (int f = 0; f < C::FN; f++)
+#pragma unroll
+            for (int jm = 0; jm < C::FM; jm++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    /* accumulator e: row g (+8 for e >= 2) of tile f, column 2t + (e & 1) of block jm */
+                    const int nl = wn * 16 * C::FN + 16 * f + g + 8 * (e >> 1);
+                    const int ml = wm * C::FM * 8 + 8 * jm + 2 * t + (e & 1);
+                    float v = acc[f][jm][e] * factor;
+                    if (split) {
+                        reinterpret_cast<float *>(out)[ml * C::OUT_PITCH + nl] = v;
+                    } else {
+                        if (bias && n0 + nl < a.n) v += bits16<T>::to_float(bias[n0 + nl]);
+                        reinterpret_cast<uint16_t *>(out)[ml * C::OUT_PITCH + nl] = bits16<T>::from_float(v);
+                    }
+                }
+    }
+    __syncthreads();
+    /* 16-byte stores of whole rows of the tile */
+    const int elems = split ? 4 : 8; /* per 16-byte chunk */
+    const int chunks_row = C::BN / elems;
+    const bool vector = a.n % elems == 0;
+    for (int c = threadIdx.x; c < C::BM * chunks_row; c += C::THREADS) {
+        const int row = c / chunks_row, col = (c % chunks_row) * elems;
+        const int64_t m = m0 + row, n = n0 + col;
+        if (m >= a.m || n >= a.n) continue;
+        if (split) {
+            const float *src = reinterpret_cast<const float *>(out) + row * C::OUT_PITCH + col;
+            float *dst = a.partials + ((int64_t)blockIdx.z * a.m + m) * a.n + n;
+            if (vector) *reinterpret_cast<float4 *>(dst) = *reinterpret_cast<const float4 *>(src);
+            else
+                for (int e = 0; e < elems && n + e < a.n; e++) dst[e] = src[e];
+        } else {
+            const uint16_t *src = reinterpret_cast<const uint16_t *>(out) + row * C::OUT_PITCH + col;
+            uint16_t *dst = static_cast<uint16_t *>(a.y) + m * a.n + n;
+            if (vector) *reinterpret_cast<uint4 *>(dst) = *reinterpret_cast<const uint4 *>(src);
+            else
+                for (int e = 0; e < elems && n + e < a.n; e++) dst[e] = src[e];
+        }
+    }
+}
+
 /* ---- the kernel ---------------------------------------------------------------------- */
 
 template <int FMT, typename T, class C>
@@ -155,7 +218,6 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_kernel(tc_args a)
     const int wk = warp % C::WK, wm = (warp / C::WK) % C::WM, wn = warp / (C::WK * C::WM);
     const int64_t m0 = (int64_t)blockIdx.x * C::BM, n0 = (int64_t)blockIdx.y * C::BN;
     /* this CTA's stages: split z of gridDim.z takes an equal share of K */
-    const bool split = gridDim.z > 1;
     const int stages_total = (int)(a.k / C::BK) / (int)gridDim.z;
     const int64_t k_begin = (int64_t)blockIdx.z * stages_total * C::BK;
 
@@ -188,9 +250,9 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_kernel(tc_args a)
     if (FMT != W4A16_FORMAT_INT4) fill_scale_lut<FMT, T>(lut);
     const uint32_t int_xor = bits16<T>::INT_MAGIC ^ (a.zero_points ? 0u : 0x00080008u);
 
-    float acc[2][C::FM][4];
+    float acc[C::FN][C::FM][4];
 #pragma unroll
-    for (int f = 0; f < 2; f++)
+    for (int f = 0; f < C::FN; f++)
 #pragma unroll
         for (int j = 0; j < C::FM; j++)
 #pragma unroll
@@ -295,51 +357,175 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_kernel(tc_args a)
             }
         }
     }
-    uint8_t *out = smem + C::RED_BYTES;
-    if (wk == 0) {
-        const float factor = split ? 1.0f : epilogue_factor<FMT>(a.alpha, a.global_scale);
-        const uint16_t *bias = static_cast<const uint16_t *>(a.bias);
+    store_tile<FMT, T, C>(a, acc, smem + C::RED_BYTES, wn, wm, wk == 0);
+}
+
+/* ---- the decoded-tile kernel (large M) -------------------------------------------------
+ *
+ * The kernel above decodes every weight fragment in the registers of each warp that uses
+ * it, i.e. once per 64 rows of x at best; at M >= 128 that decode (6+ instructions per mma)
+ * keeps the tensor pipe ~37% busy (benchmarks/NOTES.md). Here the CTA decodes each stage's
+ * weight tile once into shared memory as scaled 16-bit values, laid out like the x tile
+ * (rows of BK elements, same 16-byte swizzle), and every warp reads its A fragments from
+ * there with the same 16-byte loads it uses for x: the decode is shared by all BM rows.
+ *
+ * Pipeline per stage kt (one barrier): wait for stage kt + 1's copy, start the copy of
+ * stage kt + STAGES - 1, decode stage kt + 1 into decoded buffer (kt + 1) & 1, and run the
+ * mma of stage kt from buffer kt & 1; the decode (ALU) and the mma (tensor pipe) of
+ * different warps overlap. Tile: WN x WM warps, each FN row tiles (16 weight rows) by FM
+ * m8-blocks; K per stage one super-tile (128). */
+template <int WN_, int WM_, int FN_, int FM_, int STAGES_>
+struct decoded_tile {
+    static constexpr int WN = WN_, WM = WM_, WK = 1, FN = FN_, FM = FM_, KSUPER = 1, STAGES = STAGES_;
+    static constexpr bool DECODED = true;
+    static constexpr int WARPS = WN * WM, THREADS = 32 * WARPS;
+    static constexpr int BN = 16 * FN * WN, BM = 8 * FM * WM, BK = SUPER_K;
+    static constexpr int W_ROW_BYTES = BK / 2, X_ROW_BYTES = BK * 2;
+    static constexpr int W_STAGE = BN * W_ROW_BYTES, X_STAGE = BM * X_ROW_BYTES;
+    static constexpr int STAGE_BYTES = W_STAGE + X_STAGE;
+    static constexpr int DECODED_BYTES = BN * BK * 2; /* one decoded weight tile, 16-bit */
+    static constexpr int RED_BYTES = 0;
+    static constexpr int OUT_PITCH = BN + 8;
+    static constexpr int OUT_BYTES = BM * OUT_PITCH * 4;
+    static constexpr int W_CHUNKS = BN * W_ROW_BYTES / 16, X_CHUNKS = BM * X_ROW_BYTES / 16;
+    static constexpr int CHUNKS_ROW = W_ROW_BYTES / 16;        /* 16-byte code chunks per weight row */
+    static constexpr int TILES_PER_PASS = THREADS / (8 * CHUNKS_ROW); /* 16-row tiles one decode pass covers */
+    static constexpr int DECODE_PASSES = BN / 16 / TILES_PER_PASS;
+    static constexpr int PIPE_BYTES = STAGES * STAGE_BYTES + 2 * DECODED_BYTES;
+    static constexpr int SMEM = PIPE_BYTES > OUT_BYTES ? PIPE_BYTES : OUT_BYTES;
+    static_assert(STAGES >= 3, "stage kt + 1 is decoded while stage kt + STAGES - 1 loads");
+    static_assert(W_CHUNKS % THREADS == 0 && X_CHUNKS % THREADS == 0, "every thread copies the same count");
+    static_assert(THREADS % (8 * CHUNKS_ROW) == 0 && (BN / 16) % TILES_PER_PASS == 0, "whole decode passes");
+};
+
+/* Byte offset of one 16-byte unit of the decoded tile: the A fragment of mma k-tile kk of
+ * word c (elements 8c .. 8c + 7 of the super-tile, c = 4t + r) for lane group g of row
+ * tile `tile`, i.e. {pair 2kk of row g, of row g + 8, pair 2kk + 1 of row g, of row g + 8}
+ * of the rows 16 tile + g / + 8. A warp's 16-byte load returns the mma operand as is (no
+ * register moves); g ^ 2t spreads a quarter warp (g = 0, 1; t = 0..3) over 8 bank groups,
+ * and likewise the decoder's stores (g = 0..7, one t). */
+template <class C> __device__ __forceinline__ int decoded_unit(int tile, int c, int kk, int g)
+{
+    return ((((tile * (C::BK / 8) + c) * 2 + kk) * 8) + (g ^ ((c >> 2) << 1))) * 16;
+}
+
+template <int FMT, typename T, class C>
+__global__ void __launch_bounds__(C::THREADS) gemm_tc_decoded_kernel(tc_args a)
+{
+    extern __shared__ __align__(16) uint8_t smem[];
+    __shared__ uint32_t lut[256];
+
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int wm = warp % C::WM, wn = warp / C::WM;
+    const int64_t m0 = (int64_t)blockIdx.x * C::BM, n0 = (int64_t)blockIdx.y * C::BN;
+    const int stages_total = (int)(a.k / C::BK) / (int)gridDim.z;
+    const int64_t k_begin = (int64_t)blockIdx.z * stages_total * C::BK;
+    uint8_t *decoded = smem + C::STAGES * C::STAGE_BYTES;
+
+    const stage_copier<C> copier(a, n0, m0, k_begin);
 #pragma unroll
-        for (int f = 0; f < 2; f++)
-#pragma unroll
-            for (int jm = 0; jm < C::FM; jm++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    /* accumulator e: row g (+8 for e >= 2) of tile f, column 2t + (e & 1) of block jm */
-                    const int nl = wn * 32 + 16 * f + g + 8 * (e >> 1);
-                    const int ml = wm * C::FM * 8 + 8 * jm + 2 * t + (e & 1);
-                    float v = acc[f][jm][e] * factor;
-                    if (split) {
-                        reinterpret_cast<float *>(out)[ml * C::OUT_PITCH + nl] = v;
-                    } else {
-                        if (bias && n0 + nl < a.n) v += bits16<T>::to_float(bias[n0 + nl]);
-                        reinterpret_cast<uint16_t *>(out)[ml * C::OUT_PITCH + nl] = bits16<T>::from_float(v);
-                    }
-                }
+    for (int s = 0; s < C::STAGES - 1; s++) {
+        if (s < stages_total) copier.copy(a, smem + s * C::STAGE_BYTES, s);
+        cp_async_commit();
     }
-    __syncthreads();
-    /* 16-byte stores of whole rows of the tile */
-    const int elems = split ? 4 : 8; /* per 16-byte chunk */
-    const int chunks_row = C::BN / elems;
-    const bool vector = a.n % elems == 0;
-    for (int c = threadIdx.x; c < C::BM * chunks_row; c += C::THREADS) {
-        const int row = c / chunks_row, col = (c % chunks_row) * elems;
-        const int64_t m = m0 + row, n = n0 + col;
-        if (m >= a.m || n >= a.n) continue;
-        if (split) {
-            const float *src = reinterpret_cast<const float *>(out) + row * C::OUT_PITCH + col;
-            float *dst = a.partials + ((int64_t)blockIdx.z * a.m + m) * a.n + n;
-            if (vector) *reinterpret_cast<float4 *>(dst) = *reinterpret_cast<const float4 *>(src);
-            else
-                for (int e = 0; e < elems && n + e < a.n; e++) dst[e] = src[e];
-        } else {
-            const uint16_t *src = reinterpret_cast<const uint16_t *>(out) + row * C::OUT_PITCH + col;
-            uint16_t *dst = static_cast<uint16_t *>(a.y) + m * a.n + n;
-            if (vector) *reinterpret_cast<uint4 *>(dst) = *reinterpret_cast<const uint4 *>(src);
-            else
-                for (int e = 0; e < elems && n + e < a.n; e++) dst[e] = src[e];
+
+    /* the decode: per pass, thread (tile, g, col) takes code chunk col (elements 32 col ..
+     * + 32) of weight rows 16 tile + g and 16 tile + g + 8, so that it holds whole A
+     * fragments (see decoded_unit); rows past N read row N - 1's scales (their codes are 0) */
+    const int d_g = threadIdx.x & 7, d_col = (threadIdx.x >> 3) % C::CHUNKS_ROW;
+    const int d_tile0 = threadIdx.x / (8 * C::CHUNKS_ROW);
+    scale_cursor<FMT, T> scales[C::DECODE_PASSES][2];
+    raw_scale cur[C::DECODE_PASSES][2];
+#pragma unroll
+    for (int j = 0; j < C::DECODE_PASSES; j++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int64_t row = min(n0 + 16 * (d_tile0 + j * C::TILES_PER_PASS) + d_g + 8 * h, a.n - 1);
+            scales[j][h] = scale_cursor<FMT, T>(a.scales, a.zero_points, a.k, a.group, row, k_begin + 32 * d_col,
+                                                a.chunk_shift);
+            cur[j][h] = scales[j][h].load(0);
+        }
+    if (FMT != W4A16_FORMAT_INT4) fill_scale_lut<FMT, T>(lut);
+    const uint32_t int_xor = bits16<T>::INT_MAGIC ^ (a.zero_points ? 0u : 0x00080008u);
+
+    /* stage s (in pipeline buffer s % STAGES) -> decoded buffer s & 1 */
+    auto decode_stage = [&](int s) {
+        const uint8_t *ws = smem + (s % C::STAGES) * C::STAGE_BYTES;
+        uint8_t *dst = decoded + (s & 1) * C::DECODED_BYTES;
+        const bool more = s + 1 < stages_total;
+#pragma unroll
+        for (int j = 0; j < C::DECODE_PASSES; j++) {
+            const int tile = d_tile0 + j * C::TILES_PER_PASS, row = 16 * tile + d_g;
+            chunk_scale cs[2];
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                cs[h] = scale_cursor<FMT, T>::resolve(cur[j][h], lut, a.other_scale_type);
+                if (more) cur[j][h] = scales[j][h].load((uint32_t)s + 1);
+            }
+            const uint4 qg = *reinterpret_cast<const uint4 *>(ws + row * C::W_ROW_BYTES + d_col * 16);
+            const uint4 qh = *reinterpret_cast<const uint4 *>(ws + (row + 8) * C::W_ROW_BYTES + d_col * 16);
+#pragma unroll
+            for (int r = 0; r < 4; r++) {
+                uint32_t pg[4], ph[4]; /* elements 32 col + 8r .. + 8 in order: the layout is prepacked */
+                dequant_chunk_word<FMT, T>(qg, r, cs[0], int_xor, pg);
+                dequant_chunk_word<FMT, T>(qh, r, cs[1], int_xor, ph);
+                const int c = 4 * d_col + r;
+                *reinterpret_cast<uint4 *>(dst + decoded_unit<C>(tile, c, 0, d_g)) = make_uint4(pg[0], ph[0], pg[1], ph[1]);
+                *reinterpret_cast<uint4 *>(dst + decoded_unit<C>(tile, c, 1, d_g)) = make_uint4(pg[2], ph[2], pg[3], ph[3]);
+            }
+        }
+    };
+
+    float acc[C::FN][C::FM][4];
+#pragma unroll
+    for (int f = 0; f < C::FN; f++)
+#pragma unroll
+        for (int j = 0; j < C::FM; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) acc[f][j][e] = 0.0f;
+
+    cp_async_wait<C::STAGES - 2>();
+    __syncthreads(); /* stage 0 landed, the scale table is filled */
+    if (stages_total > 0) decode_stage(0);
+
+    for (int kt = 0; kt < stages_total; kt++) {
+        cp_async_wait<C::STAGES - 3>();
+        __syncthreads(); /* stage kt + 1 landed; decoded tile kt is complete; iteration kt - 1 is done */
+        const int next = kt + C::STAGES - 1;
+        if (next < stages_total) copier.copy(a, smem + (next % C::STAGES) * C::STAGE_BYTES, next);
+        cp_async_commit();
+        if (kt + 1 < stages_total) decode_stage(kt + 1);
+
+        const uint8_t *ws = decoded + (kt & 1) * C::DECODED_BYTES;
+        const uint8_t *xs = smem + (kt % C::STAGES) * C::STAGE_BYTES + C::W_STAGE;
+#pragma unroll
+        for (int r = 0; r < 4; r++) {
+            /* k-tiles 2r and 2r + 1: elements 32t + 8r .. + 8 of the rows, as in gemm_tc_kernel */
+            uint32_t afrag[C::FN][2][4]; /* one 16-byte load each, already in fragment order */
+#pragma unroll
+            for (int f = 0; f < C::FN; f++)
+#pragma unroll
+                for (int kk = 0; kk < 2; kk++) {
+                    const uint4 v = *reinterpret_cast<const uint4 *>(ws + decoded_unit<C>(wn * C::FN + f, 4 * t + r, kk, g));
+                    afrag[f][kk][0] = v.x, afrag[f][kk][1] = v.y, afrag[f][kk][2] = v.z, afrag[f][kk][3] = v.w;
+                }
+#pragma unroll
+            for (int jm = 0; jm < C::FM; jm++) {
+                const int row = wm * C::FM * 8 + 8 * jm + g;
+                const uint4 v = *reinterpret_cast<const uint4 *>(xs + row * C::X_ROW_BYTES + x_chunk(row, 4 * t + r) * 16);
+                const uint32_t b0[2] = {v.x, v.y}, b1[2] = {v.z, v.w};
+#pragma unroll
+                for (int f = 0; f < C::FN; f++) mma_16816(acc[f][jm], afrag[f][0], b0, T());
+#pragma unroll
+                for (int f = 0; f < C::FN; f++) mma_16816(acc[f][jm], afrag[f][1], b1, T());
+            }
         }
     }
+
+    cp_async_wait<0>();
+    __syncthreads(); /* the pipeline buffers become the output staging area */
+    store_tile<FMT, T, C>(a, acc, smem, wn, wm, true);
 }
 
 /* y = factor * sum over splits of partials + bias; one thread per element. */
@@ -370,6 +556,10 @@ using tile_n64_m16 = tile<2, 1, 4, 2, 4, 3>;  /* 8 warps, K split over 4 warps, 
  * of 4 (144 / 160 KiB of shared memory: SM80, SM90, SM100 class parts) */
 using tile_n128_m64_wide = tile<4, 1, 2, 8, 2, 3>; /* 8 warps, K split over 2 warps */
 using tile_n64_m64_wide = tile<2, 1, 2, 8, 2, 4>;  /* 4 warps, K split over 2 warps */
+/* the decoded-tile kernel, 8 warps of 64 x 32 (184 KiB of shared memory: SM90 and SM100
+ * class parts). 4 stages (224 KiB) measured the same; a 128 x 64 decoded tile was never
+ * the fastest (H100, benchmarks/RESULTS.md). */
+using tile_n128_m128_decoded = decoded_tile<2, 4, 4, 4, 3>;
 
 /* config names: tile name + K split */
 #define W4A16_TILE_NAMES(t) t "_split1", t "_split2", t "_split4", t "_split8"
@@ -377,6 +567,7 @@ const char *const CONFIG_NAMES[] = {
     W4A16_TILE_NAMES("tc_n128_m64"), W4A16_TILE_NAMES("tc_n64_m128"), W4A16_TILE_NAMES("tc_n128_m32"),
     W4A16_TILE_NAMES("tc_n64_m64"),  W4A16_TILE_NAMES("tc_n64_m32"),  W4A16_TILE_NAMES("tc_n64_m16"),
     W4A16_TILE_NAMES("tc_n128_m64w"), W4A16_TILE_NAMES("tc_n64_m64w"),
+    W4A16_TILE_NAMES("tc_n128_m128d"),
 };
 #undef W4A16_TILE_NAMES
 
@@ -389,6 +580,7 @@ const w4a16_tc_shape TILES[] = {
     describe<tile_n128_m64>(nullptr), describe<tile_n64_m128>(nullptr), describe<tile_n128_m32>(nullptr),
     describe<tile_n64_m64>(nullptr),  describe<tile_n64_m32>(nullptr),  describe<tile_n64_m16>(nullptr),
     describe<tile_n128_m64_wide>(nullptr), describe<tile_n64_m64_wide>(nullptr),
+    describe<tile_n128_m128_decoded>(nullptr),
 };
 constexpr int TILE_COUNT = (int)(sizeof TILES / sizeof TILES[0]);
 /* every tile runs with each of these K splits across CTAs: config = tile * 4 + split index */
@@ -399,7 +591,9 @@ static_assert(sizeof CONFIG_NAMES / sizeof CONFIG_NAMES[0] == TILE_COUNT * SPLIT
 template <int FMT, typename T, class C>
 cudaError_t launch_tile(const tc_args &a, int splits, cudaStream_t stream)
 {
-    auto kernel = gemm_tc_kernel<FMT, T, C>;
+    void (*kernel)(tc_args);
+    if constexpr (C::DECODED) kernel = gemm_tc_decoded_kernel<FMT, T, C>;
+    else kernel = gemm_tc_kernel<FMT, T, C>;
     /* shared memory beyond 48 KiB is opt-in per kernel; setting it is a cheap host call */
     cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
     if (err != cudaSuccess) return err;
@@ -420,7 +614,8 @@ cudaError_t launch_shape(const tc_args &a, int tile_index, int splits, cudaStrea
     case 4: return launch_tile<FMT, T, tile_n64_m32>(a, splits, stream);
     case 5: return launch_tile<FMT, T, tile_n64_m16>(a, splits, stream);
     case 6: return launch_tile<FMT, T, tile_n128_m64_wide>(a, splits, stream);
-    default: return launch_tile<FMT, T, tile_n64_m64_wide>(a, splits, stream);
+    case 7: return launch_tile<FMT, T, tile_n64_m64_wide>(a, splits, stream);
+    default: return launch_tile<FMT, T, tile_n128_m128_decoded>(a, splits, stream);
     }
 }
 
