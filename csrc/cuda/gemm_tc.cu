@@ -363,11 +363,12 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_kernel(tc_args a)
 /* ---- the decoded-tile kernel (large M) -------------------------------------------------
  *
  * The kernel above decodes every weight fragment in the registers of each warp that uses
- * it, i.e. once per 64 rows of x at best; at M >= 128 that decode (6+ instructions per mma)
- * keeps the tensor pipe ~37% busy (benchmarks/NOTES.md). Here the CTA decodes each stage's
- * weight tile once into shared memory as scaled 16-bit values, laid out like the x tile
- * (rows of BK elements, same 16-byte swizzle), and every warp reads its A fragments from
- * there with the same 16-byte loads it uses for x: the decode is shared by all BM rows.
+ * it, i.e. once per 64 rows of x at best (6+ instructions per mma at M >= 128). Here the
+ * CTA decodes each stage's weight tile once into shared memory as scaled 16-bit values in
+ * mma fragment order (decoded_unit), and every warp reads each A operand with one 16-byte
+ * load: the decode is shared by all BM rows (4.5 instructions per mma). Measured 3-8%
+ * faster at M >= 256 on the large Pi0.5 weights; both kernels stop near 40% of what
+ * mma.sync can issue on an H100 (benchmarks/NOTES.md).
  *
  * Pipeline per stage kt (one barrier): wait for stage kt + 1's copy, start the copy of
  * stage kt + STAGES - 1, decode stage kt + 1 into decoded buffer (kt + 1) & 1, and run the
