@@ -60,16 +60,17 @@ int choose_config(const w4a16_cuda_gemm_args &a, const device_facts &dev, size_t
      * 256 on the large Pi0.5 shapes; the 128-row tile was never the fastest). The expert
      * weights (<= GEMV_SMALL_WEIGHT) keep narrower tiles longer, as they give more CTAs:
      * 4096x1024 at M = 32: n64_m16 5.1 µs vs n64_m32 6.4; M = 64: n64_m32 6.5 vs wide 9.7;
-     * M = 128: n64_m32 8.1 vs wide 12.1. Beyond M = 128 the decoded-tile kernel leads on
-     * the large weights by 3-8% (16384x2048 M = 256: 68.9 vs 72.6 µs; M = 968: 264.8 vs
-     * 282.8) but not on the expert ones (4096x1024 M = 256: 19.3 vs 12.1 wide) */
+     * M = 128: n64_m32 8.1 vs wide 12.1. From M = 128 the decoded-tile kernel leads on
+     * the large weights by 5-12% (16384x2048 M = 128: 35.3 vs 38.9 µs; M = 256: 65.7 vs
+     * 72.4; M = 968: 252.5 vs 281.0) but not on the expert ones (4096x1024 M = 256: 19.3
+     * vs 12.1 wide) */
     int order[3];
     const bool small_weight = a.n * a.k <= GEMV_SMALL_WEIGHT;
     if (a.m <= 16 || (small_weight && a.m <= 32))
         order[0] = TILE_N64_M16, order[1] = TILE_N64_M32, order[2] = TILE_N64_M64;
     else if (a.m <= 32 || (small_weight && a.m <= 128))
         order[0] = TILE_N64_M32, order[1] = TILE_N128_M32, order[2] = TILE_N64_M64;
-    else if (a.m <= 128 || small_weight)
+    else if (a.m < 128 || small_weight)
         order[0] = TILE_N128_M64_WIDE, order[1] = TILE_N128_M64, order[2] = TILE_N64_M64;
     else
         order[0] = TILE_N128_M128_DECODED, order[1] = TILE_N128_M64_WIDE, order[2] = TILE_N128_M64;

@@ -404,7 +404,7 @@ struct decoded_tile {
  * tile `tile`, i.e. {pair 2kk of row g, of row g + 8, pair 2kk + 1 of row g, of row g + 8}
  * of the rows 16 tile + g / + 8. A warp's 16-byte load returns the mma operand as is (no
  * register moves); g ^ 2t spreads a quarter warp (g = 0, 1; t = 0..3) over 8 bank groups,
- * and likewise the decoder's stores (g = 0..7, one t). */
+ * and likewise the decoder's stores (two g, t = col = 0..3). */
 template <class C> __device__ __forceinline__ int decoded_unit(int tile, int c, int kk, int g)
 {
     return ((((tile * (C::BK / 8) + c) * 2 + kk) * 8) + (g ^ ((c >> 2) << 1))) * 16;
@@ -433,8 +433,9 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_decoded_kernel(tc_args a)
 
     /* the decode: per pass, thread (tile, g, col) takes code chunk col (elements 32 col ..
      * + 32) of weight rows 16 tile + g and 16 tile + g + 8, so that it holds whole A
-     * fragments (see decoded_unit); rows past N read row N - 1's scales (their codes are 0) */
-    const int d_g = threadIdx.x & 7, d_col = (threadIdx.x >> 3) % C::CHUNKS_ROW;
+     * fragments (see decoded_unit); rows past N read row N - 1's scales (their codes are 0).
+     * col varies fastest: a quarter warp reads 2 whole 64-byte rows (8 bank groups) */
+    const int d_col = threadIdx.x % C::CHUNKS_ROW, d_g = (threadIdx.x / C::CHUNKS_ROW) & 7;
     const int d_tile0 = threadIdx.x / (8 * C::CHUNKS_ROW);
     scale_cursor<FMT, T> scales[C::DECODE_PASSES][2];
     raw_scale cur[C::DECODE_PASSES][2];
