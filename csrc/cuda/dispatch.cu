@@ -56,8 +56,8 @@ int choose_config(const w4a16_cuda_gemm_args &a, const device_facts &dev, size_t
     if (!a.prepacked || a.m <= W4A16_GEMV_MAX_M) return 0;
     if (a.m <= 16 && a.n * a.k <= GEMV_SMALL_WEIGHT) return 0;
     /* preference by M (H100, benchmarks/sweep_configs.py): 16-row tiles up to M = 16,
-     * 32-row ones to 32, the wide 64-row tile beyond (fastest or within 3% from M = 50 to
-     * 256 on the large Pi0.5 shapes; the 128-row tile was never the fastest). The expert
+     * 32-row ones to 32, the wide 64-row tile to 127 (fastest or within 3% at M = 50 and
+     * 64 on the large Pi0.5 shapes; the n64_m128 tile was never the fastest). The expert
      * weights (<= GEMV_SMALL_WEIGHT) keep narrower tiles longer, as they give more CTAs:
      * 4096x1024 at M = 32: n64_m16 5.1 µs vs n64_m32 6.4; M = 64: n64_m32 6.5 vs wide 9.7;
      * M = 128: n64_m32 8.1 vs wide 12.1. From M = 128 the decoded-tile kernel leads on
