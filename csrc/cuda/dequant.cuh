@@ -147,6 +147,13 @@ __device__ __forceinline__ uint32_t convert_pair(uint32_t w, uint32_t int_xor)
     }
 }
 
+/* INT4's `int_xor` for convert_pair: the magic number in both halves, and for symmetric
+ * codes (no zero points) also bit 3 of each nibble, which turns the signed q into q + 8. */
+template <typename T> __device__ __forceinline__ uint32_t int4_xor(bool has_zero_points)
+{
+    return bits16<T>::INT_MAGIC ^ (has_zero_points ? 0u : 0x00080008u);
+}
+
 template <int FMT, typename T>
 __device__ __forceinline__ void dequant_word(uint32_t w, uint32_t int_xor, uint32_t (&out)[4])
 {

@@ -133,7 +133,7 @@ __global__ void __launch_bounds__(WORD_THREADS) dequantize_words_kernel(w4a16_cu
         __syncthreads();
     }
     const int64_t words = wt.n * wt.k / 8;
-    const uint32_t int_xor = bits16<__nv_bfloat16>::INT_MAGIC ^ (wt.zero_points ? 0u : 0x00080008u);
+    const uint32_t int_xor = int4_xor<__nv_bfloat16>(wt.zero_points != nullptr);
     const uint32_t *codes = reinterpret_cast<const uint32_t *>(wt.codes);
     const int lane = threadIdx.x & 31;
     const int64_t warps = (int64_t)gridDim.x * (WORD_THREADS / 32);

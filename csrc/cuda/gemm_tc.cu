@@ -146,6 +146,14 @@ template <class C> struct stage_copier {
                        valid ? x + i * X_ROWS_PER_PASS * x_pitch : static_cast<const uint8_t *>(a.x), valid);
         }
     }
+
+    /* stage s into pipeline buffer s % STAGES as one commit group; past the CTA's last
+     * stage the group is empty, so that the kernels' wait counts hold to the end */
+    __device__ __forceinline__ void issue(const tc_args &a, uint8_t *smem, int s, int stages_total) const
+    {
+        if (s < stages_total) copy(a, smem + (s % C::STAGES) * C::STAGE_BYTES, s);
+        cp_async_commit();
+    }
 };
 
 /* Stage 5, the output of a CTA (both kernels): the accumulators acc[f][jm] of warp
@@ -223,10 +231,7 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_kernel(tc_args a)
 
     const stage_copier<C> copier(a, n0, m0, k_begin);
 #pragma unroll
-    for (int s = 0; s < C::STAGES - 1; s++) {
-        if (s < stages_total) copier.copy(a, smem + s * C::STAGE_BYTES, s);
-        cp_async_commit();
-    }
+    for (int s = 0; s < C::STAGES - 1; s++) copier.issue(a, smem, s, stages_total);
 
     /* scales of the thread's 4 weight rows (tile f, half h): rows past N read row N - 1 */
     scale_cursor<FMT, T> scales[2][2];
@@ -248,7 +253,7 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_kernel(tc_args a)
         for (int h = 0; h < 2; h++) cur[f][h] = scales[f][h].load(0);
 
     if (FMT != W4A16_FORMAT_INT4) fill_scale_lut<FMT, T>(lut);
-    const uint32_t int_xor = bits16<T>::INT_MAGIC ^ (a.zero_points ? 0u : 0x00080008u);
+    const uint32_t int_xor = int4_xor<T>(a.zero_points != nullptr);
 
     float acc[C::FN][C::FM][4];
 #pragma unroll
@@ -262,9 +267,7 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_kernel(tc_args a)
     for (int kt = 0; kt < stages_total; kt++) {
         cp_async_wait<C::STAGES - 2>();
         __syncthreads(); /* stage kt landed for every thread; stage kt - 1 is free */
-        const int next = kt + C::STAGES - 1;
-        if (next < stages_total) copier.copy(a, smem + (next % C::STAGES) * C::STAGE_BYTES, next);
-        cp_async_commit();
+        copier.issue(a, smem, kt + C::STAGES - 1, stages_total);
 
         const uint8_t *ws = smem + (kt % C::STAGES) * C::STAGE_BYTES;
         const uint8_t *xs = ws + C::W_STAGE;
@@ -426,10 +429,7 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_decoded_kernel(tc_args a)
 
     const stage_copier<C> copier(a, n0, m0, k_begin);
 #pragma unroll
-    for (int s = 0; s < C::STAGES - 1; s++) {
-        if (s < stages_total) copier.copy(a, smem + s * C::STAGE_BYTES, s);
-        cp_async_commit();
-    }
+    for (int s = 0; s < C::STAGES - 1; s++) copier.issue(a, smem, s, stages_total);
 
     /* the decode: per pass, thread (tile, g, col) takes code chunk col (elements 32 col ..
      * + 32) of weight rows 16 tile + g and 16 tile + g + 8, so that it holds whole A
@@ -449,7 +449,7 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_decoded_kernel(tc_args a)
             cur[j][h] = scales[j][h].load(0);
         }
     if (FMT != W4A16_FORMAT_INT4) fill_scale_lut<FMT, T>(lut);
-    const uint32_t int_xor = bits16<T>::INT_MAGIC ^ (a.zero_points ? 0u : 0x00080008u);
+    const uint32_t int_xor = int4_xor<T>(a.zero_points != nullptr);
 
     /* stage s (in pipeline buffer s % STAGES) -> decoded buffer s & 1 */
     auto decode_stage = [&](int s) {
@@ -494,9 +494,7 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_decoded_kernel(tc_args a)
     for (int kt = 0; kt < stages_total; kt++) {
         cp_async_wait<C::STAGES - 3>();
         __syncthreads(); /* stage kt + 1 landed; decoded tile kt is complete; iteration kt - 1 is done */
-        const int next = kt + C::STAGES - 1;
-        if (next < stages_total) copier.copy(a, smem + (next % C::STAGES) * C::STAGE_BYTES, next);
-        cp_async_commit();
+        copier.issue(a, smem, kt + C::STAGES - 1, stages_total);
         if (kt + 1 < stages_total) decode_stage(kt + 1);
 
         const uint8_t *ws = decoded + (kt & 1) * C::DECODED_BYTES;

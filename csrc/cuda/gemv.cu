@@ -142,7 +142,7 @@ gemv_w4_kernel(gemv_args a)
         x_valid[b] = m < a.m;
         x_rows[b] = reinterpret_cast<const T *>(a.x) + (x_valid[b] ? m : 0) * a.k + k_first;
     }
-    const uint32_t int_xor = bits16<T>::INT_MAGIC ^ (a.zero_points ? 0u : 0x00080008u);
+    const uint32_t int_xor = int4_xor<T>(a.zero_points != nullptr);
     const float epilogue = epilogue_factor<FMT>(a.alpha, a.global_scale);
     const T *bias = reinterpret_cast<const T *>(a.bias);
     uint16_t *y = reinterpret_cast<uint16_t *>(a.y);

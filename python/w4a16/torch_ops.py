@@ -102,8 +102,8 @@ def gemm(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, global_scal
     stream = torch.cuda.current_stream(device).cuda_stream if x.is_cuda else 0
     m, act_dtype = x2.shape[0], _dtype_code(x2, "x")
     if x.is_cuda and m >= (LARGE_M if layout == _C.LAYOUT_CANONICAL else LARGE_M_PREPACKED):
-        y = _dequantize_matmul(x2, codes, scales, global_scale, zero_points, bias, format, group_size, alpha, layout,
-                               place, stream)
+        y = _dequantize_matmul(x2, act_dtype, codes, scales, global_scale, zero_points, bias, format, group_size,
+                               alpha, layout, place, stream)
         return y.reshape(*x.shape[:-1], n)
     config, workspace = _C.GEMM_AUTO, None
     if x.is_cuda and m > 0:
@@ -121,25 +121,26 @@ def gemm(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, global_scal
     return y.reshape(*x.shape[:-1], n)
 
 
-def _dequantize_matmul(x2: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor,
+def _dequantize_matmul(x2: torch.Tensor, act_dtype: int, codes: torch.Tensor, scales: torch.Tensor,
                        global_scale: Optional[torch.Tensor], zero_points: Optional[torch.Tensor],
                        bias: Optional[torch.Tensor], format: int, group_size: int, alpha: float, layout: int,
                        place: tuple, stream: int) -> torch.Tensor:
     """y [M, N] = alpha * x2 [M, K] @ dequant(W)^T + bias with w4a16's dequantizer and
     cuBLAS, one slice of W's rows at a time (DEQUANT_SLICE_BYTES); each slice's product
-    goes straight into its columns of y (cuBLAS takes y's row pitch)."""
+    goes straight into its columns of y (cuBLAS takes y's row pitch). act_dtype is x2's
+    _C dtype code."""
     m, k = x2.shape
     n = codes.shape[0]
     rows = min(n, max(DEQUANT_SLICE_MIN_ROWS, DEQUANT_SLICE_BYTES // (2 * k) // 64 * 64))
     w16 = torch.empty((rows, k), dtype=x2.dtype, device=x2.device)
     y = torch.empty((m, n), dtype=x2.dtype, device=x2.device)
-    act_dtype = _dtype_code(x2, "x")
+    scale_dtype, gs_ptr = _dtype_code(scales, "scales"), _pointer(global_scale, "global_scale", x2.device)
     for n0 in range(0, n, rows):
         n1 = min(n, n0 + rows)
         zp = zero_points[n0:n1] if zero_points is not None else None
         _C._dequantize_raw(w16.data_ptr(), act_dtype, n1 - n0, k, codes[n0:n1].data_ptr(), scales[n0:n1].data_ptr(),
-                           _dtype_code(scales, "scales"), _pointer(global_scale, "global_scale", x2.device),
-                           zp.data_ptr() if zp is not None else 0, format, group_size, layout, *place, stream)
+                           scale_dtype, gs_ptr, zp.data_ptr() if zp is not None else 0, format, group_size, layout,
+                           *place, stream)
         out = y[:, n0:n1]
         if bias is not None:
             torch.addmm(bias[n0:n1], x2, w16[: n1 - n0].t(), alpha=alpha, out=out)
