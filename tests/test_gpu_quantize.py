@@ -1,6 +1,7 @@
 """GPU quantizers: bytes identical to the C reference (the CPU path), on the caller's
 stream, capturable in a CUDA graph. Skipped without a GPU."""
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -35,6 +36,35 @@ def test_nvfp4_gpu_given_global_scale_and_misaligned_input(rng):
         cpu = w4a16.quantize_nvfp4(w.cpu(), global_scale=gs)
         assert np.array_equal(bytes_of(gpu.codes), bytes_of(cpu.codes))
         assert np.array_equal(bytes_of(gpu.scales), bytes_of(cpu.scales))
+
+
+def rounding_midpoint_blocks(rng, blocks: int, dtype) -> np.ndarray:
+    """Blocks whose elements sit on the E2M1 rounding midpoints of their block scale and
+    a few ulps either side. With a global scale of 1 the block scale is the E4M3 value d
+    (the block amax is 6 d exactly) and x / d is exactly 0.25, 0.75, ... 5 or its
+    neighbours: the cases where a division-free encoder could round differently."""
+    codes = rng.integers(0x20, 0x60, blocks).astype(np.uint8)  # normal E4M3 scales
+    d = codes.view(ml_dtypes.float8_e4m3fn).astype(np.float32)
+    midpoints = np.array([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0], np.float32)
+    w = (d[:, None] * rng.choice(midpoints, (blocks, 16))).astype(dtype)
+    steps = rng.integers(-20, 21, (blocks, 16))  # ulps of the input dtype
+    bits = w.view(np.uint32 if dtype == np.float32 else np.uint16)
+    w = (bits.astype(np.int64) + steps).astype(bits.dtype).view(dtype)
+    w = w * rng.choice(np.array([-1, 1], dtype), (blocks, 16))
+    w[:, 0] = 6 * d  # the block amax: block scale exactly d
+    return w
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_nvfp4_gpu_bytes_equal_cpu_reference_at_rounding_midpoints(rng, dtype):
+    np_dtype = np.float32 if dtype == "float32" else ml_dtypes.bfloat16
+    w = torch.from_numpy(rounding_midpoint_blocks(rng, 64 * 64, np_dtype).astype(np.float32))
+    w = w.reshape(64, 1024).to(getattr(torch, dtype))
+    for gs in (1.0, None):
+        gpu = w4a16.quantize_nvfp4(w.cuda(), global_scale=gs)
+        cpu = w4a16.quantize_nvfp4(w, global_scale=gs)
+        assert np.array_equal(bytes_of(gpu.scales), bytes_of(cpu.scales))
+        assert np.array_equal(bytes_of(gpu.codes), bytes_of(cpu.codes))
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])

@@ -100,32 +100,31 @@ W4A16_HD uint8_t w4a16_e2m1_encode(float v)
 
 W4A16_HD float w4a16_e4m3_decode(uint8_t code)
 {
-    int e = (code >> 3) & 0xF, m = code & 7;
+    const uint32_t c = code & 0x7Fu;
     float mag;
-    if (e == 15 && m == 7) mag = NAN;
-    else if (e == 0) mag = ldexpf((float)m, -9);   /* subnormal: m * 2^-9 */
-    else mag = ldexpf((float)(8 + m), e - 10);     /* (1 + m/8) * 2^(e-7) */
+    if (c == 0x7F) mag = NAN;
+    else if (c < 8) mag = (float)c * W4A16_E4M3_MIN_SUBNORMAL;      /* subnormal: m * 2^-9 */
+    else mag = w4a16_bits_f32((c << 20) + (120u << 23));          /* (1 + m/8) * 2^(e-7) */
     return (code & 0x80u) ? -mag : mag;
 }
 
-/* Round to nearest even, saturating at +-448 (no overflow to NaN). NaN -> 0x7F. */
+/* Round to nearest even, saturating at +-448 (no overflow to NaN). NaN -> 0x7F.
+ * On the float's bits: the top 3 mantissa bits with the exponent rebased from 127 to 7
+ * are the code, so rounding is an add on bit 20 whose carry may move into the exponent. */
 W4A16_HD uint8_t w4a16_e4m3_encode(float v)
 {
-    uint8_t sign = signbit(v) ? 0x80u : 0u;
-    float a = fabsf(v);
-    uint8_t code;
-    if (a != a) return (uint8_t)(sign | 0x7Fu);
-    if (a >= W4A16_E4M3_MAX) {
+    const uint32_t bits = w4a16_f32_bits(v);
+    const uint8_t sign = (uint8_t)((bits >> 24) & 0x80u);
+    const uint32_t mag = bits & 0x7FFFFFFFu;
+    uint32_t code;
+    if (mag > 0x7F800000u) return (uint8_t)(sign | 0x7Fu);
+    if (mag >= 0x43E00000u) {            /* >= 448 */
         code = 0x7E;
-    } else if (a < 0.015625f) {
-        /* below 2^-6: subnormal steps of 2^-9; a result of 8 is the smallest normal */
-        code = (uint8_t)nearbyintf(a * 512.0f);
+    } else if (mag < 0x3C800000u) {      /* below 2^-6: subnormal steps of 2^-9, 8 is the smallest normal */
+        code = (uint32_t)nearbyintf(w4a16_bits_f32(mag) * 512.0f);
     } else {
-        int e2;
-        frexpf(a, &e2);                              /* 2^(e2-1) <= a < 2^e2 */
-        float r = nearbyintf(ldexpf(a, 4 - e2));     /* 3 mantissa bits: r in [8, 16] */
-        int c = ((e2 + 6) << 3) + ((int)r - 8);      /* r == 16 carries into the exponent */
-        code = (uint8_t)(c > 0x7E ? 0x7E : c);
+        code = ((mag + 0x7FFFFu + ((mag >> 20) & 1u)) >> 20) - (120u << 3);
+        if (code > 0x7E) code = 0x7E;    /* [464, 480) would round to 480, past the largest finite */
     }
     return (uint8_t)(code | sign);
 }

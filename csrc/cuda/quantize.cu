@@ -6,9 +6,9 @@
  *   1. amax_kernel      max |w| over the tensor, as float bits with atomicMax into
  *                       global_scale_out (non-negative floats order like their bit
  *                       patterns; NaN > Inf > finite, so a non-finite w shows up here)
- *   2. nvfp4_kernel     one thread per 16-element block: block amax, E4M3 scale, codes
- *   3. finalize_kernel  replaces the amax by the global scale, or by NaN if w had a
+ *   2. finalize_kernel  replaces the amax by the global scale, or by NaN if w had a
  *                       non-finite value (the caller's cue that w was invalid)
+ *   3. nvfp4_kernel     one thread per 16-element block: block amax, E4M3 scale, codes
  */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -99,35 +99,77 @@ __global__ void amax_kernel(const T *__restrict__ w, int64_t blocks, unsigned in
     }
 }
 
-/* The global scale from the amax (or the caller's), as the reference computes it. */
-__device__ __forceinline__ float nvfp4_global_scale_from(const unsigned int *amax_bits, float given, bool has_given)
+/* ---- NVFP4 codes with one division per block ----------------------------------------
+ * The reference rounds x / denom to fp32 and encodes it onto the E2M1 grid with ties to
+ * even: an IEEE division and a chain of 7 comparisons per element (47 instructions per
+ * element in all, the quantize pass bound by issue, not by memory). Here a block divides
+ * once, r = 1 / denom, and each element takes q = |x| * r, within 2 ulp of the exact
+ * quotient. The E2M1 rounding of q is then integer arithmetic on the bits of
+ *     v = q + max(q, 1)     (q + 1 below 1, else 2q)
+ * which maps the grid 0, .5, 1, 1.5, 2, 3, 4, 6 to 1, 1.5, 2, 3, 4, 6, 8, 12: floats with
+ * one mantissa bit, the code being 2 * (exponent - 127) + that bit. Every rounding
+ * midpoint (q = 0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5) lands where the low 22 bits of v are
+ * 0x200000, so
+ *     u = bits(v) - 0x3F600000,   code = u >> 22 (rounds half up),   clamp to 7
+ * and u's low 22 bits measure the distance to the nearest midpoint in ulps of v. Where
+ * an element comes within E2M1_NEAR ulps of a midpoint (q's error, v's rounding and ties
+ * all fit in 3 ulps) the block takes the reference path instead; on random data that is
+ * about one block in 10^4. bytes stay identical to the C reference (tests include
+ * exact ties and their neighbours). */
+#define E2M1_NEAR 16u
+
+/* The E2M1 magnitude code (0..7) of q >= 0; lowers `nearest` to the distance measure
+ * (offset by E2M1_NEAR so that one unsigned minimum covers both sides of a midpoint). */
+__device__ __forceinline__ uint32_t e2m1_magnitude_from_product(float q, uint32_t &nearest)
 {
-    return has_given ? given : w4a16_nvfp4_global_scale(__uint_as_float(*amax_bits));
+    const float v = q + fmaxf(q, 1.0f);
+    const uint32_t u = __float_as_uint(v) - (0x3F600000u - E2M1_NEAR);
+    nearest = min(nearest, u & 0x3FFFFFu);
+    return min(u >> 22, 7u);
+}
+
+/* The 16 codes of a block, packed two words of 8 nibbles, as the reference's
+ * w4a16_e2m1_encode(x[j] / denom) gives them (amax != 0, so denom > 0 or NaN). */
+__device__ __forceinline__ void nvfp4_block_codes(const float x[16], float denom, uint32_t packed[2])
+{
+    /* r and the products keep their relative error below 2^-23 only for normal values */
+    bool reference = !(denom >= 0x1p-126f && denom <= 0x1p125f);
+    if (!reference) {
+        const float r = 1.0f / denom;
+        uint32_t nearest = 0xFFFFFFFFu;
+#pragma unroll
+        for (int j = 0; j < 16; j++) {
+            const uint32_t sign = (__float_as_uint(x[j]) >> 28) & 8u;
+            const uint32_t code = e2m1_magnitude_from_product(fabsf(x[j]) * r, nearest) | sign;
+            packed[j >> 3] |= code << (4 * (j & 7));
+        }
+        reference = nearest <= 2u * E2M1_NEAR;
+    }
+    if (reference) {
+        packed[0] = packed[1] = 0u;
+#pragma unroll /* x[] stays in registers */
+        for (int j = 0; j < 16; j++) packed[j >> 3] |= (uint32_t)w4a16_e2m1_encode(x[j] / denom) << (4 * (j & 7));
+    }
 }
 
 template <typename T, int KIND, bool VEC>
-__global__ void nvfp4_kernel(const T *__restrict__ w, int64_t blocks, const unsigned int *__restrict__ amax_bits,
-                             float given_scale, bool has_given, uint8_t *__restrict__ codes,
-                             bool codes_aligned, uint8_t *__restrict__ scales)
+__global__ void nvfp4_kernel(const T *__restrict__ w, int64_t blocks, const float *__restrict__ global_scale,
+                             uint8_t *__restrict__ codes, bool codes_aligned, uint8_t *__restrict__ scales)
 {
     /* last block first: the amax pass just streamed the tensor in ascending order, so its
      * tail is still in L2 when this pass starts */
     const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     if (i >= blocks) return;
     const int64_t b = blocks - 1 - i;
-    const float gs = nvfp4_global_scale_from(amax_bits, given_scale, has_given);
+    const float gs = *global_scale; /* NaN if w had NaN/Inf: then the codes do not matter */
     float x[16];
     loader_for<T, KIND, VEC>::load(w, b * NVFP4_BLOCK, x);
     float amax = 0.0f;
 #pragma unroll
     for (int j = 0; j < 16; j++) amax = fmaxf(amax, fabsf(x[j]));
     const uint8_t sc = w4a16_nvfp4_scale_code(amax, gs);
-    const float denom = w4a16_e4m3_decode(sc) * gs;
     uint32_t packed[2] = {0u, 0u};
-    if (amax != 0.0f) {
-#pragma unroll
-        for (int j = 0; j < 16; j++) packed[j >> 3] |= (uint32_t)w4a16_e2m1_encode(x[j] / denom) << (4 * (j & 7));
-    }
+    if (amax != 0.0f) nvfp4_block_codes(x, w4a16_e4m3_decode(sc) * gs, packed);
     /* 16 codes = 8 bytes at byte offset 8 * b: one 8-byte store where aligned */
     if (codes_aligned) {
         reinterpret_cast<uint2 *>(codes)[b] = make_uint2(packed[0], packed[1]);
@@ -168,12 +210,13 @@ static w4a16_status launch_nvfp4(const T *w, int64_t n, int64_t k, const float *
     if (err != cudaSuccess) return w4a16_cuda_check(err, "quantize_nvfp4 (memset)");
     if (vec) {
         amax_kernel<T, KIND, true><<<amax_grid, THREADS, 0, stream>>>(w, blocks, amax_bits);
-        nvfp4_kernel<T, KIND, true><<<grid, THREADS, 0, stream>>>(w, blocks, amax_bits, given, has_given, codes, codes_aligned, scales);
+        nvfp4_finalize_kernel<<<1, 1, 0, stream>>>(gs_out, given, has_given);
+        nvfp4_kernel<T, KIND, true><<<grid, THREADS, 0, stream>>>(w, blocks, gs_out, codes, codes_aligned, scales);
     } else {
         amax_kernel<T, KIND, false><<<amax_grid, THREADS, 0, stream>>>(w, blocks, amax_bits);
-        nvfp4_kernel<T, KIND, false><<<grid, THREADS, 0, stream>>>(w, blocks, amax_bits, given, has_given, codes, codes_aligned, scales);
+        nvfp4_finalize_kernel<<<1, 1, 0, stream>>>(gs_out, given, has_given);
+        nvfp4_kernel<T, KIND, false><<<grid, THREADS, 0, stream>>>(w, blocks, gs_out, codes, codes_aligned, scales);
     }
-    nvfp4_finalize_kernel<<<1, 1, 0, stream>>>(gs_out, given, has_given);
     return w4a16_cuda_check(cudaGetLastError(), "quantize_nvfp4 (launch)");
 }
 
