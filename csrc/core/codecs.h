@@ -96,6 +96,45 @@ W4A16_HD uint8_t w4a16_e2m1_encode(float v)
     return (uint8_t)(code | (signbit(v) ? 8u : 0u));
 }
 
+/* ---- the same rounding without a division per element (the GPU NVFP4 quantizer) ----
+ * The reference encodes RN(x / d). A quantizer that divides once per block, y = RN(1 / d),
+ * and keeps the reciprocal's remainder y_lo = (1 - d y) y (so y + y_lo = 1 / d to about
+ * 2^-47), gets the same RN(x / d) from 4 operations per element: q = RN(x y + x y_lo)
+ * with the first product exact inside the fused multiply-add is within half an ulp plus
+ * 2^-46 relative, hence faithful; then Markstein's correction (premises: y correctly
+ * rounded, q faithful; the remainder x - q d is then exact) rounds it correctly. Valid
+ * while nothing over- or underflows: d and 1 / d normal, x / d below 2^100, and x / d
+ * above 2^-100 or too small to matter. */
+W4A16_HD float w4a16_reciprocal_remainder(float d, float y)
+{
+    return fmaf(-d, y, 1.0f) * y;
+}
+
+W4A16_HD float w4a16_div_by_reciprocal(float x, float d, float y, float y_lo)
+{
+    const float q = fmaf(x, y, x * y_lo); /* faithful */
+    return fmaf(fmaf(-q, d, x), y, q);
+}
+
+/* The magnitude code c (0..7) of w4a16_e2m1_encode(q) for 0 <= q < 7, branch-free: the
+ * grid has steps 0.5 below 2, 1 up to 4 and 2 beyond, and adding to 2^23 rounds to
+ * integers with ties to even, so the code is
+ *     c = min(RNE(2q), RNE(q) + 2, RNE(q / 2) + 4)
+ * (each term is the code on its own range and too large on the ranges above it).
+ * Returned biased, as the bits of the float 2^23 + c, i.e. W4A16_E2M1_CODE_BIAS + c: a
+ * caller takes the low 3 bits, or sums shifted codes and removes the bias once. Checked
+ * against w4a16_e2m1_encode for every float in [0, 7). */
+#define W4A16_E2M1_CODE_BIAS 0x4B000000u /* the bits of 2^23 */
+
+W4A16_HD uint32_t w4a16_e2m1_magnitude_biased(float q)
+{
+    const uint32_t fine = w4a16_f32_bits(fmaf(q, 2.0f, 8388608.0f));   /* 2^23 + RNE(2q) */
+    const uint32_t unit = w4a16_f32_bits(q + 8388610.0f);              /* 2^23 + RNE(q) + 2 */
+    const uint32_t coarse = w4a16_f32_bits(fmaf(q, 0.5f, 8388612.0f)); /* 2^23 + RNE(q/2) + 4 */
+    const uint32_t m = fine < unit ? fine : unit;
+    return m < coarse ? m : coarse;
+}
+
 /* ---- E4M3FN: bias 7, no Inf, 0x7F/0xFF are NaN, max 448 ------------------------- */
 
 W4A16_HD float w4a16_e4m3_decode(uint8_t code)

@@ -37,6 +37,53 @@ static inline w4a16_status w4a16_cuda_check(cudaError_t err, const char *what)
 
 static inline unsigned w4a16_ceil_div(int64_t a, int64_t b) { return (unsigned)((a + b - 1) / b); }
 
+/* ---- programmatic dependent launch (SM90 on) -------------------------------------------
+ * A kernel launched with w4a16_launch_after may be scheduled while the kernel before it on
+ * the stream is still draining, which hides the launch gap between the steps of one
+ * operation (a few µs in a chain of short kernels). It must call w4a16_wait_for_prior()
+ * before it reads or writes anything the prior kernel touches; a prior kernel may call
+ * w4a16_allow_next() to let it be scheduled before the prior kernel's last block exits.
+ * Below SM90 both are no-ops and the launch is an ordinary one. */
+static __device__ __forceinline__ void w4a16_wait_for_prior()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+static __device__ __forceinline__ void w4a16_allow_next()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+/* Whether the current device takes programmatic dependent launches (compute capability 9+). */
+static inline bool w4a16_device_has_pdl()
+{
+    int device = 0, major = 0;
+    if (cudaGetDevice(&device) != cudaSuccess) return false;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) return false;
+    return major >= 9;
+}
+
+template <typename... Params, typename... Args>
+static cudaError_t w4a16_launch_after(bool pdl, void (*kernel)(Params...), unsigned grid, unsigned block,
+                                      cudaStream_t stream, Args... args)
+{
+    cudaLaunchAttribute attribute;
+    attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attribute.val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t config = {};
+    config.gridDim = dim3(grid);
+    config.blockDim = dim3(block);
+    config.dynamicSmemBytes = 0;
+    config.stream = stream;
+    config.attrs = &attribute;
+    config.numAttrs = pdl ? 1 : 0;
+    return cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...);
+}
+
 /* INT4 groups per 32-element chunk, as a shift: log2(group / 32), or 31 when one group
  * spans the row (the chunk index shifted by 31 is group 0). */
 static inline uint32_t w4a16_int4_chunk_shift(int64_t group, int64_t k)

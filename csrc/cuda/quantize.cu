@@ -2,14 +2,18 @@
  * quantize.cu — GPU quantizers. They run the scalar rules of core/codecs.h, the same
  * code as the C reference, so their bytes are identical to it (tests check this).
  *
- * NVFP4 in three launches on the caller's stream, no host synchronisation:
- *   1. amax_kernel      max |w| over the tensor, as float bits with atomicMax into
- *                       global_scale_out (non-negative floats order like their bit
- *                       patterns; NaN > Inf > finite, so a non-finite w shows up here)
- *   2. finalize_kernel  replaces the amax by the global scale, or by NaN if w had a
- *                       non-finite value (the caller's cue that w was invalid)
+ * NVFP4 in three launches on the caller's stream, no host synchronisation, no allocation:
+ *   1. amax_kernel      max |w| of each CTA's share, as float bits (non-negative floats
+ *                       order like their bit patterns; NaN > Inf > finite, so a non-finite
+ *                       w shows up here), one word per CTA written into the codes buffer,
+ *                       which the quantize pass overwrites later (so nothing to zero first)
+ *   2. finalize_kernel  one CTA: the maximum of those words, then the global scale, or NaN
+ *                       if w had a non-finite value (the caller's cue that w was invalid)
  *   3. nvfp4_kernel     one thread per 16-element block: block amax, E4M3 scale, codes
+ * 2 and 3 are programmatic dependent launches (cuda_common.cuh) from SM90 on.
  */
+#include <algorithm>
+
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <stdint.h>
@@ -21,17 +25,25 @@
 #define NVFP4_BLOCK 16
 #define THREADS 256
 
-/* Loads 16 consecutive elements starting at element `i` as fp32. VEC: 16-byte loads. */
-template <typename T, bool VEC> struct block_loader;
+/* A 16-byte load. LAST_USE: the quantize pass reads each byte for the last time, so its
+ * loads (and stores) are marked evict-first and do not push out of L2 the tail of the
+ * tensor that the amax pass left there and the quantize pass has yet to read. */
+template <bool LAST_USE, typename V> __device__ __forceinline__ V load16(const V *p)
+{
+    return LAST_USE ? __ldcs(p) : __ldg(p);
+}
 
-template <bool VEC> struct block_loader<float, VEC> {
+/* Loads 16 consecutive elements starting at element `i` as fp32. VEC: 16-byte loads. */
+template <typename T, bool VEC, bool LAST_USE> struct block_loader;
+
+template <bool VEC, bool LAST_USE> struct block_loader<float, VEC, LAST_USE> {
     static __device__ __forceinline__ void load(const float *p, int64_t i, float out[16])
     {
         if (VEC) {
             const float4 *v = reinterpret_cast<const float4 *>(p + i);
 #pragma unroll
             for (int j = 0; j < 4; j++) {
-                float4 f = __ldg(v + j);
+                float4 f = load16<LAST_USE>(v + j);
                 out[4 * j] = f.x; out[4 * j + 1] = f.y; out[4 * j + 2] = f.z; out[4 * j + 3] = f.w;
             }
         } else {
@@ -48,14 +60,14 @@ template <bool IS_BF16> __device__ __forceinline__ float half_bits_to_float(uint
     return __half2float(__ushort_as_half(h));
 }
 
-template <bool IS_BF16, bool VEC> struct half_block_loader {
+template <bool IS_BF16, bool VEC, bool LAST_USE> struct half_block_loader {
     static __device__ __forceinline__ void load(const uint16_t *p, int64_t i, float out[16])
     {
         if (VEC) {
             const uint4 *v = reinterpret_cast<const uint4 *>(p + i);
 #pragma unroll
             for (int j = 0; j < 2; j++) {
-                uint4 u = __ldg(v + j);
+                uint4 u = load16<LAST_USE>(v + j);
                 uint32_t words[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
                 for (int q = 0; q < 4; q++) {
@@ -70,22 +82,30 @@ template <bool IS_BF16, bool VEC> struct half_block_loader {
     }
 };
 
-template <typename T, int KIND, bool VEC> struct loader_for;
-template <bool VEC> struct loader_for<float, 0, VEC> : block_loader<float, VEC> {};
-template <bool VEC> struct loader_for<uint16_t, 1, VEC> : half_block_loader<false, VEC> {};
-template <bool VEC> struct loader_for<uint16_t, 2, VEC> : half_block_loader<true, VEC> {};
+template <typename T, int KIND, bool VEC, bool LAST_USE = false> struct loader_for;
+template <bool VEC, bool LAST_USE> struct loader_for<float, 0, VEC, LAST_USE> : block_loader<float, VEC, LAST_USE> {};
+template <bool VEC, bool LAST_USE> struct loader_for<uint16_t, 1, VEC, LAST_USE> : half_block_loader<false, VEC, LAST_USE> {};
+template <bool VEC, bool LAST_USE> struct loader_for<uint16_t, 2, VEC, LAST_USE> : half_block_loader<true, VEC, LAST_USE> {};
+
+/* max over 16 elements of |x| as float bits */
+__device__ __forceinline__ unsigned int abs_bits_max(const float x[16], unsigned int m)
+{
+#pragma unroll
+    for (int j = 0; j < 16; j++) m = max(m, __float_as_uint(x[j]) & 0x7FFFFFFFu);
+    return m;
+}
 
 /* KIND: 0 fp32, 1 fp16, 2 bf16 (the w4a16_dtype values). */
 template <typename T, int KIND, bool VEC>
-__global__ void amax_kernel(const T *__restrict__ w, int64_t blocks, unsigned int *__restrict__ amax_bits)
+__global__ void amax_kernel(const T *__restrict__ w, int64_t blocks, unsigned int *__restrict__ cta_max)
 {
+    w4a16_allow_next(); /* the finalize CTA may take a slot as soon as one frees */
     unsigned int local = 0;
-    for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < blocks;
-         b += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < blocks; b += stride) {
         float x[16];
         loader_for<T, KIND, VEC>::load(w, b * NVFP4_BLOCK, x);
-#pragma unroll
-        for (int j = 0; j < 16; j++) local = max(local, __float_as_uint(x[j]) & 0x7FFFFFFFu);
+        local = abs_bits_max(x, local);
     }
 #pragma unroll
     for (int offset = 16; offset > 0; offset >>= 1) local = max(local, __shfl_xor_sync(0xFFFFFFFFu, local, offset));
@@ -95,60 +115,39 @@ __global__ void amax_kernel(const T *__restrict__ w, int64_t blocks, unsigned in
     if (threadIdx.x == 0) {
         unsigned int m = 0;
         for (int i = 0; i < (int)(blockDim.x >> 5); i++) m = max(m, warp_max[i]);
-        atomicMax(amax_bits, m);
+        cta_max[blockIdx.x] = m;
     }
 }
 
 /* ---- NVFP4 codes with one division per block ----------------------------------------
- * The reference rounds x / denom to fp32 and encodes it onto the E2M1 grid with ties to
- * even: an IEEE division and a chain of 7 comparisons per element (47 instructions per
- * element in all, the quantize pass bound by issue, not by memory). Here a block divides
- * once, r = 1 / denom, and each element takes q = |x| * r, within 2 ulp of the exact
- * quotient. The E2M1 rounding of q is then integer arithmetic on the bits of
- *     v = q + max(q, 1)     (q + 1 below 1, else 2q)
- * which maps the grid 0, .5, 1, 1.5, 2, 3, 4, 6 to 1, 1.5, 2, 3, 4, 6, 8, 12: floats with
- * one mantissa bit, the code being 2 * (exponent - 127) + that bit. Every rounding
- * midpoint (q = 0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5) lands where the low 22 bits of v are
- * 0x200000, so
- *     u = bits(v) - 0x3F600000,   code = u >> 22 (rounds half up),   clamp to 7
- * and u's low 22 bits measure the distance to the nearest midpoint in ulps of v. Where
- * an element comes within E2M1_NEAR ulps of a midpoint (q's error, v's rounding and ties
- * all fit in 3 ulps) the block takes the reference path instead; on random data that is
- * about one block in 10^4. bytes stay identical to the C reference (tests include
- * exact ties and their neighbours). */
-#define E2M1_NEAR 16u
-
-/* The E2M1 magnitude code (0..7) of q >= 0; lowers `nearest` to the distance measure
- * (offset by E2M1_NEAR so that one unsigned minimum covers both sides of a midpoint). */
-__device__ __forceinline__ uint32_t e2m1_magnitude_from_product(float q, uint32_t &nearest)
+ * The reference encodes x / d per element: an IEEE division and a chain of 7 comparisons
+ * (47 instructions per element in all, which left the pass bound by issue, not memory).
+ * Here a block divides once, y = 1 / d, and each element gets the same correctly
+ * rounded quotient from 4 multiply-adds (w4a16_div_by_reciprocal) and its code from
+ * 3 more and a minimum (w4a16_e2m1_magnitude_below7): exact, ties included, without
+ * branches. A block outside their range (d or 1 / d not normal, or a quotient of 7 or
+ * more, which only a caller's global scale that saturates the block scale gives) takes
+ * the reference's division. */
+__device__ __forceinline__ void nvfp4_block_codes(const float x[16], float amax, float d, uint32_t packed[2])
 {
-    const float v = q + fmaxf(q, 1.0f);
-    const uint32_t u = __float_as_uint(v) - (0x3F600000u - E2M1_NEAR);
-    nearest = min(nearest, u & 0x3FFFFFu);
-    return min(u >> 22, 7u);
-}
-
-/* The 16 codes of a block, packed two words of 8 nibbles, as the reference's
- * w4a16_e2m1_encode(x[j] / denom) gives them (amax != 0, so denom > 0 or NaN). */
-__device__ __forceinline__ void nvfp4_block_codes(const float x[16], float denom, uint32_t packed[2])
-{
-    /* r and the products keep their relative error below 2^-23 only for normal values */
-    bool reference = !(denom >= 0x1p-126f && denom <= 0x1p125f);
-    if (!reference) {
-        const float r = 1.0f / denom;
-        uint32_t nearest = 0xFFFFFFFFu;
+    const float y = 1.0f / d, y_lo = w4a16_reciprocal_remainder(d, y);
+    if (d >= 0x1p-100f && d <= 0x1p100f && amax * y < 6.5f) { /* false for NaN */
+        /* Each term is (bias + code | sign) << 4j; the sum of the shifted biases is
+         * removed once per word (it wraps modulo 2^32 like the sum, so the difference
+         * is exact): one shift-add per code instead of mask, shift and or. */
+        const uint32_t bias_sum = W4A16_E2M1_CODE_BIAS + (W4A16_E2M1_CODE_BIAS << 4); /* shifts >= 8 drop it */
+        uint32_t sum[2] = {0u - bias_sum, 0u - bias_sum};
 #pragma unroll
         for (int j = 0; j < 16; j++) {
-            const uint32_t sign = (__float_as_uint(x[j]) >> 28) & 8u;
-            const uint32_t code = e2m1_magnitude_from_product(fabsf(x[j]) * r, nearest) | sign;
-            packed[j >> 3] |= code << (4 * (j & 7));
+            const uint32_t code = w4a16_e2m1_magnitude_biased(w4a16_div_by_reciprocal(fabsf(x[j]), d, y, y_lo));
+            const uint32_t sign = (__float_as_uint(x[j]) >> 28) & 8u; /* as signbit(x / d) */
+            sum[j >> 3] += (code | sign) << (4 * (j & 7));
         }
-        reference = nearest <= 2u * E2M1_NEAR;
-    }
-    if (reference) {
-        packed[0] = packed[1] = 0u;
+        packed[0] = sum[0];
+        packed[1] = sum[1];
+    } else {
 #pragma unroll /* x[] stays in registers */
-        for (int j = 0; j < 16; j++) packed[j >> 3] |= (uint32_t)w4a16_e2m1_encode(x[j] / denom) << (4 * (j & 7));
+        for (int j = 0; j < 16; j++) packed[j >> 3] |= (uint32_t)w4a16_e2m1_encode(x[j] / d) << (4 * (j & 7));
     }
 }
 
@@ -158,35 +157,48 @@ __global__ void nvfp4_kernel(const T *__restrict__ w, int64_t blocks, const floa
 {
     /* last block first: the amax pass just streamed the tensor in ascending order, so its
      * tail is still in L2 when this pass starts */
+    w4a16_wait_for_prior(); /* the global scale, and the codes buffer free to overwrite */
     const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     if (i >= blocks) return;
     const int64_t b = blocks - 1 - i;
     const float gs = *global_scale; /* NaN if w had NaN/Inf: then the codes do not matter */
     float x[16];
-    loader_for<T, KIND, VEC>::load(w, b * NVFP4_BLOCK, x);
+    loader_for<T, KIND, VEC, true>::load(w, b * NVFP4_BLOCK, x);
     float amax = 0.0f;
 #pragma unroll
     for (int j = 0; j < 16; j++) amax = fmaxf(amax, fabsf(x[j]));
     const uint8_t sc = w4a16_nvfp4_scale_code(amax, gs);
     uint32_t packed[2] = {0u, 0u};
-    if (amax != 0.0f) nvfp4_block_codes(x, w4a16_e4m3_decode(sc) * gs, packed);
+    if (amax != 0.0f) nvfp4_block_codes(x, amax, w4a16_e4m3_decode(sc) * gs, packed);
     /* 16 codes = 8 bytes at byte offset 8 * b: one 8-byte store where aligned */
     if (codes_aligned) {
-        reinterpret_cast<uint2 *>(codes)[b] = make_uint2(packed[0], packed[1]);
+        __stcs(reinterpret_cast<uint2 *>(codes) + b, make_uint2(packed[0], packed[1]));
     } else {
 #pragma unroll
         for (int j = 0; j < 8; j++) codes[8 * b + j] = (uint8_t)(packed[j >> 2] >> (8 * (j & 3)));
     }
-    scales[b] = sc;
+    __stcs(reinterpret_cast<char *>(scales) + b, (char)sc);
 }
 
-__global__ void nvfp4_finalize_kernel(float *global_scale_out, float given_scale, bool has_given)
+__global__ void nvfp4_finalize_kernel(const unsigned int *cta_max, int ctas, float *global_scale_out,
+                                      float given_scale, bool has_given)
 {
-    unsigned int bits = *reinterpret_cast<unsigned int *>(global_scale_out);
-    float result;
-    if (bits >= 0x7F800000u) result = __uint_as_float(0x7FC00000u); /* w had NaN/Inf */
-    else result = has_given ? given_scale : w4a16_nvfp4_global_scale(__uint_as_float(bits));
-    *global_scale_out = result;
+    w4a16_wait_for_prior();
+    w4a16_allow_next();
+    unsigned int m = 0;
+    for (int i = threadIdx.x; i < ctas; i += THREADS) m = max(m, cta_max[i]);
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) m = max(m, __shfl_xor_sync(0xFFFFFFFFu, m, offset));
+    __shared__ unsigned int warp_max[THREADS / 32];
+    if ((threadIdx.x & 31) == 0) warp_max[threadIdx.x >> 5] = m;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int i = 0; i < THREADS / 32; i++) m = max(m, warp_max[i]);
+        float result;
+        if (m >= 0x7F800000u) result = __uint_as_float(0x7FC00000u); /* w had NaN/Inf */
+        else result = has_given ? given_scale : w4a16_nvfp4_global_scale(__uint_as_float(m));
+        *global_scale_out = result;
+    }
 }
 
 template <typename T, int KIND>
@@ -198,26 +210,31 @@ static w4a16_status launch_nvfp4(const T *w, int64_t n, int64_t k, const float *
     const bool codes_aligned = (reinterpret_cast<uintptr_t>(codes) % 8 == 0);
     const bool has_given = global_scale != NULL;
     const float given = has_given ? *global_scale : 0.0f;
-    unsigned int *amax_bits = reinterpret_cast<unsigned int *>(gs_out);
+    const bool pdl = w4a16_device_has_pdl();
+    /* the per-CTA maxima go into the codes buffer's first aligned words (k >= 16, so it
+     * has at least 8 bytes and one aligned word) */
+    const uintptr_t start = (reinterpret_cast<uintptr_t>(codes) + 3u) & ~(uintptr_t)3u;
+    const int64_t words = (int64_t)((reinterpret_cast<uintptr_t>(codes) + (uintptr_t)(n * k / 2) - start) / 4u);
+    unsigned int *cta_max = reinterpret_cast<unsigned int *>(start);
     int sms = 0, device = 0;
     cudaGetDevice(&device);
     cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-    unsigned amax_grid = w4a16_ceil_div(blocks, THREADS);
-    if (amax_grid > (unsigned)(sms > 0 ? sms * 8 : 1024)) amax_grid = (unsigned)(sms > 0 ? sms * 8 : 1024);
+    int64_t amax_grid = w4a16_ceil_div(blocks, THREADS);
+    amax_grid = std::min<int64_t>(std::min<int64_t>(amax_grid, sms > 0 ? sms * 8 : 1024), words);
     const unsigned grid = w4a16_ceil_div(blocks, THREADS);
 
-    cudaError_t err = cudaMemsetAsync(gs_out, 0, sizeof(float), stream);
-    if (err != cudaSuccess) return w4a16_cuda_check(err, "quantize_nvfp4 (memset)");
-    if (vec) {
-        amax_kernel<T, KIND, true><<<amax_grid, THREADS, 0, stream>>>(w, blocks, amax_bits);
-        nvfp4_finalize_kernel<<<1, 1, 0, stream>>>(gs_out, given, has_given);
-        nvfp4_kernel<T, KIND, true><<<grid, THREADS, 0, stream>>>(w, blocks, gs_out, codes, codes_aligned, scales);
-    } else {
-        amax_kernel<T, KIND, false><<<amax_grid, THREADS, 0, stream>>>(w, blocks, amax_bits);
-        nvfp4_finalize_kernel<<<1, 1, 0, stream>>>(gs_out, given, has_given);
-        nvfp4_kernel<T, KIND, false><<<grid, THREADS, 0, stream>>>(w, blocks, gs_out, codes, codes_aligned, scales);
-    }
-    return w4a16_cuda_check(cudaGetLastError(), "quantize_nvfp4 (launch)");
+    if (vec) amax_kernel<T, KIND, true><<<(unsigned)amax_grid, THREADS, 0, stream>>>(w, blocks, cta_max);
+    else amax_kernel<T, KIND, false><<<(unsigned)amax_grid, THREADS, 0, stream>>>(w, blocks, cta_max);
+    cudaError_t err = cudaGetLastError();
+    if (err == cudaSuccess)
+        err = w4a16_launch_after(pdl, nvfp4_finalize_kernel, 1, THREADS, stream, cta_max, (int)amax_grid, gs_out,
+                                 given, has_given);
+    if (err == cudaSuccess)
+        err = vec ? w4a16_launch_after(pdl, nvfp4_kernel<T, KIND, true>, grid, THREADS, stream, w, blocks,
+                                       (const float *)gs_out, codes, codes_aligned, scales)
+                  : w4a16_launch_after(pdl, nvfp4_kernel<T, KIND, false>, grid, THREADS, stream, w, blocks,
+                                       (const float *)gs_out, codes, codes_aligned, scales);
+    return w4a16_cuda_check(err, "quantize_nvfp4 (launch)");
 }
 
 extern "C" w4a16_status w4a16_cuda_quantize_nvfp4(const void *w, w4a16_dtype dtype, int64_t n, int64_t k,
