@@ -1,6 +1,10 @@
 """GPU quantizers: bytes identical to the C reference (the CPU path), on the caller's
 stream, capturable in a CUDA graph. Skipped without a GPU."""
 
+import os
+import shutil
+import subprocess
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -84,3 +88,19 @@ def test_nvfp4_gpu_on_a_side_stream_and_in_a_graph(rng):
         q = w4a16.quantize_nvfp4(w)
     torch.cuda.current_stream().wait_stream(stream)
     assert np.array_equal(bytes_of(q.codes), bytes_of(expected.codes))
+
+
+def test_e4m3_hardware_conversion_equals_the_c_rule(tmp_path):
+    """The quantizer's SM89+ scale rounding (cvt.rn.satfinite.e4m3x2.f32) against
+    w4a16_e4m3_encode for every non-negative float: built with nvcc, run on the GPU."""
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("needs nvcc")
+    major, minor = torch.cuda.get_device_capability()
+    if major * 10 + minor < 89:
+        pytest.skip("the hardware conversion needs SM89 or later")
+    source = os.path.join(os.path.dirname(__file__), "cuda", "check_e4m3_cvt.cu")
+    binary = tmp_path / "check_e4m3_cvt"
+    subprocess.run([nvcc, "-O2", f"-arch=sm_{major}{minor}", "-o", str(binary), source], check=True)
+    result = subprocess.run([str(binary)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -536,6 +536,9 @@ static PyObject *py_build_info(PyObject *self, PyObject *unused)
 
 /* _codec(kind, src, dst): applies one scalar codec of codecs.h elementwise, so tests can
  * compare the exact C functions with an independent oracle. CPU, contiguous only. */
+/* The biased E2M1 magnitude as the float it is the bits of, 2^23 + code. */
+static float e2m1_magnitude_biased_as_float(float q) { return w4a16_bits_f32(w4a16_e2m1_magnitude_biased(q)); }
+
 static PyObject *py_codec(PyObject *self, PyObject *args)
 {
     const char *kind;
@@ -543,15 +546,30 @@ static PyObject *py_codec(PyObject *self, PyObject *args)
     owner_set owners = {{{0}}, 0};
     w4a16_view src, dst;
     int64_t n = 1, i;
-    int d;
+    int d, pairs;
     (void)self;
     if (!PyArg_ParseTuple(args, "sOO", &kind, &src_obj, &dst_obj)) return NULL;
     if (import_arg(&owners, src_obj, "src", 0, NULL, &src) < 0 || import_arg(&owners, dst_obj, "dst", 1, NULL, &dst) < 0)
         goto done;
     for (d = 0; d < src.ndim; d++) n *= src.shape[d];
-    if (src.ndim != 1 || dst.ndim != 1 || dst.shape[0] != n || src.strides[0] != 1 || dst.strides[0] != 1 ||
+    pairs = strcmp(kind, "div_by_reciprocal") == 0; /* src: x0, d0, x1, d1, ...; dst: x / d */
+    if (src.ndim != 1 || dst.ndim != 1 || dst.shape[0] * (pairs ? 2 : 1) != n || src.strides[0] != 1 || dst.strides[0] != 1 ||
         src.device_type != W4A16_DEVICE_CPU || dst.device_type != W4A16_DEVICE_CPU) {
         PyErr_SetString(PyExc_ValueError, "_codec: src and dst must be 1-D contiguous CPU arrays of one length");
+        goto done;
+    }
+    if (pairs) { /* x / d as the GPU NVFP4 quantizer divides: through the reciprocal */
+        const float *s = (const float *)src.data;
+        float *o = (float *)dst.data;
+        if (src.dtype != W4A16_DTYPE_FLOAT32 || dst.dtype != W4A16_DTYPE_FLOAT32) {
+            PyErr_SetString(PyExc_ValueError, "_codec: div_by_reciprocal takes and gives float32");
+            goto done;
+        }
+        for (i = 0; i < n / 2; i++) {
+            const float y = 1.0f / s[2 * i + 1];
+            o[i] = w4a16_div_by_reciprocal(s[2 * i], s[2 * i + 1], y, w4a16_reciprocal_remainder(s[2 * i + 1], y));
+        }
+        result = Py_NewRef(Py_None);
         goto done;
     }
 #define CODEC_CASE(NAME, SRC_T, DST_T, EXPR)                                         \
@@ -564,6 +582,7 @@ static PyObject *py_codec(PyObject *self, PyObject *args)
     }
     CODEC_CASE("e2m1_encode", float, uint8_t, w4a16_e2m1_encode)
     CODEC_CASE("e2m1_decode", uint8_t, float, w4a16_e2m1_decode)
+    CODEC_CASE("e2m1_magnitude_biased", float, float, e2m1_magnitude_biased_as_float)
     CODEC_CASE("e4m3_encode", float, uint8_t, w4a16_e4m3_encode)
     CODEC_CASE("e4m3_decode", uint8_t, float, w4a16_e4m3_decode)
     CODEC_CASE("e8m0_decode", uint8_t, float, w4a16_e8m0_decode)
