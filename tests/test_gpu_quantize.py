@@ -71,6 +71,22 @@ def test_nvfp4_gpu_bytes_equal_cpu_reference_at_rounding_midpoints(rng, dtype):
         assert np.array_equal(bytes_of(gpu.codes), bytes_of(cpu.codes))
 
 
+@pytest.mark.parametrize("offset", [1, 2, 3, 4])
+def test_nvfp4_gpu_misaligned_outputs(rng, offset):
+    """Codes and scales views that start off any alignment: the kernel's 8-byte stores give
+    way to byte stores, and the amax pass's per-CTA words go to the first aligned word."""
+    w = torch.from_numpy(rng.standard_normal((96, 512)).astype(np.float32)).cuda().bfloat16()
+    codes = torch.full((96 * 256 + offset,), 0xAB, dtype=torch.uint8, device="cuda")[offset:].view(96, 256)
+    scales = torch.full((96 * 32 + offset,), 0xAB, dtype=torch.uint8, device="cuda")[offset:].view(96, 32)
+    gs = torch.empty((), dtype=torch.float32, device="cuda")
+    w4a16._C.quantize_nvfp4(w, codes, scales.view(torch.float8_e4m3fn), gs, None,
+                            torch.cuda.current_stream().cuda_stream)
+    cpu = w4a16.quantize_nvfp4(w.cpu())
+    assert np.array_equal(bytes_of(codes), bytes_of(cpu.codes))
+    assert np.array_equal(bytes_of(scales), bytes_of(cpu.scales))
+    assert float(gs) == float(cpu.global_scale)
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_nvfp4_gpu_rejects_non_finite(bad):
     w = torch.randn(32, 64, device="cuda")

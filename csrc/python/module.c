@@ -534,11 +534,12 @@ static PyObject *py_build_info(PyObject *self, PyObject *unused)
 
 /* ---- codec test hook ------------------------------------------------------------------ */
 
-/* _codec(kind, src, dst): applies one scalar codec of codecs.h elementwise, so tests can
- * compare the exact C functions with an independent oracle. CPU, contiguous only. */
 /* The biased E2M1 magnitude as the float it is the bits of, 2^23 + code. */
 static float e2m1_magnitude_biased_as_float(float q) { return w4a16_bits_f32(w4a16_e2m1_magnitude_biased(q)); }
 
+/* _codec(kind, src, dst): applies one scalar codec of codecs.h elementwise, so tests can
+ * compare the exact C functions with an independent oracle. CPU, contiguous only. The
+ * kind "div_by_reciprocal" takes (x, d) pairs: src has twice dst's length. */
 static PyObject *py_codec(PyObject *self, PyObject *args)
 {
     const char *kind;
@@ -555,7 +556,8 @@ static PyObject *py_codec(PyObject *self, PyObject *args)
     pairs = strcmp(kind, "div_by_reciprocal") == 0; /* src: x0, d0, x1, d1, ...; dst: x / d */
     if (src.ndim != 1 || dst.ndim != 1 || dst.shape[0] * (pairs ? 2 : 1) != n || src.strides[0] != 1 || dst.strides[0] != 1 ||
         src.device_type != W4A16_DEVICE_CPU || dst.device_type != W4A16_DEVICE_CPU) {
-        PyErr_SetString(PyExc_ValueError, "_codec: src and dst must be 1-D contiguous CPU arrays of one length");
+        PyErr_SetString(PyExc_ValueError, "_codec: src and dst must be 1-D contiguous CPU arrays of one length "
+                                          "(src twice as long for div_by_reciprocal)");
         goto done;
     }
     if (pairs) { /* x / d as the GPU NVFP4 quantizer divides: through the reciprocal */
