@@ -283,6 +283,15 @@ __global__ void nvfp4_finalize_kernel(const unsigned int *cta_max, int ctas, flo
     }
 }
 
+/* The first block the amax pass loads evict-last: the last NVFP4_L2_KEEP_FRACTION of L2. */
+static int64_t l2_keep_from(int64_t blocks, int64_t block_bytes, int device)
+{
+    int l2_bytes = 0;
+    if (cudaDeviceGetAttribute(&l2_bytes, cudaDevAttrL2CacheSize, device) != cudaSuccess) return blocks;
+    const int64_t keep_blocks = (int64_t)(NVFP4_L2_KEEP_FRACTION * l2_bytes) / block_bytes;
+    return std::max<int64_t>(0, blocks - keep_blocks);
+}
+
 template <typename T, int KIND>
 static w4a16_status launch_nvfp4(const T *w, int64_t n, int64_t k, const float *global_scale, uint8_t *codes,
                                  uint8_t *scales, float *gs_out, cudaStream_t stream)
@@ -311,10 +320,7 @@ static w4a16_status launch_nvfp4(const T *w, int64_t n, int64_t k, const float *
     else cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, nvfp4_kernel<T, KIND, false>, THREADS, 0);
     const unsigned grid = (unsigned)std::min<int64_t>(per_thread_grid, sms > 0 && resident > 0 ? 2 * (int64_t)sms * resident : 1024);
 
-    int l2_bytes = 0;
-    cudaDeviceGetAttribute(&l2_bytes, cudaDevAttrL2CacheSize, device);
-    const int64_t keep_blocks = (int64_t)(NVFP4_L2_KEEP_FRACTION * l2_bytes) / (NVFP4_BLOCK * (int64_t)sizeof(T));
-    const int64_t keep_from = std::max<int64_t>(0, blocks - keep_blocks);
+    const int64_t keep_from = l2_keep_from(blocks, NVFP4_BLOCK * (int64_t)sizeof(T), device);
     if (vec) amax_kernel<T, KIND, true><<<(unsigned)amax_grid, THREADS, 0, stream>>>(w, blocks, keep_from, cta_max);
     else amax_kernel<T, KIND, false><<<(unsigned)amax_grid, THREADS, 0, stream>>>(w, blocks, keep_from, cta_max);
     cudaError_t err = cudaGetLastError();
