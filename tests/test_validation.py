@@ -117,6 +117,17 @@ def test_c_layer_rejects_aliasing_output(x, qw):
     assert np.array_equal(buffer, before)
 
 
+def test_quantize_rejects_a_global_scale_output_inside_codes(rng):
+    # the GPU quantizer uses codes as scratch and writes global_scale_out last: must not alias
+    w = rng.standard_normal((8, 64)).astype(np.float32)
+    buffer = np.zeros(8 * 32, np.uint8)
+    codes = buffer.reshape(8, 32)
+    scales = np.zeros((8, 4), np.uint8)
+    with pytest.raises(ValueError, match="global_scale_out: overlaps codes"):
+        _C.quantize_nvfp4(w, codes, scales, buffer[:4].view(np.float32).reshape(()), None, None)
+    assert not buffer.any()
+
+
 def test_c_layer_checks_weight_views(x, qw):
     codes, scales, gs, _ = qw.c_weight()[2:6]
     with pytest.raises(ValueError, match="weight.scales: expected shape \\[32, 4\\], got \\[32, 3\\]"):

@@ -206,10 +206,14 @@ w4a16_status w4a16_quantize_nvfp4(const w4a16_view *w, const float *global_scale
         (st = expect_disjoint(codes, "codes", w, "w")) != W4A16_OK ||
         (st = expect_disjoint(scales, "scales", w, "w")) != W4A16_OK ||
         (st = expect_disjoint(scales, "scales", codes, "codes")) != W4A16_OK ||
-        (st = expect_disjoint(global_scale_out, "global_scale_out", w, "w")) != W4A16_OK)
+        (st = expect_disjoint(global_scale_out, "global_scale_out", w, "w")) != W4A16_OK ||
+        (st = expect_disjoint(global_scale_out, "global_scale_out", codes, "codes")) != W4A16_OK ||
+        (st = expect_disjoint(global_scale_out, "global_scale_out", scales, "scales")) != W4A16_OK)
         return st;
     if (w->device_type == W4A16_DEVICE_CUDA) {
 #if defined(W4A16_WITH_CUDA)
+        /* three kernels on `stream`, nothing allocated: codes holds the amax pass's per-CTA
+         * maxima before the quantize pass overwrites it */
         return w4a16_cuda_quantize_nvfp4(w->data, w->dtype, n, k, global_scale, (uint8_t *)codes->data,
                                          (uint8_t *)scales->data, (float *)global_scale_out->data,
                                          w->device_id, stream);
