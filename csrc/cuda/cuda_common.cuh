@@ -58,11 +58,10 @@ static __device__ __forceinline__ void w4a16_allow_next()
 #endif
 }
 
-/* Whether the current device takes programmatic dependent launches (compute capability 9+). */
-static inline bool w4a16_device_has_pdl()
+/* Whether `device` takes programmatic dependent launches (compute capability 9+). */
+static inline bool w4a16_device_has_pdl(int device)
 {
-    int device = 0, major = 0;
-    if (cudaGetDevice(&device) != cudaSuccess) return false;
+    int major = 0;
     if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) return false;
     return major >= 9;
 }
@@ -77,7 +76,6 @@ static cudaError_t w4a16_launch_after(bool pdl, void (*kernel)(Params...), unsig
     cudaLaunchConfig_t config = {};
     config.gridDim = dim3(grid);
     config.blockDim = dim3(block);
-    config.dynamicSmemBytes = 0;
     config.stream = stream;
     config.attrs = &attribute;
     config.numAttrs = pdl ? 1 : 0;

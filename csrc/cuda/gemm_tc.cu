@@ -215,6 +215,10 @@ __device__ __forceinline__ void store_tile(const tc_args &a, const float (&acc)[
 
 /* ---- the kernel ---------------------------------------------------------------------- */
 
+/* This CTA's K stages: split z of gridDim.z takes an equal share of K, from stage
+ * blockIdx.z * cta_stages on. */
+template <class C> __device__ __forceinline__ int cta_stages(int64_t k) { return (int)(k / C::BK) / (int)gridDim.z; }
+
 template <int FMT, typename T, class C>
 __global__ void __launch_bounds__(C::THREADS) gemm_tc_kernel(tc_args a)
 {
@@ -225,8 +229,7 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_kernel(tc_args a)
     const int g = lane >> 2, t = lane & 3;
     const int wk = warp % C::WK, wm = (warp / C::WK) % C::WM, wn = warp / (C::WK * C::WM);
     const int64_t m0 = (int64_t)blockIdx.x * C::BM, n0 = (int64_t)blockIdx.y * C::BN;
-    /* this CTA's stages: split z of gridDim.z takes an equal share of K */
-    const int stages_total = (int)(a.k / C::BK) / (int)gridDim.z;
+    const int stages_total = cta_stages<C>(a.k);
     const int64_t k_begin = (int64_t)blockIdx.z * stages_total * C::BK;
 
     const stage_copier<C> copier(a, n0, m0, k_begin);
@@ -423,7 +426,7 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_decoded_kernel(tc_args a)
     const int g = lane >> 2, t = lane & 3;
     const int wm = warp % C::WM, wn = warp / C::WM;
     const int64_t m0 = (int64_t)blockIdx.x * C::BM, n0 = (int64_t)blockIdx.y * C::BN;
-    const int stages_total = (int)(a.k / C::BK) / (int)gridDim.z;
+    const int stages_total = cta_stages<C>(a.k);
     const int64_t k_begin = (int64_t)blockIdx.z * stages_total * C::BK;
     uint8_t *decoded = smem + C::STAGES * C::STAGE_BYTES;
 

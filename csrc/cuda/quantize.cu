@@ -106,11 +106,16 @@ template <bool VEC, int POLICY> struct loader_for<float, 0, VEC, POLICY> : block
 template <bool VEC, int POLICY> struct loader_for<uint16_t, 1, VEC, POLICY> : half_block_loader<false, VEC, POLICY> {};
 template <bool VEC, int POLICY> struct loader_for<uint16_t, 2, VEC, POLICY> : half_block_loader<true, VEC, POLICY> {};
 
-/* max over 16 elements of |x| as float bits */
-__device__ __forceinline__ unsigned int abs_bits_max(const float x[16], unsigned int m)
+/* The maximum of `m` over the CTA (THREADS threads), valid in thread 0. */
+__device__ __forceinline__ unsigned int cta_max_of(unsigned int m)
 {
 #pragma unroll
-    for (int j = 0; j < 16; j++) m = max(m, __float_as_uint(x[j]) & 0x7FFFFFFFu);
+    for (int offset = 16; offset > 0; offset >>= 1) m = max(m, __shfl_xor_sync(0xFFFFFFFFu, m, offset));
+    __shared__ unsigned int warp_max[THREADS / 32];
+    if ((threadIdx.x & 31) == 0) warp_max[threadIdx.x >> 5] = m;
+    __syncthreads();
+    if (threadIdx.x == 0)
+        for (int i = 0; i < THREADS / 32; i++) m = max(m, warp_max[i]);
     return m;
 }
 
@@ -126,18 +131,11 @@ __global__ void amax_kernel(const T *__restrict__ w, int64_t blocks, int64_t kee
         float x[16];
         if (b >= keep_from) loader_for<T, KIND, VEC, LOAD_EVICT_LAST>::load(w, b * NVFP4_BLOCK, x);
         else loader_for<T, KIND, VEC, LOAD_EVICT_FIRST>::load(w, b * NVFP4_BLOCK, x);
-        local = abs_bits_max(x, local);
+#pragma unroll /* |x| as float bits */
+        for (int j = 0; j < 16; j++) local = max(local, __float_as_uint(x[j]) & 0x7FFFFFFFu);
     }
-#pragma unroll
-    for (int offset = 16; offset > 0; offset >>= 1) local = max(local, __shfl_xor_sync(0xFFFFFFFFu, local, offset));
-    __shared__ unsigned int warp_max[THREADS / 32];
-    if ((threadIdx.x & 31) == 0) warp_max[threadIdx.x >> 5] = local;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        unsigned int m = 0;
-        for (int i = 0; i < (int)(blockDim.x >> 5); i++) m = max(m, warp_max[i]);
-        cta_max[blockIdx.x] = m;
-    }
+    local = cta_max_of(local);
+    if (threadIdx.x == 0) cta_max[blockIdx.x] = local;
 }
 
 /* ---- NVFP4 codes with one division per scale value -------------------------------------
@@ -152,6 +150,9 @@ __global__ void amax_kernel(const T *__restrict__ w, int64_t blocks, int64_t kee
  * 7 or more (only a caller's global scale that saturates the block scale gives one) take
  * the reference's division. The block scale's own division, amax / (6 * global scale),
  * goes through the same reciprocal trick with a per-thread constant. */
+/* Whether w4a16_div_by_reciprocal holds for divisor d: d and 1 / d normal (false for NaN). */
+__device__ __forceinline__ bool reciprocal_in_range(float d) { return d >= 0x1p-100f && d <= 0x1p100f; }
+
 struct nvfp4_scale_table {
     float d[256], y[256], y_lo[256];
 };
@@ -160,10 +161,9 @@ struct nvfp4_scale_table {
 __device__ __forceinline__ void nvfp4_fill_table(nvfp4_scale_table &t, int code, float gs)
 {
     const float d = w4a16_e4m3_decode((uint8_t)code) * gs;
-    const bool in_range = d >= 0x1p-100f && d <= 0x1p100f;
     const float y = 1.0f / d;
     t.d[code] = d;
-    t.y[code] = in_range ? y : __uint_as_float(0x7FC00000u);
+    t.y[code] = reciprocal_in_range(d) ? y : __uint_as_float(0x7FC00000u);
     t.y_lo[code] = w4a16_reciprocal_remainder(d, y);
 }
 
@@ -239,7 +239,7 @@ __global__ void __launch_bounds__(THREADS, 6) nvfp4_kernel(const T *__restrict__
     const float gs = *global_scale; /* NaN if w had NaN/Inf: then the codes do not matter */
     nvfp4_fill_table(table, threadIdx.x, gs);
     const float D = W4A16_E2M1_MAX * gs, y_D = 1.0f / D, y_D_lo = w4a16_reciprocal_remainder(D, y_D);
-    const bool fast_D = D >= 0x1p-100f && D <= 0x1p100f;
+    const bool fast_D = reciprocal_in_range(D);
     __syncthreads();
 
     for (; i < blocks; i += stride) {
@@ -269,13 +269,8 @@ __global__ void nvfp4_finalize_kernel(const unsigned int *cta_max, int ctas, flo
     w4a16_allow_next();
     unsigned int m = 0;
     for (int i = threadIdx.x; i < ctas; i += THREADS) m = max(m, cta_max[i]);
-#pragma unroll
-    for (int offset = 16; offset > 0; offset >>= 1) m = max(m, __shfl_xor_sync(0xFFFFFFFFu, m, offset));
-    __shared__ unsigned int warp_max[THREADS / 32];
-    if ((threadIdx.x & 31) == 0) warp_max[threadIdx.x >> 5] = m;
-    __syncthreads();
+    m = cta_max_of(m);
     if (threadIdx.x == 0) {
-        for (int i = 0; i < THREADS / 32; i++) m = max(m, warp_max[i]);
         float result;
         if (m >= 0x7F800000u) result = __uint_as_float(0x7FC00000u); /* w had NaN/Inf */
         else result = has_given ? given_scale : w4a16_nvfp4_global_scale(__uint_as_float(m));
@@ -301,7 +296,6 @@ static w4a16_status launch_nvfp4(const T *w, int64_t n, int64_t k, const float *
     const bool codes_aligned = (reinterpret_cast<uintptr_t>(codes) % 8 == 0);
     const bool has_given = global_scale != NULL;
     const float given = has_given ? *global_scale : 0.0f;
-    const bool pdl = w4a16_device_has_pdl();
     /* the per-CTA maxima go into the codes buffer's first aligned words (k >= 16, so it
      * has at least 8 bytes and one aligned word) */
     const uintptr_t start = (reinterpret_cast<uintptr_t>(codes) + 3u) & ~(uintptr_t)3u;
@@ -310,6 +304,7 @@ static w4a16_status launch_nvfp4(const T *w, int64_t n, int64_t k, const float *
     int sms = 0, device = 0;
     cudaGetDevice(&device);
     cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    const bool pdl = w4a16_device_has_pdl(device);
     const int64_t per_thread_grid = w4a16_ceil_div(blocks, THREADS);
     const int64_t amax_grid = std::min<int64_t>(std::min<int64_t>(per_thread_grid, sms > 0 ? sms * 8 : 1024), words);
     /* the quantize pass: two full waves of CTAs (each CTA builds its table once; the
