@@ -7,9 +7,14 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/device.txt"
 W4A16_CUDA_ARCHS=90 python3 -m pip install --no-build-isolation --no-deps -q . > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
+rm -f "$OUT/build.log"  # the device tool returns at most 8 files
 cd /tmp  # import the installed package, not the source tree
 python3 -m w4a16 info | tee -a "$OUT/device.txt"
-python3 -m pytest -q -x "$OLDPWD/tests" 2>&1 | tail -25 | tee "$OUT/tests.log"
+python3 -m pytest -q -x -rs "$OLDPWD/tests" 2>&1 | tail -25 | tee "$OUT/tests.log"
 python3 "$OLDPWD/benchmarks/bench_gemm_gpu.py" --out "$OUT" "$@" 2>&1 | tee "$OUT/bench.log" | tail -80
+# programmatic dependent launch on / off: single ops back to back, and Pi0.5's MLP stacks
+python3 "$OLDPWD/benchmarks/bench_pdl.py" --out "$OUT" 2>&1
+(echo "## PDL on (default)"; python3 "$OLDPWD/examples/pi05_mlp.py"
+ echo "## W4A16_PDL=0"; W4A16_PDL=0 python3 "$OLDPWD/examples/pi05_mlp.py") 2>&1 | tee "$OUT/pi05_mlp.log"
 # what a kernel that only reads the same bytes achieves (calibrates the % of roofline column)
 nvcc -O3 -arch=sm_90 -o /tmp/read_floor "$OLDPWD/benchmarks/bench_read_floor.cu" && /tmp/read_floor | tee "$OUT/read_floor.txt"

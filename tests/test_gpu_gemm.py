@@ -1,6 +1,8 @@
 """GPU gemm and quantizers, against float64 references on the dequantized weights and the
 C reference's bytes. Skipped without a GPU."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -161,3 +163,59 @@ def test_gpu_gemm_rejects_float32_x_and_cross_device(rng):
         w4a16.gemm(torch.randn(2, 128, device="cuda"), qw)
     with pytest.raises(ValueError, match="x: is on device"):
         w4a16.gemm(torch.randn(2, 128, dtype=torch.bfloat16), qw)
+
+
+@pytest.mark.parametrize("layout", ["canonical", "prepacked"])
+@pytest.mark.parametrize("m", [1, 16, 50])
+@pytest.mark.parametrize("captured", [False, True])
+def test_gpu_gemm_chain_reads_what_the_kernel_before_wrote(rng, layout, m, captured):
+    """Back-to-back gemms on one stream with no synchronisation, as in a model's layers: each
+    reads the output of the one before (a NaN-poisoned buffer until then), and before each a
+    copy kernel writes the codes and the global scale it reads (NaN until then). From SM90
+    the kernels are programmatic dependent launches that start before the prior kernel
+    ends; they must still see all it wrote."""
+    k = 1024
+    shapes = [(4096, k), (k, 4096), (1024, k), (k, 1024)]  # N x K of each step; K = previous N
+    weights, stale = [], []
+    for n, kk in shapes:
+        qw = w4a16.quantize_nvfp4(random_weight(rng, n, kk, torch.bfloat16) * (3.0 / kk**0.5))
+        if layout == "prepacked":
+            qw = w4a16.prepack(qw)
+        weights.append(qw)
+        stale.append(dataclasses.replace(qw, codes=torch.zeros_like(qw.codes),
+                                         global_scale=torch.empty_like(qw.global_scale)))
+    x = torch.from_numpy(rng.standard_normal((m, k)).astype(np.float32)).cuda().bfloat16()
+    outs = [torch.empty(m, n, device="cuda", dtype=torch.bfloat16) for n, _ in shapes]
+
+    def chain():
+        h = x
+        for qw, st, out in zip(weights, stale, outs):
+            st.codes.copy_(qw.codes)  # the weight this gemm reads, written just before it
+            st.global_scale.copy_(qw.global_scale)
+            w4a16.gemm(h, st, out=out)
+            h = out
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        if captured:
+            chain()  # warm-up on the capture stream
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=stream):
+                chain()
+        for out in outs:
+            out.fill_(float("nan"))
+        for st in stale:
+            st.codes.zero_()
+            st.global_scale.fill_(float("nan"))
+        if captured:
+            graph.replay()
+        else:
+            chain()
+    torch.cuda.synchronize()
+    h = x
+    for qw, out in zip(weights, outs):
+        assert not out.isnan().any()
+        assert rel_err(out, reference(h, qw)) < 1e-2
+        h = out
+

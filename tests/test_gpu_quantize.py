@@ -32,6 +32,20 @@ def test_nvfp4_gpu_bytes_equal_cpu_reference(rng, dtype, shape):
     assert float(gpu.global_scale) == float(cpu.global_scale)
 
 
+@pytest.mark.parametrize("shape", [(16384, 2048), (2048, 16384)])
+def test_nvfp4_gpu_bytes_equal_cpu_reference_on_pi05_weights(rng, shape):
+    """Pi0.5's large weights, several in a row with different global scales: the three
+    kernels of a call overlap (programmatic dependent launch) and a stale global scale or
+    an early read shows here; small tensors finish too fast to show it."""
+    for _ in range(3):
+        w = torch.from_numpy(rng.standard_normal(shape).astype(np.float32) * rng.uniform(1e-3, 1)).bfloat16()
+        gpu = w4a16.quantize_nvfp4(w.cuda())
+        cpu = w4a16.quantize_nvfp4(w)
+        assert np.array_equal(bytes_of(gpu.global_scale.reshape(1)), bytes_of(cpu.global_scale.reshape(1)))
+        assert np.array_equal(bytes_of(gpu.scales), bytes_of(cpu.scales))
+        assert np.array_equal(bytes_of(gpu.codes), bytes_of(cpu.codes))
+
+
 def test_nvfp4_gpu_given_global_scale_and_misaligned_input(rng):
     base = torch.from_numpy(rng.standard_normal(64 * 256 + 1).astype(np.float32)).cuda()
     w = base[1:].view(64, 256)  # 4 bytes past a 16-byte boundary: the scalar-load path

@@ -3,6 +3,8 @@
 #define W4A16_CUDA_COMMON_CUH
 
 #include <cuda_runtime.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "../core/codecs.h"
 #include "../core/core.h"
@@ -39,11 +41,17 @@ static inline unsigned w4a16_ceil_div(int64_t a, int64_t b) { return (unsigned)(
 
 /* ---- programmatic dependent launch (SM90 on) -------------------------------------------
  * A kernel launched with w4a16_launch_after may be scheduled while the kernel before it on
- * the stream is still draining, which hides the launch gap between the steps of one
- * operation (a few µs in a chain of short kernels). It must call w4a16_wait_for_prior()
- * before it reads or writes anything the prior kernel touches; a prior kernel may call
- * w4a16_allow_next() to let it be scheduled before the prior kernel's last block exits.
- * Below SM90 both are no-ops and the launch is an ordinary one. */
+ * the stream is still draining, which hides the launch gap between kernels (a few µs in
+ * a chain of short kernels: the steps of one quantize call, or one layer's GEMM after
+ * another's). It must call w4a16_wait_for_prior() before it reads or writes anything the
+ * prior kernel may touch -- in registers, shared memory or L1; only w4a16_prefetch_l2 may
+ * come before. The compiler may hoist loads it takes for invariant (__ldg, const
+ * __restrict__) above the wait when nothing in the source stops it: the kernels put the
+ * wait first, read values with w4a16_load_after_wait where that matters, and
+ * tests/test_gpu_sass_order.py checks the machine code. A kernel may call
+ * w4a16_allow_next() to let the next one be scheduled before its own last block exits:
+ * the next one still waits for all of it to finish.
+ * Below SM90 these are no-ops and the launch is an ordinary one. */
 static __device__ __forceinline__ void w4a16_wait_for_prior()
 {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -58,24 +66,59 @@ static __device__ __forceinline__ void w4a16_allow_next()
 #endif
 }
 
-/* Whether `device` takes programmatic dependent launches (compute capability 9+). */
+/* A float the prior kernel may have written, read after w4a16_wait_for_prior(). Through a
+ * volatile asm load because the compiler moves loads it takes for invariant -- __ldg, and
+ * loads through const __restrict__ pointers -- above the wait: the NVFP4 quantizer read a
+ * stale global scale that way (tests/test_gpu_sass_order.py checks every kernel). */
+static __device__ __forceinline__ float w4a16_load_after_wait(const float *p)
+{
+    float v;
+    asm volatile("ld.global.f32 %0, [%1];" : "=f"(v) : "l"(p) : "memory");
+    return v;
+}
+
+/* Asks L2 to fetch the bytes [p, p + bytes) (SM90 on: one bulk prefetch; below, nothing).
+ * Allowed before w4a16_wait_for_prior even when the prior kernel writes those bytes: every
+ * SM's stores land in L2, so a line L2 holds is never stale. The range is widened to whole
+ * 16-byte granules, the instruction's unit, which never reaches past the buffer's page. */
+static __device__ __forceinline__ void w4a16_prefetch_l2(const void *p, size_t bytes)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    const uintptr_t begin = reinterpret_cast<uintptr_t>(p) & ~(uintptr_t)15;
+    const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + bytes + 15) & ~(uintptr_t)15;
+    if (bytes > 0)
+        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(begin), "r"((uint32_t)(end - begin)) : "memory");
+#endif
+}
+
+/* Whether launches on `device` are to be programmatic dependent ones: compute capability
+ * 9+, unless the environment says W4A16_PDL=0 (read once: for comparisons, and a way out
+ * should a driver misbehave). */
 static inline bool w4a16_device_has_pdl(int device)
 {
+    static const bool allowed = [] {
+        const char *v = getenv("W4A16_PDL");
+        return !(v && strcmp(v, "0") == 0);
+    }();
+    if (!allowed) return false;
     int major = 0;
     if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) return false;
     return major >= 9;
 }
 
+/* kernel<<<grid, block, smem, stream>>>(args...), as a programmatic dependent launch when
+ * `pdl` (the device has it, see w4a16_device_has_pdl). */
 template <typename... Params, typename... Args>
-static cudaError_t w4a16_launch_after(bool pdl, void (*kernel)(Params...), unsigned grid, unsigned block,
+static cudaError_t w4a16_launch_after(bool pdl, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
                                       cudaStream_t stream, Args... args)
 {
     cudaLaunchAttribute attribute;
     attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attribute.val.programmaticStreamSerializationAllowed = 1;
     cudaLaunchConfig_t config = {};
-    config.gridDim = dim3(grid);
-    config.blockDim = dim3(block);
+    config.gridDim = grid;
+    config.blockDim = block;
+    config.dynamicSmemBytes = smem;
     config.stream = stream;
     config.attrs = &attribute;
     config.numAttrs = pdl ? 1 : 0;

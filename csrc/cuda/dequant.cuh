@@ -50,6 +50,7 @@ struct kernel_args {
     uint32_t chunk_shift;      /* int4: log2(group / 32), or 31 when one group spans the row */
     bool other_scale_type;     /* int4 scales in the other 16-bit type than x */
     float alpha;
+    uint32_t prefetch;         /* asked of L2 while the prior kernel runs: gemv tiles per CTA; tensor-core: 0 / 1 */
 };
 
 inline kernel_args make_kernel_args(const w4a16_cuda_gemm_args &args, float *partials)
@@ -70,6 +71,7 @@ inline kernel_args make_kernel_args(const w4a16_cuda_gemm_args &args, float *par
     a.chunk_shift = w4a16_int4_chunk_shift(args.group_size, args.k);
     a.other_scale_type = args.format == W4A16_FORMAT_INT4 && args.scale_dtype != args.x_dtype;
     a.alpha = args.alpha;
+    a.prefetch = 0;
     return a;
 }
 
@@ -189,8 +191,8 @@ struct raw_scale {
 };
 
 /* Walks the scales of one weight row along with the thread's chunks: `load(step)` reads
- * those of super-tile `step`. Offsets are 32-bit and relative to a per-row base, so a
- * step costs a few integer ops, not 64-bit index arithmetic. */
+ * those of super-tile `step`. Offsets are 32-bit and relative to a per-row base, so a step costs a few integer ops,
+ * not 64-bit index arithmetic. */
 template <int FMT, typename T> struct scale_cursor {
     const uint8_t *base;     /* this row's first scale (bytes) */
     const uint8_t *zeros;    /* int4 asymmetric: this row's first zero point */
@@ -277,14 +279,21 @@ __device__ __forceinline__ void fill_scale_lut(uint32_t *lut)
     }
 }
 
+/* Bytes of scales (and INT4 zero points) per weight row. */
+template <int FMT> __host__ __device__ __forceinline__ int64_t scale_row_bytes(int64_t k, int64_t group)
+{
+    return FMT == W4A16_FORMAT_INT4 ? 2 * (k / group) : k / group;
+}
+
 /* The fp32 factor every accumulator is multiplied by: alpha, the 2^10 taken out of the
- * scale table, and the NVFP4 global scale. */
+ * scale table, and the NVFP4 global scale (read after w4a16_wait_for_prior: the kernel
+ * before may have written it). */
 template <int FMT>
 __device__ __forceinline__ float epilogue_factor(float alpha, const float *global_scale)
 {
     float f = alpha;
     if (FMT != W4A16_FORMAT_INT4) f *= ldexpf(1.0f, EPILOGUE_LOG2);
-    if (FMT == W4A16_FORMAT_NVFP4) f *= __ldg(global_scale);
+    if (FMT == W4A16_FORMAT_NVFP4) f *= w4a16_load_after_wait(global_scale);
     return f;
 }
 

@@ -36,16 +36,19 @@ constexpr int TILE_N128_M64 = 0, TILE_N128_M32 = 2, TILE_N64_M64 = 3, TILE_N64_M
 constexpr int SPLITS_PER_TILE = 4;
 
 struct device_facts {
-    int sms;
+    w4a16_launch_facts launch;
     size_t max_smem;
 };
 
 cudaError_t query_device(int device_id, device_facts *facts)
 {
-    int sms = 0, smem = 0;
+    int sms = 0, smem = 0, l2 = 0;
     cudaError_t err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device_id);
     if (err == cudaSuccess) err = cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device_id);
-    facts->sms = sms;
+    if (err == cudaSuccess) err = cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device_id);
+    facts->launch.sms = sms;
+    facts->launch.l2_bytes = (size_t)l2;
+    facts->launch.pdl = w4a16_device_has_pdl(device_id);
     facts->max_smem = (size_t)smem;
     return err;
 }
@@ -74,7 +77,7 @@ int choose_config(const w4a16_cuda_gemm_args &a, const device_facts &dev, size_t
         order[0] = TILE_N128_M64_WIDE, order[1] = TILE_N128_M64, order[2] = TILE_N64_M64;
     else
         order[0] = TILE_N128_M128_DECODED, order[1] = TILE_N128_M64_WIDE, order[2] = TILE_N128_M64;
-    const int64_t want = dev.sms - dev.sms / 10; /* about one CTA per SM */
+    const int64_t want = dev.launch.sms - dev.launch.sms / 10; /* about one CTA per SM */
     int best = 0;
     int64_t best_ctas = 0;
     for (int o = 0; o < 3; o++) {
@@ -154,7 +157,7 @@ extern "C" w4a16_status w4a16_cuda_gemm(const w4a16_cuda_gemm_args *args, int co
         return w4a16_fail(W4A16_ERR_INVALID_ARGUMENT, "workspace: config %s needs %zu bytes, got %zu",
                           w4a16_cuda_gemm_config_name(chosen), needed, workspace ? workspace_bytes : (size_t)0);
     cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
-    if (chosen == 0) err = w4a16_gemv_launch(*args, dev.sms, stream);
-    else err = w4a16_tc_launch(*args, chosen - 1, needed ? workspace : nullptr, stream);
+    if (chosen == 0) err = w4a16_gemv_launch(*args, dev.launch, stream);
+    else err = w4a16_tc_launch(*args, chosen - 1, needed ? workspace : nullptr, dev.launch, stream);
     return w4a16_cuda_check(err, "gemm (launch)");
 }

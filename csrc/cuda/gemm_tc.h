@@ -14,6 +14,13 @@
 
 #include "cuda_ops.h"
 
+/* What a launch needs to know of the device (dispatch.cu asks once per gemm call). */
+struct w4a16_launch_facts {
+    int sms;          /* streaming multiprocessors */
+    size_t l2_bytes;  /* L2 cache size */
+    bool pdl;         /* launch as programmatic dependents (SM90 on; W4A16_PDL=0 turns it off) */
+};
+
 /* One tile shape of the tensor-core GEMM. */
 struct w4a16_tc_shape {
     const char *name;
@@ -36,9 +43,10 @@ const char *w4a16_tc_unsupported(const w4a16_cuda_gemm_args &a, const w4a16_tc_s
 size_t w4a16_tc_workspace_bytes(const w4a16_cuda_gemm_args &a, const w4a16_tc_shape &shape);
 
 /* Launches the tensor-core GEMM with tile shape `index`; the caller has checked support. */
-cudaError_t w4a16_tc_launch(const w4a16_cuda_gemm_args &a, int index, void *workspace, cudaStream_t stream);
+cudaError_t w4a16_tc_launch(const w4a16_cuda_gemm_args &a, int index, void *workspace, const w4a16_launch_facts &dev,
+                            cudaStream_t stream);
 
 /* Launches the small-M kernel (any layout; the generic SIMT kernel where it must). */
-cudaError_t w4a16_gemv_launch(const w4a16_cuda_gemm_args &a, int sms, cudaStream_t stream);
+cudaError_t w4a16_gemv_launch(const w4a16_cuda_gemm_args &a, const w4a16_launch_facts &dev, cudaStream_t stream);
 
 #endif /* W4A16_GEMM_TC_H */

@@ -12,6 +12,10 @@
  * whatever M is. On an H100 it is nevertheless bound by instruction issue (~5 per
  * weight, benchmarks/NOTES.md): the decode of the codes is what to make cheaper next.
  *
+ * Stage 0 — overlap with the kernel before (SM90 on: programmatic dependent launch). A CTA
+ *   may start while the prior kernel on the stream drains; until that one has finished it
+ *   only asks L2 for the weights of its first tiles (where they fit, see prefetch_tiles).
+ *
  * Stage 1 — tiles. A tile is 16 weight rows (or 8 rows x 2 halves of K when N is small:
  *   "split2", a split-K that needs no second pass because both halves land in the same
  *   mma tile). The grid is persistent: about as many CTAs as fit on the GPU at once, CTA
@@ -74,6 +78,19 @@ template <int FMT, typename T> struct tile_rows {
     scale_cursor<FMT, T> scale_g, scale_h;
 };
 
+/* Asks L2 for the codes, scales and zero points of weight rows [tile * rows, + rows). */
+template <int FMT>
+__device__ __forceinline__ void prefetch_tile(const gemv_args &a, int64_t tile, int rows)
+{
+    const int64_t row0 = tile * rows;
+    if (row0 >= a.n) return;
+    const int64_t count = min((int64_t)rows, a.n - row0);
+    const int64_t scale_bytes = scale_row_bytes<FMT>(a.k, a.group);
+    w4a16_prefetch_l2(a.codes + row0 * (a.k / 2), (size_t)(count * (a.k / 2)));
+    w4a16_prefetch_l2(static_cast<const uint8_t *>(a.scales) + row0 * scale_bytes, (size_t)(count * scale_bytes));
+    if (a.zero_points) w4a16_prefetch_l2(a.zero_points + row0 * (a.k / a.group), (size_t)(count * (a.k / a.group)));
+}
+
 /* ---- the kernel ---------------------------------------------------------------------- */
 
 template <int FMT, typename T, int MB, bool SPLIT2, int WARPS, bool PREPACKED>
@@ -86,6 +103,13 @@ gemv_w4_kernel(gemv_args a)
     __shared__ float partial[2][WARPS][MB * 4][32];
 
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+
+    /* stage 0: until the prior kernel on the stream has finished (programmatic dependent
+     * launch, SM90 on), the CTA only asks L2 for the weights of its first tiles and does
+     * the index arithmetic below, which reads no memory (tests/test_gpu_sass_order.py) */
+    if (blockIdx.x == 0 && warp == 0 && (uint32_t)lane < a.prefetch)
+        prefetch_tile<FMT>(a, blockIdx.y + (int64_t)lane * gridDim.y, ROWS);
+
     const int g = lane >> 2, t = lane & 3;
     const int64_t tiles = (a.n + ROWS - 1) / ROWS;
     const int64_t m0 = (int64_t)blockIdx.x * (MB * 8);
@@ -143,7 +167,7 @@ gemv_w4_kernel(gemv_args a)
         x_rows[b] = reinterpret_cast<const T *>(a.x) + (x_valid[b] ? m : 0) * a.k + k_first;
     }
     const uint32_t int_xor = int4_xor<T>(a.zero_points != nullptr);
-    const float epilogue = epilogue_factor<FMT>(a.alpha, a.global_scale);
+    float epilogue = 0.0f; /* read after the wait, below */
     const T *bias = reinterpret_cast<const T *>(a.bias);
     uint16_t *y = reinterpret_cast<uint16_t *>(a.y);
 
@@ -239,6 +263,12 @@ gemv_w4_kernel(gemv_args a)
         }
     };
 
+    /* end of stage 0: wait for the prior kernel, then let the next one be scheduled (it
+     * in turn waits for this one to finish) */
+    w4a16_wait_for_prior();
+    w4a16_allow_next();
+    epilogue = epilogue_factor<FMT>(a.alpha, a.global_scale);
+
     /* the first steps go out before the scale table is filled: the fill hides under them */
 #pragma unroll
     for (int u = 0; u < DEPTH; u++) issue(u);
@@ -331,66 +361,82 @@ struct launch_shape {
     int m_blocks; /* MB: 8-row blocks of x per CTA, 1 up to M = 8, else 2 */
     bool split2;  /* 8-row tiles over two K halves */
     int warps;    /* 4 or 8 per CTA */
-    int sms;      /* SMs of the device */
+    const w4a16_launch_facts *dev;
 };
 
+/* Tiles each CTA asks L2 for before the prior kernel ends: as many rounds of one tile per
+ * CTA as fit in an eighth of L2, none when one round does not. H100, back to back: the
+ * expert weights (2.4 MB a round) gain up to 7% (1024x4096 M = 1: 3.40 -> 3.17 µs), while
+ * prefetching the large weights (9-19 MB a round) costs 5-7% (16384x2048 M = 1: 11.7 ->
+ * 12.3 µs): more than the overlap window can absorb, and later loads meet lines still
+ * in flight. */
+uint32_t prefetch_tiles(const gemv_args &a, int64_t ctas, int64_t rows, size_t l2_bytes)
+{
+    const int64_t tile_bytes = rows * (a.k / 2 + a.k / a.group * 3); /* codes + at most 3 bytes of scale data per group */
+    const int64_t tiles = (a.n + rows - 1) / rows;
+    const int64_t per_cta = (tiles + ctas - 1) / ctas;
+    const int64_t rounds = (int64_t)(l2_bytes / 8) / std::max<int64_t>(1, ctas * tile_bytes);
+    return (uint32_t)std::min<int64_t>(std::min<int64_t>(per_cta, rounds), 32);
+}
+
 template <int FMT, typename T, int MB, bool SPLIT2, int WARPS, bool PREPACKED>
-void launch_persistent(const gemv_args &a, cudaStream_t stream, int sms)
+cudaError_t launch_persistent(gemv_args a, cudaStream_t stream, const w4a16_launch_facts &dev)
 {
     constexpr int ROWS = SPLIT2 ? 8 : 16;
     const auto kernel = gemv_w4_kernel<FMT, T, MB, SPLIT2, WARPS, PREPACKED>;
     static const int per_sm = resident_ctas(kernel, WARPS * 32);
     const int64_t tiles = (a.n + ROWS - 1) / ROWS;
     const int64_t chunks = w4a16_ceil_div(a.m, MB * 8);
-    const int64_t resident = (int64_t)per_sm * sms;
+    const int64_t resident = (int64_t)per_sm * dev.sms;
     const int64_t ctas = std::max<int64_t>(1, std::min<int64_t>(tiles, resident / chunks));
+    a.prefetch = dev.pdl ? prefetch_tiles(a, ctas, ROWS, dev.l2_bytes) : 0;
     /* x chunks along x (2^31 - 1 of them), so that CTAs sharing a weight tile run together
      * and share it in L2; the persistent CTAs (at most the resident ones) along y */
-    kernel<<<dim3((unsigned)chunks, (unsigned)ctas), WARPS * 32, 0, stream>>>(a);
+    return w4a16_launch_after(dev.pdl, kernel, dim3((unsigned)chunks, (unsigned)ctas), dim3(WARPS * 32), 0, stream, a);
 }
 
 template <int FMT, typename T, int MB, bool SPLIT2, bool PREPACKED>
-void launch_fast(const gemv_args &a, cudaStream_t stream, const launch_shape &ls)
+cudaError_t launch_fast(const gemv_args &a, cudaStream_t stream, const launch_shape &ls)
 {
-    if (ls.warps >= 8) launch_persistent<FMT, T, MB, SPLIT2, 8, PREPACKED>(a, stream, ls.sms);
-    else launch_persistent<FMT, T, MB, SPLIT2, 4, PREPACKED>(a, stream, ls.sms);
+    if (ls.warps >= 8) return launch_persistent<FMT, T, MB, SPLIT2, 8, PREPACKED>(a, stream, *ls.dev);
+    return launch_persistent<FMT, T, MB, SPLIT2, 4, PREPACKED>(a, stream, *ls.dev);
 }
 
 template <int FMT, typename T, bool PREPACKED>
-void launch_fast_format(const gemv_args &a, cudaStream_t stream, const launch_shape &ls)
+cudaError_t launch_fast_format(const gemv_args &a, cudaStream_t stream, const launch_shape &ls)
 {
     const bool small_m = ls.m_blocks == 1;
     if (ls.split2) {
-        if (small_m) launch_fast<FMT, T, 1, true, PREPACKED>(a, stream, ls);
-        else launch_fast<FMT, T, 2, true, PREPACKED>(a, stream, ls);
-    } else {
-        if (small_m) launch_fast<FMT, T, 1, false, PREPACKED>(a, stream, ls);
-        else launch_fast<FMT, T, 2, false, PREPACKED>(a, stream, ls);
+        if (small_m) return launch_fast<FMT, T, 1, true, PREPACKED>(a, stream, ls);
+        return launch_fast<FMT, T, 2, true, PREPACKED>(a, stream, ls);
     }
+    if (small_m) return launch_fast<FMT, T, 1, false, PREPACKED>(a, stream, ls);
+    return launch_fast<FMT, T, 2, false, PREPACKED>(a, stream, ls);
 }
 
 template <typename T, bool PREPACKED>
-void launch_fast_dtype(int format, const gemv_args &a, cudaStream_t stream, const launch_shape &ls)
+cudaError_t launch_fast_dtype(int format, const gemv_args &a, cudaStream_t stream, const launch_shape &ls)
 {
-    if (format == W4A16_FORMAT_NVFP4) launch_fast_format<W4A16_FORMAT_NVFP4, T, PREPACKED>(a, stream, ls);
-    else if (format == W4A16_FORMAT_MXFP4) launch_fast_format<W4A16_FORMAT_MXFP4, T, PREPACKED>(a, stream, ls);
-    else launch_fast_format<W4A16_FORMAT_INT4, T, PREPACKED>(a, stream, ls);
+    if (format == W4A16_FORMAT_NVFP4) return launch_fast_format<W4A16_FORMAT_NVFP4, T, PREPACKED>(a, stream, ls);
+    if (format == W4A16_FORMAT_MXFP4) return launch_fast_format<W4A16_FORMAT_MXFP4, T, PREPACKED>(a, stream, ls);
+    return launch_fast_format<W4A16_FORMAT_INT4, T, PREPACKED>(a, stream, ls);
 }
 
 template <bool PREPACKED>
-void launch_fast_layout(bool bf16, int format, const gemv_args &a, cudaStream_t stream, const launch_shape &ls)
+cudaError_t launch_fast_layout(bool bf16, int format, const gemv_args &a, cudaStream_t stream, const launch_shape &ls)
 {
-    if (bf16) launch_fast_dtype<__nv_bfloat16, PREPACKED>(format, a, stream, ls);
-    else launch_fast_dtype<__half, PREPACKED>(format, a, stream, ls);
+    if (bf16) return launch_fast_dtype<__nv_bfloat16, PREPACKED>(format, a, stream, ls);
+    return launch_fast_dtype<__half, PREPACKED>(format, a, stream, ls);
 }
 
 /* Tiles and warps for a launch, from a sweep on an H100 (benchmarks/RESULTS.md): split2
  * when 16-row tiles cannot give every SM one CTA (2048x16384, 1024x4096); 8 warps per CTA
  * while there are fewer than 8 tiles per SM, 4 (and more resident CTAs) beyond. */
-launch_shape choose_shape(const gemv_args &a, int sms)
+launch_shape choose_shape(const gemv_args &a, const w4a16_launch_facts &dev)
 {
+    const int sms = dev.sms;
     launch_shape ls;
-    ls.sms = sms;
+    ls.dev = &dev;
     ls.m_blocks = a.m <= 8 ? 1 : 2;
     const int64_t chunks = w4a16_ceil_div(a.m, 8 * ls.m_blocks);
     const int64_t tiles16 = ((a.n + 15) / 16) * chunks;
@@ -401,22 +447,19 @@ launch_shape choose_shape(const gemv_args &a, int sms)
 
 } // namespace
 
-cudaError_t w4a16_gemv_launch(const w4a16_cuda_gemm_args &args, int sms, cudaStream_t stream)
+cudaError_t w4a16_gemv_launch(const w4a16_cuda_gemm_args &args, const w4a16_launch_facts &dev, cudaStream_t stream)
 {
     const gemv_args a = make_kernel_args(args, nullptr);
     const bool bf16 = args.x_dtype == W4A16_DTYPE_BFLOAT16;
 
-    const launch_shape ls = choose_shape(a, sms > 0 ? sms : 132);
+    const launch_shape ls = choose_shape(a, dev);
     const bool fast = a.k % SUPER_K == 0 && aligned16(a.x) && aligned16(a.codes) &&
                       (args.format != W4A16_FORMAT_NVFP4 || reinterpret_cast<uintptr_t>(a.scales) % 2 == 0) &&
                       (args.format != W4A16_FORMAT_INT4 || reinterpret_cast<uintptr_t>(a.scales) % 2 == 0);
-    if (fast) {
-        if (args.prepacked) launch_fast_layout<true>(bf16, args.format, a, stream, ls);
-        else launch_fast_layout<false>(bf16, args.format, a, stream, ls);
-    } else {
-        const dim3 grid(w4a16_ceil_div(a.n, 8), w4a16_ceil_div(a.m, 16));
-        if (bf16) gemm_w4_generic<__nv_bfloat16><<<grid, 256, 0, stream>>>(args);
-        else gemm_w4_generic<__half><<<grid, 256, 0, stream>>>(args);
-    }
+    if (fast) return args.prepacked ? launch_fast_layout<true>(bf16, args.format, a, stream, ls)
+                                    : launch_fast_layout<false>(bf16, args.format, a, stream, ls);
+    const dim3 grid(w4a16_ceil_div(a.n, 8), w4a16_ceil_div(a.m, 16));
+    if (bf16) gemm_w4_generic<__nv_bfloat16><<<grid, 256, 0, stream>>>(args);
+    else gemm_w4_generic<__half><<<grid, 256, 0, stream>>>(args);
     return cudaGetLastError();
 }

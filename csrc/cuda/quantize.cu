@@ -221,7 +221,7 @@ __device__ __forceinline__ void nvfp4_block_codes(const float x[16], float amax,
  * that a CTA builds its table once for many blocks. */
 template <typename T, int KIND, bool VEC>
 __global__ void __launch_bounds__(THREADS, 6) nvfp4_kernel(const T *__restrict__ w, int64_t blocks,
-                                                        const float *__restrict__ global_scale,
+                                                        const float *global_scale,
                                                         uint8_t *__restrict__ codes, bool codes_aligned,
                                                         uint8_t *__restrict__ scales)
 {
@@ -236,7 +236,7 @@ __global__ void __launch_bounds__(THREADS, 6) nvfp4_kernel(const T *__restrict__
      * loaded while they finish */
     if (i < blocks) loader_for<T, KIND, VEC, LOAD_EVICT_FIRST>::load(w, (blocks - 1 - i) * NVFP4_BLOCK, x);
     w4a16_wait_for_prior(); /* the global scale, and the codes buffer free to overwrite */
-    const float gs = *global_scale; /* NaN if w had NaN/Inf: then the codes do not matter */
+    const float gs = w4a16_load_after_wait(global_scale); /* NaN if w had NaN/Inf: then the codes do not matter */
     nvfp4_fill_table(table, threadIdx.x, gs);
     const float D = W4A16_E2M1_MAX * gs, y_D = 1.0f / D, y_D_lo = w4a16_reciprocal_remainder(D, y_D);
     const bool fast_D = reciprocal_in_range(D);
@@ -320,12 +320,12 @@ static w4a16_status launch_nvfp4(const T *w, int64_t n, int64_t k, const float *
     else amax_kernel<T, KIND, false><<<(unsigned)amax_grid, THREADS, 0, stream>>>(w, blocks, keep_from, cta_max);
     cudaError_t err = cudaGetLastError();
     if (err == cudaSuccess)
-        err = w4a16_launch_after(pdl, nvfp4_finalize_kernel, 1, THREADS, stream, cta_max, (int)amax_grid, gs_out,
+        err = w4a16_launch_after(pdl, nvfp4_finalize_kernel, 1, THREADS, 0, stream, cta_max, (int)amax_grid, gs_out,
                                  given, has_given);
     if (err == cudaSuccess)
-        err = vec ? w4a16_launch_after(pdl, nvfp4_kernel<T, KIND, true>, grid, THREADS, stream, w, blocks,
+        err = vec ? w4a16_launch_after(pdl, nvfp4_kernel<T, KIND, true>, grid, THREADS, 0, stream, w, blocks,
                                        (const float *)gs_out, codes, codes_aligned, scales)
-                  : w4a16_launch_after(pdl, nvfp4_kernel<T, KIND, false>, grid, THREADS, stream, w, blocks,
+                  : w4a16_launch_after(pdl, nvfp4_kernel<T, KIND, false>, grid, THREADS, 0, stream, w, blocks,
                                        (const float *)gs_out, codes, codes_aligned, scales);
     return w4a16_cuda_check(err, "quantize_nvfp4 (launch)");
 }
