@@ -21,7 +21,7 @@ import w4a16
 
 pytestmark = pytest.mark.gpu
 
-LOAD = re.compile(r"^(?:@!?U?P\w+\s+)?(LDG|LD|LDS|LDGSTS|ATOM|ATOMG|RED)\b(\S*)")
+LOAD = re.compile(r"^(?:@!?U?P\w+\s+)?(LDG|LD|LDGSTS|ATOM|ATOMG|RED)\b(\S*)")  # global reads
 WIDTHS = {".128": 16, ".64": 8, ".U16": 2, ".S16": 2, ".U8": 1, ".S8": 1}
 
 

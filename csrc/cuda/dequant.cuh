@@ -191,8 +191,8 @@ struct raw_scale {
 };
 
 /* Walks the scales of one weight row along with the thread's chunks: `load(step)` reads
- * those of super-tile `step`. Offsets are 32-bit and relative to a per-row base, so a step costs a few integer ops,
- * not 64-bit index arithmetic. */
+ * those of super-tile `step`. Offsets are 32-bit and relative to a per-row base, so a
+ * step costs a few integer ops, not 64-bit index arithmetic. */
 template <int FMT, typename T> struct scale_cursor {
     const uint8_t *base;     /* this row's first scale (bytes) */
     const uint8_t *zeros;    /* int4 asymmetric: this row's first zero point */
@@ -279,7 +279,7 @@ __device__ __forceinline__ void fill_scale_lut(uint32_t *lut)
     }
 }
 
-/* Bytes of scales (and INT4 zero points) per weight row. */
+/* Bytes of scales per weight row (INT4 zero points, one byte per group, are apart). */
 template <int FMT> __host__ __device__ __forceinline__ int64_t scale_row_bytes(int64_t k, int64_t group)
 {
     return FMT == W4A16_FORMAT_INT4 ? 2 * (k / group) : k / group;
