@@ -219,13 +219,15 @@ __device__ __forceinline__ void store_tile(const tc_args &a, const float (&acc)[
  * blockIdx.z * cta_stages on. */
 template <class C> __device__ __forceinline__ int cta_stages(int64_t k) { return (int)(k / C::BK) / (int)gridDim.z; }
 
-/* Both kernels start here. Until the prior kernel on the stream has finished
- * (programmatic dependent launch, SM90 on), a CTA only asks L2 for the codes of its first
- * pipeline stages, a weight row per thread -- when a.prefetch is set, and only the CTAs of
- * the first x tile, so that no line is asked for twice. Then it lets the next kernel be
- * scheduled, which in turn waits for this one to finish. */
+/* Both kernels start here: the CTA's copier, with the first STAGES - 1 stages issued.
+ * Until the prior kernel on the stream has finished (programmatic dependent launch, SM90
+ * on) a CTA only asks L2 for the codes of those stages, a weight row per thread -- when
+ * a.prefetch is set, and only the CTAs of the first x tile, so that no line is asked for
+ * twice. Then it lets the next kernel be scheduled, which in turn waits for this one to
+ * finish, and starts the copies. */
 template <class C>
-__device__ __forceinline__ void prologue_prefetch(const tc_args &a, int64_t n0, int64_t k_begin, int stages_total)
+__device__ __forceinline__ stage_copier<C> start_pipeline(const tc_args &a, uint8_t *smem, int64_t n0, int64_t m0,
+                                                          int64_t k_begin, int stages_total)
 {
     static_assert(C::THREADS >= C::BN, "a thread per weight row");
     const int64_t row = n0 + threadIdx.x;
@@ -233,6 +235,11 @@ __device__ __forceinline__ void prologue_prefetch(const tc_args &a, int64_t n0, 
         w4a16_prefetch_l2(a.codes + row * (a.k / 2) + k_begin / 2, (size_t)min(C::STAGES - 1, stages_total) * (C::BK / 2));
     w4a16_wait_for_prior();
     w4a16_allow_next();
+
+    const stage_copier<C> copier(a, n0, m0, k_begin);
+#pragma unroll
+    for (int s = 0; s < C::STAGES - 1; s++) copier.issue(a, smem, s, stages_total);
+    return copier;
 }
 
 template <int FMT, typename T, class C>
@@ -248,10 +255,7 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_kernel(tc_args a)
     const int stages_total = cta_stages<C>(a.k);
     const int64_t k_begin = (int64_t)blockIdx.z * stages_total * C::BK;
 
-    prologue_prefetch<C>(a, n0, k_begin, stages_total);
-    const stage_copier<C> copier(a, n0, m0, k_begin);
-#pragma unroll
-    for (int s = 0; s < C::STAGES - 1; s++) copier.issue(a, smem, s, stages_total);
+    const stage_copier<C> copier = start_pipeline<C>(a, smem, n0, m0, k_begin, stages_total);
 
     /* scales of the thread's 4 weight rows (tile f, half h): rows past N read row N - 1 */
     scale_cursor<FMT, T> scales[2][2];
@@ -447,10 +451,7 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_decoded_kernel(tc_args a)
     const int64_t k_begin = (int64_t)blockIdx.z * stages_total * C::BK;
     uint8_t *decoded = smem + C::STAGES * C::STAGE_BYTES;
 
-    prologue_prefetch<C>(a, n0, k_begin, stages_total);
-    const stage_copier<C> copier(a, n0, m0, k_begin);
-#pragma unroll
-    for (int s = 0; s < C::STAGES - 1; s++) copier.issue(a, smem, s, stages_total);
+    const stage_copier<C> copier = start_pipeline<C>(a, smem, n0, m0, k_begin, stages_total);
 
     /* the decode: per pass, thread (tile, g, col) takes code chunk col (elements 32 col ..
      * + 32) of weight rows 16 tile + g and 16 tile + g + 8, so that it holds whole A
@@ -687,7 +688,7 @@ cudaError_t w4a16_tc_launch(const w4a16_cuda_gemm_args &args, int index, void *w
 {
     tc_args a = make_kernel_args(args, static_cast<float *>(workspace));
     const int tile_index = index / SPLIT_COUNT, splits = SPLITS[index % SPLIT_COUNT];
-    /* the L2 prefetch of prologue_prefetch, measured back to back on an H100: 1-7% faster
+    /* the L2 prefetch of start_pipeline, measured back to back on an H100: 1-7% faster
      * without a K split (16384x2048 M = 16: 12.3 -> 11.5 µs; 32768x2048 M = 32: 29.7 ->
      * 29.0), no gain or a loss with one (1024x4096 M = 50, split 8: 8.5 -> 9.1) */
     a.prefetch = dev.pdl && splits == 1;
