@@ -106,6 +106,22 @@ static inline bool w4a16_device_has_pdl(int device)
     return major >= 9;
 }
 
+/* Whether `device` runs the warpgroup (wgmma) kernels: they exist only in an sm_90a build
+ * (CMake defines W4A16_HAVE_SM90A) and run only on compute capability 9.0. */
+static inline bool w4a16_device_has_wgmma(int device)
+{
+#ifdef W4A16_HAVE_SM90A
+    int major = 0, minor = 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess)
+        return false;
+    return major == 9 && minor == 0;
+#else
+    (void)device;
+    return false;
+#endif
+}
+
 /* kernel<<<grid, block, smem, stream>>>(args...), as a programmatic dependent launch when
  * `pdl` (the device has it, see w4a16_device_has_pdl). */
 template <typename... Params, typename... Args>

@@ -212,10 +212,13 @@ template <int FMT, typename T> struct scale_cursor {
         chunk_shift = chunk_shift_;
     }
 
-    __device__ __forceinline__ raw_scale load(uint32_t step) const
+    __device__ __forceinline__ raw_scale load(uint32_t step) const { return load_chunk(4 * step); }
+
+    /* those of the chunk `chunks` 32-element chunks past the thread's first */
+    __device__ __forceinline__ raw_scale load_chunk(uint32_t chunks) const
     {
         raw_scale r;
-        const uint32_t chunk = chunk0 + 4 * step;
+        const uint32_t chunk = chunk0 + chunks;
         r.zero = 8;
         if (FMT == W4A16_FORMAT_NVFP4) {
             r.scale = __ldg(reinterpret_cast<const uint16_t *>(base) + chunk); /* blocks 2c, 2c+1 */

@@ -38,6 +38,7 @@ constexpr int SPLITS_PER_TILE = 4;
 struct device_facts {
     w4a16_launch_facts launch;
     size_t max_smem;
+    bool wgmma; /* runs the warpgroup kernels */
 };
 
 cudaError_t query_device(int device_id, device_facts *facts)
@@ -50,6 +51,7 @@ cudaError_t query_device(int device_id, device_facts *facts)
     facts->launch.l2_bytes = (size_t)l2;
     facts->launch.pdl = w4a16_device_has_pdl(device_id);
     facts->max_smem = (size_t)smem;
+    facts->wgmma = w4a16_device_has_wgmma(device_id);
     return err;
 }
 
@@ -84,7 +86,7 @@ int choose_config(const w4a16_cuda_gemm_args &a, const device_facts &dev, size_t
         for (int s = 0; s < SPLITS_PER_TILE; s++) {
             const int index = order[o] * SPLITS_PER_TILE + s;
             w4a16_tc_shape shape;
-            if (!w4a16_tc_shape_at(index, &shape) || w4a16_tc_unsupported(a, shape, dev.max_smem) ||
+            if (!w4a16_tc_shape_at(index, &shape) || w4a16_tc_unsupported(a, shape, dev.max_smem, dev.wgmma) ||
                 w4a16_tc_workspace_bytes(a, shape) > workspace_bytes)
                 continue;
             const int64_t tiles = (int64_t)w4a16_ceil_div(a.m, shape.bm) * w4a16_ceil_div(a.n, shape.bn);
@@ -112,7 +114,7 @@ w4a16_status plan(const w4a16_cuda_gemm_args &a, int config, size_t workspace_by
     if (config > 0) {
         w4a16_tc_shape shape;
         w4a16_tc_shape_at(config - 1, &shape);
-        const char *why = w4a16_tc_unsupported(a, shape, dev.max_smem);
+        const char *why = w4a16_tc_unsupported(a, shape, dev.max_smem, dev.wgmma);
         if (why) return w4a16_fail(W4A16_ERR_UNSUPPORTED, "config: %s cannot run this gemm: %s", shape.name, why);
         *needed = w4a16_tc_workspace_bytes(a, shape);
     }

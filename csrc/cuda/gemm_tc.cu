@@ -47,16 +47,26 @@
 #include "cuda_common.cuh"
 #include "dequant.cuh"
 #include "gemm_tc.h"
+#include "wgmma.cuh"
 
 namespace {
 
 using tc_args = kernel_args;
 
+/* Swizzled 16-byte chunk of the x tile: a quarter warp reads chunk 4t + r of rows g and
+ * g + 1 (t = 0..3); bit 3 of the chunk folded into bit 1 and the row parity into bit 0
+ * give those 8 reads 8 different bank groups. */
+__device__ __forceinline__ int x_chunk(int row, int col) { return col ^ (((col >> 3) & 1) << 1) ^ (row & 1); }
+
+/* Where the mma.sync kernels keep 16-byte chunk `col` of row `row` of an x tile with rows
+ * of `row_bytes` bytes. */
+__device__ __forceinline__ int x_offset_swizzled(int row, int col, int row_bytes) { return row * row_bytes + x_chunk(row, col) * 16; }
+
 template <int WN_, int WM_, int WK_, int FM_, int KSUPER_, int STAGES_>
 struct tile {
     static constexpr int WN = WN_, WM = WM_, WK = WK_, FM = FM_, KSUPER = KSUPER_, STAGES = STAGES_;
     static constexpr int FN = 2; /* mma row tiles (16 weight rows) per warp */
-    static constexpr bool DECODED = false;
+    static constexpr bool DECODED = false, WGMMA = false;
     static constexpr int WARPS = WN * WM * WK, THREADS = 32 * WARPS;
     static constexpr int BN = 32 * WN, BM = 8 * FM * WM, BK = SUPER_K * KSUPER;
     static constexpr int W_ROW_BYTES = BK / 2, X_ROW_BYTES = BK * 2;
@@ -67,6 +77,8 @@ struct tile {
     static constexpr int OUT_PITCH = BN + 8; /* elements per staged output row */
     static constexpr int OUT_BYTES = BM * OUT_PITCH * 4; /* fp32 partials or 16-bit y */
     static constexpr int W_CHUNKS = BN * W_ROW_BYTES / 16, X_CHUNKS = BM * X_ROW_BYTES / 16;
+    static constexpr int X_ROW_STRIDE = X_ROW_BYTES, X_SWIZZLE_ROWS = 2; /* x: bytes per row; swizzle period in rows */
+    static __device__ __forceinline__ int x_offset(int row, int col) { return x_offset_swizzled(row, col, X_ROW_BYTES); }
     static constexpr int PIPE_BYTES = STAGES * STAGE_BYTES;
     static constexpr int SMEM = PIPE_BYTES > RED_BYTES + OUT_BYTES ? PIPE_BYTES : RED_BYTES + OUT_BYTES;
     static_assert(KSUPER % WK == 0, "the k-warps of a stage take whole super-tiles");
@@ -92,11 +104,6 @@ template <class C> __device__ __forceinline__ int w_chunk(int row, int col)
     return C::KSUPER >= 2 ? col ^ ((row & 1) << 2) : col;
 }
 
-/* Swizzled 16-byte chunk of the x tile: a quarter warp reads chunk 4t + r of rows g and
- * g + 1 (t = 0..3); bit 3 of the chunk folded into bit 1 and the row parity into bit 0
- * give those 8 reads 8 different bank groups. */
-__device__ __forceinline__ int x_chunk(int row, int col) { return col ^ (((col >> 3) & 1) << 1) ^ (row & 1); }
-
 /* Where one thread's cp.async copies of a stage come from and go to. Every thread copies
  * the same 16-byte column of rows row0, row0 + ROWS_PER_PASS, ... of each tile, so the
  * sources of a stage are one pointer plus multiples of a row stride; rows past N (or M)
@@ -105,7 +112,7 @@ template <class C> struct stage_copier {
     static constexpr int W_CHUNKS_ROW = C::W_ROW_BYTES / 16, X_CHUNKS_ROW = C::X_ROW_BYTES / 16;
     static constexpr int W_ROWS_PER_PASS = C::THREADS / W_CHUNKS_ROW, X_ROWS_PER_PASS = C::THREADS / X_CHUNKS_ROW;
     static_assert(C::THREADS % W_CHUNKS_ROW == 0 && C::THREADS % X_CHUNKS_ROW == 0, "whole rows per pass");
-    static_assert(W_ROWS_PER_PASS % 2 == 0 && X_ROWS_PER_PASS % 2 == 0, "the swizzles depend on the row parity");
+    static_assert(W_ROWS_PER_PASS % 2 == 0 && X_ROWS_PER_PASS % C::X_SWIZZLE_ROWS == 0, "the swizzles repeat so");
 
     const uint8_t *w_src, *x_src; /* row0's bytes at the CTA's first stage */
     int64_t w_pitch, x_pitch;     /* bytes per row of codes / of x */
@@ -122,9 +129,9 @@ template <class C> struct stage_copier {
         x_rows = (int)min(a.m - m0, (int64_t)C::BM);
         w_src = a.codes + (n0 + w_row0) * w_pitch + k_begin / 2 + w_col * 16;
         x_src = static_cast<const uint8_t *>(a.x) + (m0 + x_row0) * x_pitch + k_begin * 2 + x_col * 16;
-        /* ROWS_PER_PASS is even, so every row a thread copies has row0's parity and swizzle */
+        /* every row a thread copies has row0's swizzle (see the static_assert) */
         w_dst = w_row0 * C::W_ROW_BYTES + w_chunk<C>(w_row0, w_col) * 16;
-        x_dst = C::W_STAGE + x_row0 * C::X_ROW_BYTES + x_chunk(x_row0, x_col) * 16;
+        x_dst = C::W_STAGE + C::x_offset(x_row0, x_col);
     }
 
     /* stage s of the CTA (K offset s * BK) into the buffer at `stage` */
@@ -142,7 +149,7 @@ template <class C> struct stage_copier {
 #pragma unroll
         for (int i = 0; i < C::X_CHUNKS / C::THREADS; i++) {
             const bool valid = x_row0 + i * X_ROWS_PER_PASS < x_rows;
-            cp_async16(stage + x_dst + i * X_ROWS_PER_PASS * C::X_ROW_BYTES,
+            cp_async16(stage + x_dst + i * X_ROWS_PER_PASS * C::X_ROW_STRIDE,
                        valid ? x + i * X_ROWS_PER_PASS * x_pitch : static_cast<const uint8_t *>(a.x), valid);
         }
     }
@@ -405,7 +412,7 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_kernel(tc_args a)
 template <int WN_, int WM_, int FN_, int FM_, int STAGES_>
 struct decoded_tile {
     static constexpr int WN = WN_, WM = WM_, WK = 1, FN = FN_, FM = FM_, KSUPER = 1, STAGES = STAGES_;
-    static constexpr bool DECODED = true;
+    static constexpr bool DECODED = true, WGMMA = false;
     static constexpr int WARPS = WN * WM, THREADS = 32 * WARPS;
     static constexpr int BN = 16 * FN * WN, BM = 8 * FM * WM, BK = SUPER_K;
     static constexpr int W_ROW_BYTES = BK / 2, X_ROW_BYTES = BK * 2;
@@ -416,6 +423,8 @@ struct decoded_tile {
     static constexpr int OUT_PITCH = BN + 8;
     static constexpr int OUT_BYTES = BM * OUT_PITCH * 4;
     static constexpr int W_CHUNKS = BN * W_ROW_BYTES / 16, X_CHUNKS = BM * X_ROW_BYTES / 16;
+    static constexpr int X_ROW_STRIDE = X_ROW_BYTES, X_SWIZZLE_ROWS = 2;
+    static __device__ __forceinline__ int x_offset(int row, int col) { return x_offset_swizzled(row, col, X_ROW_BYTES); }
     static constexpr int CHUNKS_ROW = W_ROW_BYTES / 16;        /* 16-byte code chunks per weight row */
     static constexpr int TILES_PER_PASS = THREADS / (8 * CHUNKS_ROW); /* 16-row tiles one decode pass covers */
     static constexpr int DECODE_PASSES = BN / 16 / TILES_PER_PASS;
@@ -550,6 +559,144 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_decoded_kernel(tc_args a)
     store_tile<FMT, T, C>(a, acc, smem, wn, wm, true);
 }
 
+/* ---- the warpgroup kernel (Hopper, sm_90a; large M) -------------------------------------
+ *
+ * The decoded-tile idea on Hopper's asynchronous warpgroup MMA (wgmma.cuh): the CTA
+ * decodes each stage's weight tile once into shared memory -- now in natural K order, as
+ * the wgmma A operand wants it (K-major, 128-byte swizzle) -- and x is copied into the
+ * same layout as the B operand, so both come from shared memory through descriptors and
+ * the decode costs no register moves. mma.sync issues one 16x8x16 product per
+ * instruction from registers and stopped near 40% of its ceiling (NOTES.md); one wgmma
+ * m64nBMk16 runs 8 * BM / 8 of those without the warps' issue slots.
+ *
+ * Tile: BN = 128 weight rows (two warpgroups of 64, one wgmma M each) by BM rows of x
+ * (the wgmma N), BK (64 or 128) of K per stage. Per stage kt (one barrier): wait for
+ * stage kt + 1's copy, start the copy of stage kt + STAGES - 1, issue the BK / 16 wgmma of
+ * stage kt (they run asynchronously), decode stage kt + 1 into the other decoded buffer
+ * meanwhile, then wait for the wgmma (their x slot and decoded buffer are refilled next).
+ * Epilogue as in the mma.sync kernels: the fragment of a warp's 16 rows is the m16n8
+ * accumulator layout. */
+template <int BM_, int BK_, int STAGES_>
+struct wgmma_tile {
+    static constexpr int WN = 8, WM = 1, WK = 1, FN = 1, FM = BM_ / 8, KSUPER = 1, STAGES = STAGES_;
+    static constexpr bool DECODED = false, WGMMA = true;
+    static constexpr int WARPS = 8, THREADS = 256;
+    static constexpr int BN = 128, BM = BM_, BK = BK_;
+    static constexpr int W_ROW_BYTES = BK / 2, X_ROW_BYTES = BK * 2;
+    static constexpr int W_STAGE = BN * W_ROW_BYTES, X_STAGE = BM * X_ROW_BYTES;
+    static constexpr int STAGE_BYTES = W_STAGE + X_STAGE;
+    static constexpr int DECODED_BYTES = BN * BK * 2;
+    static constexpr int RED_BYTES = 0;
+    static constexpr int OUT_PITCH = BN + 8;
+    static constexpr int OUT_BYTES = BM * OUT_PITCH * 4;
+    static constexpr int W_CHUNKS = BN * W_ROW_BYTES / 16, X_CHUNKS = BM * X_ROW_BYTES / 16;
+    static constexpr int CHUNKS_ROW = W_ROW_BYTES / 16;                /* 32-element code chunks per row */
+    static constexpr int DECODE_ROWS = BN * CHUNKS_ROW / THREADS;      /* rows each thread decodes */
+    static constexpr int DECODE_ROW_STEP = THREADS / CHUNKS_ROW;       /* between a thread's rows */
+    /* x as wgmma's B operand: column blocks of 64 elements (128-byte rows), BM rows each */
+    static constexpr int X_ROW_STRIDE = 128, X_SWIZZLE_ROWS = 8;
+    static __device__ __forceinline__ int x_offset(int row, int col) { return (col >> 3) * (BM * 128) + sw128_offset(row, col & 7); }
+    static constexpr int PIPE_BYTES = STAGES * STAGE_BYTES + 2 * DECODED_BYTES;
+    /* + alignment slack: the swizzle atoms start on 1024-byte boundaries */
+    static constexpr int SMEM = (PIPE_BYTES > OUT_BYTES ? PIPE_BYTES : OUT_BYTES) + WGMMA_ATOM_BYTES;
+    static_assert(STAGES >= 3, "stage kt + 1 is decoded while stage kt + STAGES - 1 loads");
+    static_assert(BM == 64 || BM == 128 || BM == 256, "the wgmma N sizes of wgmma.cuh");
+    static_assert(BK == 64 || BK == 128, "whole 64-element column blocks, at most one super-tile");
+    static_assert(STAGE_BYTES % WGMMA_ATOM_BYTES == 0 && X_STAGE % WGMMA_ATOM_BYTES == 0, "atoms stay aligned");
+    static_assert(DECODE_ROWS * DECODE_ROW_STEP == BN, "the decode covers the tile");
+};
+
+template <int FMT, typename T, class C>
+__global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a)
+{
+#if W4A16_HAVE_WGMMA
+    extern __shared__ __align__(16) uint8_t smem_raw[];
+    __shared__ uint32_t lut[256];
+    const uint32_t misalign = (uint32_t)__cvta_generic_to_shared(smem_raw) & (WGMMA_ATOM_BYTES - 1);
+    uint8_t *smem = smem_raw + ((WGMMA_ATOM_BYTES - misalign) & (WGMMA_ATOM_BYTES - 1));
+
+    const int warp = threadIdx.x >> 5, warpgroup = warp >> 2;
+    const int64_t m0 = (int64_t)blockIdx.x * C::BM, n0 = (int64_t)blockIdx.y * C::BN;
+    const int stages_total = cta_stages<C>(a.k);
+    const int64_t k_begin = (int64_t)blockIdx.z * stages_total * C::BK;
+    uint8_t *decoded = smem + C::STAGES * C::STAGE_BYTES;
+
+    const stage_copier<C> copier = start_pipeline<C>(a, smem, n0, m0, k_begin, stages_total);
+
+    /* the decode: thread (row, col) takes code chunk col (elements 32 col .. + 32) of
+     * weight rows d_row + h * DECODE_ROW_STEP; rows past N read row N - 1's scales (their
+     * codes are 0) */
+    const int d_col = threadIdx.x % C::CHUNKS_ROW, d_row = threadIdx.x / C::CHUNKS_ROW;
+    scale_cursor<FMT, T> scales[C::DECODE_ROWS];
+    raw_scale cur[C::DECODE_ROWS];
+#pragma unroll
+    for (int h = 0; h < C::DECODE_ROWS; h++) {
+        const int64_t row = min(n0 + d_row + h * C::DECODE_ROW_STEP, a.n - 1);
+        scales[h] = scale_cursor<FMT, T>(a.scales, a.zero_points, a.k, a.group, row, k_begin + 32 * d_col, a.chunk_shift);
+        cur[h] = scales[h].load_chunk(0);
+    }
+    if (FMT != W4A16_FORMAT_INT4) fill_scale_lut<FMT, T>(lut);
+    const uint32_t int_xor = int4_xor<T>(a.zero_points != nullptr);
+
+    /* stage s (pipeline buffer s % STAGES) -> decoded buffer s & 1: the 8 elements of word
+     * r of chunk col are K 32 col + 8r .. + 8, i.e. 16-byte chunk 4 (col & 1) + r of
+     * column block col / 2 */
+    auto decode_stage = [&](int s) {
+        const uint8_t *ws = smem + (s % C::STAGES) * C::STAGE_BYTES;
+        uint8_t *dst = decoded + (s & 1) * C::DECODED_BYTES + (d_col >> 1) * (C::BN * 128);
+        const bool more = s + 1 < stages_total;
+#pragma unroll
+        for (int h = 0; h < C::DECODE_ROWS; h++) {
+            const int row = d_row + h * C::DECODE_ROW_STEP;
+            const chunk_scale cs = scale_cursor<FMT, T>::resolve(cur[h], lut, a.other_scale_type);
+            if (more) cur[h] = scales[h].load_chunk((uint32_t)(s + 1) * C::CHUNKS_ROW);
+            const uint4 q = *reinterpret_cast<const uint4 *>(ws + row * C::W_ROW_BYTES + d_col * 16);
+#pragma unroll
+            for (int r = 0; r < 4; r++) {
+                uint32_t p[4];
+                dequant_chunk_word<FMT, T>(q, r, cs, int_xor, p);
+                *reinterpret_cast<uint4 *>(dst + sw128_offset(row, 4 * (d_col & 1) + r)) = make_uint4(p[0], p[1], p[2], p[3]);
+            }
+        }
+    };
+
+    float acc[C::FN][C::FM][4]; /* = the wgmma fragment d[BM / 2]: d[4j + e] is acc[0][j][e] */
+    float(&d)[C::BM / 2] = *reinterpret_cast<float(*)[C::BM / 2]>(&acc[0][0][0]);
+#pragma unroll
+    for (int i = 0; i < C::BM / 2; i++) d[i] = 0.0f;
+
+    cp_async_wait<C::STAGES - 2>();
+    __syncthreads(); /* stage 0 landed, the scale table is filled */
+    if (stages_total > 0) decode_stage(0);
+
+    for (int kt = 0; kt < stages_total; kt++) {
+        cp_async_wait<C::STAGES - 3>();
+        fence_proxy_async(); /* this thread's decoded stores and landed copies, for wgmma */
+        __syncthreads();     /* stage kt + 1 landed; decoded tile kt complete; wgmma kt - 1 done */
+        copier.issue(a, smem, kt + C::STAGES - 1, stages_total);
+
+        const uint8_t *ws = decoded + (kt & 1) * C::DECODED_BYTES + warpgroup * 64 * 128;
+        const uint8_t *xs = smem + (kt % C::STAGES) * C::STAGE_BYTES + C::W_STAGE;
+        wgmma_fence();
+#pragma unroll
+        for (int j = 0; j < C::BK / 16; j++) {
+            const int block = j >> 2, offset = (j & 3) * 32; /* k16 step j: column block, bytes into it */
+            wgmma_op<C::BM, T>::run(d, sw128_descriptor(ws + block * (C::BN * 128) + offset),
+                                    sw128_descriptor(xs + block * (C::BM * 128) + offset));
+        }
+        wgmma_commit();
+        if (kt + 1 < stages_total) decode_stage(kt + 1);
+        wgmma_wait<0>();
+    }
+
+    cp_async_wait<0>();
+    __syncthreads(); /* the pipeline buffers become the output staging area */
+    store_tile<FMT, T, C>(a, acc, smem, warp, 0, true);
+#else
+    __trap(); /* not built for sm_90a: the host never launches it (w4a16_tc_unsupported) */
+#endif
+}
+
 /* y = factor * sum over splits of partials + bias; one thread per element. */
 template <int FMT, typename T>
 __global__ void reduce_split_k(tc_args a, int splits)
@@ -584,6 +731,10 @@ using tile_n64_m64_wide = tile<2, 1, 2, 8, 2, 4>;  /* 4 warps, K split over 2 wa
  * class parts). 4 stages (224 KiB) measured the same; a 128 x 64 decoded tile was never
  * the fastest (H100, benchmarks/RESULTS.md). */
 using tile_n128_m128_decoded = decoded_tile<2, 4, 4, 4, 3>;
+/* the warpgroup kernel (SM90 with an sm_90a build only): 225 / 161 / 177 KiB */
+using tile_wg_n128_m128 = wgmma_tile<128, 128, 4>;
+using tile_wg_n128_m64 = wgmma_tile<64, 128, 4>;
+using tile_wg_n128_m256 = wgmma_tile<256, 64, 4>;
 
 /* config names: tile name + K split */
 #define W4A16_TILE_NAMES(t) t "_split1", t "_split2", t "_split4", t "_split8"
@@ -591,20 +742,22 @@ const char *const CONFIG_NAMES[] = {
     W4A16_TILE_NAMES("tc_n128_m64"), W4A16_TILE_NAMES("tc_n64_m128"), W4A16_TILE_NAMES("tc_n128_m32"),
     W4A16_TILE_NAMES("tc_n64_m64"),  W4A16_TILE_NAMES("tc_n64_m32"),  W4A16_TILE_NAMES("tc_n64_m16"),
     W4A16_TILE_NAMES("tc_n128_m64w"), W4A16_TILE_NAMES("tc_n64_m64w"),
-    W4A16_TILE_NAMES("tc_n128_m128d"),
+    W4A16_TILE_NAMES("tc_n128_m128d"), W4A16_TILE_NAMES("tc_wg_n128_m128"), W4A16_TILE_NAMES("tc_wg_n128_m64"),
+    W4A16_TILE_NAMES("tc_wg_n128_m256"),
 };
 #undef W4A16_TILE_NAMES
 
 template <class C> w4a16_tc_shape describe(const char *name)
 {
-    return w4a16_tc_shape{name, C::BN, C::BM, C::BK, C::WARPS, C::STAGES, 1, (size_t)C::SMEM};
+    return w4a16_tc_shape{name, C::BN, C::BM, C::BK, C::WARPS, C::STAGES, 1, (size_t)C::SMEM, C::WGMMA};
 }
 
 const w4a16_tc_shape TILES[] = {
     describe<tile_n128_m64>(nullptr), describe<tile_n64_m128>(nullptr), describe<tile_n128_m32>(nullptr),
     describe<tile_n64_m64>(nullptr),  describe<tile_n64_m32>(nullptr),  describe<tile_n64_m16>(nullptr),
     describe<tile_n128_m64_wide>(nullptr), describe<tile_n64_m64_wide>(nullptr),
-    describe<tile_n128_m128_decoded>(nullptr),
+    describe<tile_n128_m128_decoded>(nullptr), describe<tile_wg_n128_m128>(nullptr), describe<tile_wg_n128_m64>(nullptr),
+    describe<tile_wg_n128_m256>(nullptr),
 };
 constexpr int TILE_COUNT = (int)(sizeof TILES / sizeof TILES[0]);
 /* every tile runs with each of these K splits across CTAs: config = tile * 4 + split index */
@@ -616,7 +769,8 @@ template <int FMT, typename T, class C>
 cudaError_t launch_tile(const tc_args &a, int splits, bool pdl, cudaStream_t stream)
 {
     void (*kernel)(tc_args);
-    if constexpr (C::DECODED) kernel = gemm_tc_decoded_kernel<FMT, T, C>;
+    if constexpr (C::WGMMA) kernel = gemm_wgmma_kernel<FMT, T, C>;
+    else if constexpr (C::DECODED) kernel = gemm_tc_decoded_kernel<FMT, T, C>;
     else kernel = gemm_tc_kernel<FMT, T, C>;
     /* shared memory beyond 48 KiB is opt-in per kernel; setting it is a cheap host call */
     cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
@@ -640,7 +794,10 @@ cudaError_t launch_shape(const tc_args &a, int tile_index, int splits, bool pdl,
     case 5: return launch_tile<FMT, T, tile_n64_m16>(a, splits, pdl, stream);
     case 6: return launch_tile<FMT, T, tile_n128_m64_wide>(a, splits, pdl, stream);
     case 7: return launch_tile<FMT, T, tile_n64_m64_wide>(a, splits, pdl, stream);
-    default: return launch_tile<FMT, T, tile_n128_m128_decoded>(a, splits, pdl, stream);
+    case 8: return launch_tile<FMT, T, tile_n128_m128_decoded>(a, splits, pdl, stream);
+    case 9: return launch_tile<FMT, T, tile_wg_n128_m128>(a, splits, pdl, stream);
+    case 10: return launch_tile<FMT, T, tile_wg_n128_m64>(a, splits, pdl, stream);
+    default: return launch_tile<FMT, T, tile_wg_n128_m256>(a, splits, pdl, stream);
     }
 }
 
@@ -667,8 +824,11 @@ bool w4a16_tc_shape_at(int index, w4a16_tc_shape *shape)
     return true;
 }
 
-const char *w4a16_tc_unsupported(const w4a16_cuda_gemm_args &a, const w4a16_tc_shape &shape, size_t max_smem)
+const char *w4a16_tc_unsupported(const w4a16_cuda_gemm_args &a, const w4a16_tc_shape &shape, size_t max_smem,
+                                 bool has_wgmma)
 {
+    if (shape.wgmma && !has_wgmma)
+        return "the warpgroup (wgmma) kernels need an SM 9.0 GPU (H100, H200) and a build for sm_90a";
     if (!a.prepacked) return "the tensor-core GEMM reads prepacked weights (w4a16_prepack)";
     if (a.k % ((int64_t)shape.bk * shape.split_k) != 0) return "K is not a multiple of the tile's K per stage times its split";
     if (!aligned(a.x, 16) || !aligned(a.codes, 16)) return "x and the codes must be 16-byte aligned";

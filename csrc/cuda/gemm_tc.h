@@ -29,6 +29,7 @@ struct w4a16_tc_shape {
     int stages;
     int split_k;      /* CTAs along K (1: none; >1 needs a workspace, see w4a16_tc_workspace_bytes) */
     size_t smem;      /* dynamic shared memory per CTA */
+    bool wgmma;       /* Hopper's warpgroup MMA: SM 9.0 and an sm_90a build only */
 };
 
 /* The tensor-core configurations (tile shape x K split), indexed from 0 (= config index
@@ -36,8 +37,10 @@ struct w4a16_tc_shape {
 int w4a16_tc_shape_count(void);
 bool w4a16_tc_shape_at(int index, w4a16_tc_shape *shape);
 
-/* Why `shape` cannot run `a` (static text), or NULL when it can. */
-const char *w4a16_tc_unsupported(const w4a16_cuda_gemm_args &a, const w4a16_tc_shape &shape, size_t max_smem);
+/* Why `shape` cannot run `a` (static text), or NULL when it can; has_wgmma: the device
+ * and the build can run the warpgroup kernels (w4a16_device_has_wgmma). */
+const char *w4a16_tc_unsupported(const w4a16_cuda_gemm_args &a, const w4a16_tc_shape &shape, size_t max_smem,
+                                 bool has_wgmma);
 
 /* Bytes of workspace the shape needs for `a` (the fp32 partial sums of split-K). */
 size_t w4a16_tc_workspace_bytes(const w4a16_cuda_gemm_args &a, const w4a16_tc_shape &shape);

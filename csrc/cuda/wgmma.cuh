@@ -1,0 +1,132 @@
+/*
+ * wgmma.cuh — the Hopper (sm_90a) warpgroup MMA pieces the large-M kernel of gemm_tc.cu
+ * uses: shared-memory matrix descriptors, the fences, and wgmma.mma_async m64nNk16 with
+ * both operands in shared memory and fp32 accumulators.
+ *
+ * Everything here exists only where __CUDA_ARCH_FEAT_SM90_ALL is defined (nvcc for
+ * sm_90a); other targets see W4A16_HAVE_WGMMA == 0 and the kernel that uses it compiles
+ * to a trap that the host never launches (w4a16_tc_unsupported refuses it).
+ *
+ * Operand layout (PTX ISA, "shared memory matrix layout", K-major with the 128-byte
+ * swizzle): a tile is stored as atoms of 8 rows x 128 bytes (64 16-bit elements of K);
+ * row r of an atom is at r * 128 and its 16-byte chunk c at (c ^ (r % 8)) * 16, and
+ * atoms of consecutive 8-row groups follow each other (the stride, 1024 bytes). A
+ * wider K is a sequence of such column blocks. A k16 step inside the 64 elements is a
+ * 32-byte offset of the start address. Atoms must be 1024-byte aligned.
+ */
+#ifndef W4A16_WGMMA_CUH
+#define W4A16_WGMMA_CUH
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define W4A16_HAVE_WGMMA 1
+#else
+#define W4A16_HAVE_WGMMA 0
+#endif
+
+namespace {
+
+constexpr int WGMMA_ATOM_BYTES = 1024; /* 8 rows x 128 bytes */
+
+/* Byte offset of 16-byte chunk `chunk` (0..7) of row `row` within a column block of
+ * 128-byte rows, with the 128-byte swizzle. */
+__device__ __forceinline__ int sw128_offset(int row, int chunk) { return row * 128 + ((chunk ^ (row & 7)) << 4); }
+
+#if W4A16_HAVE_WGMMA
+
+/* Descriptor of a K-major, 128-byte-swizzled operand starting at `p` (shared memory):
+ * start address >> 4 in bits 0-13, the stride between 8-row groups (1024 B) >> 4 in bits
+ * 32-45, swizzle mode 1 (128 B) in bits 62-63; the leading offset is unused for this
+ * layout (set to 1 as the ISA's examples do). */
+__device__ __forceinline__ uint64_t sw128_descriptor(const void *p)
+{
+    const uint32_t addr = (uint32_t)__cvta_generic_to_shared(p);
+    return (uint64_t)((addr & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(WGMMA_ATOM_BYTES >> 4) << 32) |
+           ((uint64_t)1 << 62);
+}
+
+/* Shared-memory writes of the generic proxy (st.shared, cp.async) become visible to the
+ * async proxy that wgmma reads through; each writing thread fences before the barrier. */
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
+
+#define W4A16_F8(d, i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
+                       "+f"(d[i + 6]), "+f"(d[i + 7])
+#define W4A16_REGS32 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24," \
+                     "%25,%26,%27,%28,%29,%30,%31}"
+#define W4A16_REGS64 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24," \
+                     "%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,"  \
+                     "%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}"
+#define W4A16_REGS128 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,"  \
+                      "%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,"  \
+                      "%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63,%64,%65,"  \
+                      "%66,%67,%68,%69,%70,%71,%72,%73,%74,%75,%76,%77,%78,%79,%80,%81,%82,%83,%84,%85,%86,%87,"  \
+                      "%88,%89,%90,%91,%92,%93,%94,%95,%96,%97,%98,%99,%100,%101,%102,%103,%104,%105,%106,%107,%108,%109,"  \
+                      "%110,%111,%112,%113,%114,%115,%116,%117,%118,%119,%120,%121,%122,%123,%124,%125,%126,%127}"
+/* d (64 x N, fp32, the warpgroup's fragment) += A (64 x 16, desc a) * B (16 x N, desc b);
+ * the operands after the accumulators: %R = desc a, %R+1 = desc b */
+#define W4A16_WGMMA(shape_types, regs, a_op, b_op, ...)                                                        \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\nwgmma.mma_async.sync.aligned." shape_types " " regs \
+                 ", " a_op ", " b_op ", p, 1, 1, 0, 0;\n}\n"                                                    \
+                 : __VA_ARGS__                                                                                  \
+                 : "l"(a), "l"(b))
+
+template <int N, typename T> struct wgmma_op;
+template <> struct wgmma_op<64, __nv_bfloat16> {
+    static __device__ __forceinline__ void run(float (&d)[32], uint64_t a, uint64_t b)
+    {
+        W4A16_WGMMA("m64n64k16.f32.bf16.bf16", W4A16_REGS32, "%32", "%33", W4A16_F8(d, 0), W4A16_F8(d, 8),
+                    W4A16_F8(d, 16), W4A16_F8(d, 24));
+    }
+};
+template <> struct wgmma_op<64, __half> {
+    static __device__ __forceinline__ void run(float (&d)[32], uint64_t a, uint64_t b)
+    {
+        W4A16_WGMMA("m64n64k16.f32.f16.f16", W4A16_REGS32, "%32", "%33", W4A16_F8(d, 0), W4A16_F8(d, 8),
+                    W4A16_F8(d, 16), W4A16_F8(d, 24));
+    }
+};
+template <> struct wgmma_op<128, __nv_bfloat16> {
+    static __device__ __forceinline__ void run(float (&d)[64], uint64_t a, uint64_t b)
+    {
+        W4A16_WGMMA("m64n128k16.f32.bf16.bf16", W4A16_REGS64, "%64", "%65", W4A16_F8(d, 0), W4A16_F8(d, 8),
+                    W4A16_F8(d, 16), W4A16_F8(d, 24), W4A16_F8(d, 32), W4A16_F8(d, 40), W4A16_F8(d, 48),
+                    W4A16_F8(d, 56));
+    }
+};
+template <> struct wgmma_op<128, __half> {
+    static __device__ __forceinline__ void run(float (&d)[64], uint64_t a, uint64_t b)
+    {
+        W4A16_WGMMA("m64n128k16.f32.f16.f16", W4A16_REGS64, "%64", "%65", W4A16_F8(d, 0), W4A16_F8(d, 8),
+                    W4A16_F8(d, 16), W4A16_F8(d, 24), W4A16_F8(d, 32), W4A16_F8(d, 40), W4A16_F8(d, 48),
+                    W4A16_F8(d, 56));
+    }
+};
+template <> struct wgmma_op<256, __nv_bfloat16> {
+    static __device__ __forceinline__ void run(float (&d)[128], uint64_t a, uint64_t b)
+    {
+        W4A16_WGMMA("m64n256k16.f32.bf16.bf16", W4A16_REGS128, "%128", "%129", W4A16_F8(d, 0), W4A16_F8(d, 8), W4A16_F8(d, 16), W4A16_F8(d, 24), W4A16_F8(d, 32), W4A16_F8(d, 40), W4A16_F8(d, 48), W4A16_F8(d, 56), W4A16_F8(d, 64), W4A16_F8(d, 72), W4A16_F8(d, 80), W4A16_F8(d, 88), W4A16_F8(d, 96), W4A16_F8(d, 104), W4A16_F8(d, 112), W4A16_F8(d, 120));
+    }
+};
+template <> struct wgmma_op<256, __half> {
+    static __device__ __forceinline__ void run(float (&d)[128], uint64_t a, uint64_t b)
+    {
+        W4A16_WGMMA("m64n256k16.f32.f16.f16", W4A16_REGS128, "%128", "%129", W4A16_F8(d, 0), W4A16_F8(d, 8), W4A16_F8(d, 16), W4A16_F8(d, 24), W4A16_F8(d, 32), W4A16_F8(d, 40), W4A16_F8(d, 48), W4A16_F8(d, 56), W4A16_F8(d, 64), W4A16_F8(d, 72), W4A16_F8(d, 80), W4A16_F8(d, 88), W4A16_F8(d, 96), W4A16_F8(d, 104), W4A16_F8(d, 112), W4A16_F8(d, 120));
+    }
+};
+#undef W4A16_WGMMA
+#undef W4A16_REGS128
+#undef W4A16_REGS64
+#undef W4A16_REGS32
+#undef W4A16_F8
+
+#endif /* W4A16_HAVE_WGMMA */
+
+} // namespace
+
+#endif /* W4A16_WGMMA_CUH */
