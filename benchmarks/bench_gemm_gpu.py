@@ -184,7 +184,7 @@ def markdown(result: dict, device: str) -> str:
              "Times in µs per call (median, CUDA-graph replay, weights rotated past 4x L2); "
              "formats with prepacked weights and the default kernel choice (C API); "
              "'module op' = torch.ops.w4a16.gemm as FP4Linear calls it (dequantize + cuBLAS from "
-             f"M = {torch_ops.LARGE_M_PREPACKED}). "
+             f"M = {torch_ops._large_m_prepacked(0)}). "
              "% = 4-bit floor / time; x = speedup over cuBLAS bf16.", "",
              "| N x K | M | cuBLAS bf16 | torch int4 | nvfp4 | mxfp4 | int4-g128 | floor (nvfp4) | nvfp4 canonical "
              "| nvfp4 module op |",

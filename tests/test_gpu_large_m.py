@@ -41,6 +41,7 @@ def test_torch_op_large_m_in_slices(rng, monkeypatch, fmt, layout, bias):
     """Slices of 64 rows (the last one ragged) give y within 2x torch's own error."""
     monkeypatch.setattr(torch_ops, "LARGE_M", 0)
     monkeypatch.setattr(torch_ops, "LARGE_M_PREPACKED", 0)
+    monkeypatch.setattr(torch_ops, "LARGE_M_PREPACKED_WGMMA", 0)
     monkeypatch.setattr(torch_ops, "DEQUANT_SLICE_MIN_ROWS", 64)
     n, k, m, alpha = 200, 512, 70, 0.75
     monkeypatch.setattr(torch_ops, "DEQUANT_SLICE_BYTES", 64 * 2 * k)

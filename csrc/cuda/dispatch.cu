@@ -32,7 +32,8 @@ constexpr int64_t GEMV_SMALL_WEIGHT = (int64_t)1 << 22;
 
 /* Tiles of gemm_tc.cu (config index = 1 + tile * 4 + split index). */
 constexpr int TILE_N128_M64 = 0, TILE_N128_M32 = 2, TILE_N64_M64 = 3, TILE_N64_M32 = 4, TILE_N64_M16 = 5,
-              TILE_N128_M64_WIDE = 6, TILE_N128_M128_DECODED = 8;
+              TILE_N128_M64_WIDE = 6, TILE_N128_M128_DECODED = 8, TILE_WG_N128_M128 = 9, TILE_WG_N128_M64 = 10,
+              TILE_WG_N128_M256 = 11;
 constexpr int SPLITS_PER_TILE = 4;
 
 struct device_facts {
@@ -71,7 +72,22 @@ int choose_config(const w4a16_cuda_gemm_args &a, const device_facts &dev, size_t
      * vs 12.1 wide) */
     int order[3];
     const bool small_weight = a.n * a.k <= GEMV_SMALL_WEIGHT;
-    if (a.m <= 16 || (small_weight && a.m <= 32))
+    /* SM 9.0 (H100, benchmarks/sweep_configs.py): the warpgroup tiles lead on the large
+     * weights from M = 64 (16384x2048 M = 64: 20.4 vs 21.1 µs wide; M = 128: 28.1 vs 34.7
+     * decoded; M = 256: m256 40.6 vs 53.1 m128 and 65.0 decoded; M = 968: 147.7 vs 200.3
+     * and 251.3) and on the expert weights from M = 256 (4096x1024 M = 256: wg m64 10.7 vs
+     * 11.8 wide; M = 968: wg m256 22.5 vs 29.0 wg m128) */
+    if (dev.wgmma && !small_weight && a.m >= 192)
+        order[0] = TILE_WG_N128_M256, order[1] = TILE_WG_N128_M128, order[2] = TILE_N128_M128_DECODED;
+    else if (dev.wgmma && !small_weight && a.m >= 128)
+        order[0] = TILE_WG_N128_M128, order[1] = TILE_WG_N128_M64, order[2] = TILE_N128_M128_DECODED;
+    else if (dev.wgmma && !small_weight && a.m >= 64)
+        order[0] = TILE_WG_N128_M64, order[1] = TILE_N128_M64_WIDE, order[2] = TILE_N128_M64;
+    else if (dev.wgmma && small_weight && a.m >= 512)
+        order[0] = TILE_WG_N128_M256, order[1] = TILE_WG_N128_M128, order[2] = TILE_N128_M64_WIDE;
+    else if (dev.wgmma && small_weight && a.m >= 192)
+        order[0] = TILE_WG_N128_M64, order[1] = TILE_N128_M64_WIDE, order[2] = TILE_N128_M64;
+    else if (a.m <= 16 || (small_weight && a.m <= 32))
         order[0] = TILE_N64_M16, order[1] = TILE_N64_M32, order[2] = TILE_N64_M64;
     else if (a.m <= 32 || (small_weight && a.m <= 128))
         order[0] = TILE_N64_M32, order[1] = TILE_N128_M32, order[2] = TILE_N64_M64;

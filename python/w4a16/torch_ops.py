@@ -10,6 +10,7 @@ the tuning cache's choice (w4a16.tuning) or the library's heuristic.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Optional
 
 import torch
@@ -25,9 +26,12 @@ _LAYOUT_NAMES = {_C.LAYOUT_CANONICAL: "canonical", _C.LAYOUT_PREPACKED: "prepack
 # tensor from torch's caching allocator) and multiplies with cuBLAS. Canonical weights:
 # the small-M kernel re-decodes W for every 16 rows and loses from M ~ 64 on (H200,
 # benchmarks/bench_large_m.py). Prepacked weights (what the modules hold): the tensor-core
-# W4A16 GEMM wins below M ~ 256 and loses beyond (H100, benchmarks/RESULTS.md).
+# W4A16 GEMM wins below M ~ 256 and loses beyond (H100, benchmarks/RESULTS.md); on SM 9.0
+# with the warpgroup (wgmma) kernels of an sm_90a build, below M ~ 560 (16384x2048: M = 256
+# 40.6 vs 63.4 µs, M = 968 147.7 vs 118.2; 2048x16384 alike).
 LARGE_M = 64
 LARGE_M_PREPACKED = 256
+LARGE_M_PREPACKED_WGMMA = 512
 # The large-M path works in slices of W's rows whose 16-bit copy takes about this many
 # bytes (never fewer than DEQUANT_SLICE_MIN_ROWS rows): one scratch of that size serves
 # every slice, so the path needs 32 MB, not a 16-bit copy of W, and cuBLAS reads part of
@@ -45,6 +49,19 @@ _DTYPE_CODES = {
     torch.uint8: _C.DTYPE_UINT8,
     torch.float8_e4m3fn: _C.DTYPE_FLOAT8_E4M3FN,
 }
+
+
+@lru_cache(maxsize=None)
+def _runs_wgmma(device_index: int) -> bool:
+    """Whether the warpgroup kernels run here: SM 9.0 and a build that has sm_90 (which
+    CMake compiles as sm_90a)."""
+    archs = _C.build_info()["cuda_archs"].split(",")
+    return torch.cuda.get_device_capability(device_index) == (9, 0) and ("90" in archs or "90a" in archs)
+
+
+def _large_m_prepacked(device_index: int) -> int:
+    """From this M on, prepacked weights take the dequantize + cuBLAS path on this GPU."""
+    return LARGE_M_PREPACKED_WGMMA if _runs_wgmma(device_index) else LARGE_M_PREPACKED
 
 
 def _dtype_code(t: torch.Tensor, name: str) -> int:
@@ -101,7 +118,7 @@ def gemm(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, global_scal
     place = (2 if x.is_cuda else 1, device.index or 0)
     stream = torch.cuda.current_stream(device).cuda_stream if x.is_cuda else 0
     m, act_dtype = x2.shape[0], _dtype_code(x2, "x")
-    if x.is_cuda and m >= (LARGE_M if layout == _C.LAYOUT_CANONICAL else LARGE_M_PREPACKED):
+    if x.is_cuda and m >= (LARGE_M if layout == _C.LAYOUT_CANONICAL else _large_m_prepacked(place[1])):
         y = _dequantize_matmul(x2, act_dtype, codes, scales, global_scale, zero_points, bias, format, group_size,
                                alpha, layout, place, stream)
         return y.reshape(*x.shape[:-1], n)
