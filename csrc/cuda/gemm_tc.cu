@@ -33,7 +33,8 @@
  *
  * Beyond M = 128 a second kernel (gemm_tc_decoded_kernel, further down) replaces stages
  * 3-4: the CTA decodes each stage's weight tile once into shared memory, in mma fragment
- * order, and all its warps read A fragments from there.
+ * order, and all its warps read A fragments from there. On SM 9.0 a third
+ * (gemm_wgmma_kernel, sm_90a builds) does the same for Hopper's warpgroup MMA.
  *
  * Stage 5 — epilogue. The WK warps reduce through shared memory; the result times alpha,
  *   2^10 and the NVFP4 global scale, plus bias, is rounded to 16 bits, staged in shared
@@ -60,7 +61,10 @@ __device__ __forceinline__ int x_chunk(int row, int col) { return col ^ (((col >
 
 /* Where the mma.sync kernels keep 16-byte chunk `col` of row `row` of an x tile with rows
  * of `row_bytes` bytes. */
-__device__ __forceinline__ int x_offset_swizzled(int row, int col, int row_bytes) { return row * row_bytes + x_chunk(row, col) * 16; }
+__device__ __forceinline__ int x_offset_swizzled(int row, int col, int row_bytes)
+{
+    return row * row_bytes + x_chunk(row, col) * 16;
+}
 
 template <int WN_, int WM_, int WK_, int FM_, int KSUPER_, int STAGES_>
 struct tile {
@@ -163,7 +167,7 @@ template <class C> struct stage_copier {
     }
 };
 
-/* Stage 5, the output of a CTA (both kernels): the accumulators acc[f][jm] of warp
+/* Stage 5, the output of a CTA (every kernel): the accumulators acc[f][jm] of warp
  * (wn, wm) (when `owner`; the k-warps that added theirs in do not) times alpha, 2^10 and
  * the NVFP4 global scale, plus bias, rounded to 16 bits -- or, with split-K, the fp32
  * partial sums -- staged in shared memory as rows of y and written with 16-byte stores. */
@@ -226,7 +230,7 @@ __device__ __forceinline__ void store_tile(const tc_args &a, const float (&acc)[
  * blockIdx.z * cta_stages on. */
 template <class C> __device__ __forceinline__ int cta_stages(int64_t k) { return (int)(k / C::BK) / (int)gridDim.z; }
 
-/* Both kernels start here: the CTA's copier, with the first STAGES - 1 stages issued.
+/* Every kernel starts here: the CTA's copier, with the first STAGES - 1 stages issued.
  * Until the prior kernel on the stream has finished (programmatic dependent launch, SM90
  * on) a CTA only asks L2 for the codes of those stages, a weight row per thread -- when
  * a.prefetch is set, and only the CTAs of the first x tile, so that no line is asked for
@@ -567,7 +571,7 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_decoded_kernel(tc_args a)
  * same layout as the B operand, so both come from shared memory through descriptors and
  * the decode costs no register moves. mma.sync issues one 16x8x16 product per
  * instruction from registers and stopped near 40% of its ceiling (NOTES.md); one wgmma
- * m64nBMk16 runs 8 * BM / 8 of those without the warps' issue slots.
+ * m64nBMk16 runs BM / 2 of those without the warps' issue slots.
  *
  * Tile: BN = 128 weight rows (two warpgroups of 64, one wgmma M each) by BM rows of x
  * (the wgmma N), BK (64 or 128) of K per stage. Per stage kt (one barrier): wait for
@@ -595,7 +599,10 @@ struct wgmma_tile {
     static constexpr int DECODE_ROW_STEP = THREADS / CHUNKS_ROW;       /* between a thread's rows */
     /* x as wgmma's B operand: column blocks of 64 elements (128-byte rows), BM rows each */
     static constexpr int X_ROW_STRIDE = 128, X_SWIZZLE_ROWS = 8;
-    static __device__ __forceinline__ int x_offset(int row, int col) { return (col >> 3) * (BM * 128) + sw128_offset(row, col & 7); }
+    static __device__ __forceinline__ int x_offset(int row, int col)
+    {
+        return (col >> 3) * (BM * 128) + sw128_offset(row, col & 7);
+    }
     static constexpr int PIPE_BYTES = STAGES * STAGE_BYTES + 2 * DECODED_BYTES;
     /* + alignment slack: the swizzle atoms start on 1024-byte boundaries */
     static constexpr int SMEM = (PIPE_BYTES > OUT_BYTES ? PIPE_BYTES : OUT_BYTES) + WGMMA_ATOM_BYTES;
@@ -632,7 +639,8 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a)
 #pragma unroll
     for (int h = 0; h < C::DECODE_ROWS; h++) {
         const int64_t row = min(n0 + d_row + h * C::DECODE_ROW_STEP, a.n - 1);
-        scales[h] = scale_cursor<FMT, T>(a.scales, a.zero_points, a.k, a.group, row, k_begin + 32 * d_col, a.chunk_shift);
+        scales[h] = scale_cursor<FMT, T>(a.scales, a.zero_points, a.k, a.group, row, k_begin + 32 * d_col,
+                                         a.chunk_shift);
         cur[h] = scales[h].load_chunk(0);
     }
     if (FMT != W4A16_FORMAT_INT4) fill_scale_lut<FMT, T>(lut);
@@ -655,7 +663,8 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a)
             for (int r = 0; r < 4; r++) {
                 uint32_t p[4];
                 dequant_chunk_word<FMT, T>(q, r, cs, int_xor, p);
-                *reinterpret_cast<uint4 *>(dst + sw128_offset(row, 4 * (d_col & 1) + r)) = make_uint4(p[0], p[1], p[2], p[3]);
+                uint4 *unit = reinterpret_cast<uint4 *>(dst + sw128_offset(row, 4 * (d_col & 1) + r));
+                *unit = make_uint4(p[0], p[1], p[2], p[3]);
             }
         }
     };

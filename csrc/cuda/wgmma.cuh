@@ -53,7 +53,10 @@ __device__ __forceinline__ uint64_t sw128_descriptor(const void *p)
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-template <int N> __device__ __forceinline__ void wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
+template <int N> __device__ __forceinline__ void wgmma_wait()
+{
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
 
 #define W4A16_F8(d, i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
                        "+f"(d[i + 6]), "+f"(d[i + 7])
@@ -62,12 +65,14 @@ template <int N> __device__ __forceinline__ void wgmma_wait() { asm volatile("wg
 #define W4A16_REGS64 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24," \
                      "%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,"  \
                      "%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}"
-#define W4A16_REGS128 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,"  \
-                      "%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,"  \
-                      "%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63,%64,%65,"  \
-                      "%66,%67,%68,%69,%70,%71,%72,%73,%74,%75,%76,%77,%78,%79,%80,%81,%82,%83,%84,%85,%86,%87,"  \
-                      "%88,%89,%90,%91,%92,%93,%94,%95,%96,%97,%98,%99,%100,%101,%102,%103,%104,%105,%106,%107,%108,%109,"  \
-                      "%110,%111,%112,%113,%114,%115,%116,%117,%118,%119,%120,%121,%122,%123,%124,%125,%126,%127}"
+#define W4A16_REGS128 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"   \
+                      "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,"   \
+                      "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"   \
+                      "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63,"   \
+                      "%64,%65,%66,%67,%68,%69,%70,%71,%72,%73,%74,%75,%76,%77,%78,%79,"   \
+                      "%80,%81,%82,%83,%84,%85,%86,%87,%88,%89,%90,%91,%92,%93,%94,%95,"   \
+                      "%96,%97,%98,%99,%100,%101,%102,%103,%104,%105,%106,%107,%108,%109,%110,%111,"   \
+                      "%112,%113,%114,%115,%116,%117,%118,%119,%120,%121,%122,%123,%124,%125,%126,%127}"
 /* d (64 x N, fp32, the warpgroup's fragment) += A (64 x 16, desc a) * B (16 x N, desc b);
  * the operands after the accumulators: %R = desc a, %R+1 = desc b */
 #define W4A16_WGMMA(shape_types, regs, a_op, b_op, ...)                                                        \
@@ -110,13 +115,19 @@ template <> struct wgmma_op<128, __half> {
 template <> struct wgmma_op<256, __nv_bfloat16> {
     static __device__ __forceinline__ void run(float (&d)[128], uint64_t a, uint64_t b)
     {
-        W4A16_WGMMA("m64n256k16.f32.bf16.bf16", W4A16_REGS128, "%128", "%129", W4A16_F8(d, 0), W4A16_F8(d, 8), W4A16_F8(d, 16), W4A16_F8(d, 24), W4A16_F8(d, 32), W4A16_F8(d, 40), W4A16_F8(d, 48), W4A16_F8(d, 56), W4A16_F8(d, 64), W4A16_F8(d, 72), W4A16_F8(d, 80), W4A16_F8(d, 88), W4A16_F8(d, 96), W4A16_F8(d, 104), W4A16_F8(d, 112), W4A16_F8(d, 120));
+        W4A16_WGMMA("m64n256k16.f32.bf16.bf16", W4A16_REGS128, "%128", "%129", W4A16_F8(d, 0), W4A16_F8(d, 8),
+                    W4A16_F8(d, 16), W4A16_F8(d, 24), W4A16_F8(d, 32), W4A16_F8(d, 40), W4A16_F8(d, 48),
+                    W4A16_F8(d, 56), W4A16_F8(d, 64), W4A16_F8(d, 72), W4A16_F8(d, 80), W4A16_F8(d, 88),
+                    W4A16_F8(d, 96), W4A16_F8(d, 104), W4A16_F8(d, 112), W4A16_F8(d, 120));
     }
 };
 template <> struct wgmma_op<256, __half> {
     static __device__ __forceinline__ void run(float (&d)[128], uint64_t a, uint64_t b)
     {
-        W4A16_WGMMA("m64n256k16.f32.f16.f16", W4A16_REGS128, "%128", "%129", W4A16_F8(d, 0), W4A16_F8(d, 8), W4A16_F8(d, 16), W4A16_F8(d, 24), W4A16_F8(d, 32), W4A16_F8(d, 40), W4A16_F8(d, 48), W4A16_F8(d, 56), W4A16_F8(d, 64), W4A16_F8(d, 72), W4A16_F8(d, 80), W4A16_F8(d, 88), W4A16_F8(d, 96), W4A16_F8(d, 104), W4A16_F8(d, 112), W4A16_F8(d, 120));
+        W4A16_WGMMA("m64n256k16.f32.f16.f16", W4A16_REGS128, "%128", "%129", W4A16_F8(d, 0), W4A16_F8(d, 8),
+                    W4A16_F8(d, 16), W4A16_F8(d, 24), W4A16_F8(d, 32), W4A16_F8(d, 40), W4A16_F8(d, 48),
+                    W4A16_F8(d, 56), W4A16_F8(d, 64), W4A16_F8(d, 72), W4A16_F8(d, 80), W4A16_F8(d, 88),
+                    W4A16_F8(d, 96), W4A16_F8(d, 104), W4A16_F8(d, 112), W4A16_F8(d, 120));
     }
 };
 #undef W4A16_WGMMA
