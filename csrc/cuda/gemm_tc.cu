@@ -582,7 +582,8 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_decoded_kernel(tc_args a)
  * accumulator layout. */
 template <int BM_, int BK_, int STAGES_>
 struct wgmma_tile {
-    static constexpr int WN = 8, WM = 1, WK = 1, FN = 1, FM = BM_ / 8, KSUPER = 1, STAGES = STAGES_;
+    static constexpr int FN = 1, FM = BM_ / 8, STAGES = STAGES_; /* a warp's 16 rows x BM: store_tile's view */
+    static constexpr int KSUPER = 1;                             /* the codes tile unswizzled (w_chunk) */
     static constexpr bool DECODED = false, WGMMA = true;
     static constexpr int WARPS = 8, THREADS = 256;
     static constexpr int BN = 128, BM = BM_, BK = BK_;
@@ -590,7 +591,6 @@ struct wgmma_tile {
     static constexpr int W_STAGE = BN * W_ROW_BYTES, X_STAGE = BM * X_ROW_BYTES;
     static constexpr int STAGE_BYTES = W_STAGE + X_STAGE;
     static constexpr int DECODED_BYTES = BN * BK * 2;
-    static constexpr int RED_BYTES = 0;
     static constexpr int OUT_PITCH = BN + 8;
     static constexpr int OUT_BYTES = BM * OUT_PITCH * 4;
     static constexpr int W_CHUNKS = BN * W_ROW_BYTES / 16, X_CHUNKS = BM * X_ROW_BYTES / 16;

@@ -81,55 +81,32 @@ template <int N> __device__ __forceinline__ void wgmma_wait()
                  : __VA_ARGS__                                                                                  \
                  : "l"(a), "l"(b))
 
+/* wgmma_op<N, T>::run(d, a, b): the instruction above for x of either 16-bit type; the
+ * macro writes both specialisations of one N, which differ only in the type suffix */
+#define W4A16_WGMMA_OPS(n, acc, regs, a_op, b_op, ...)                                                       \
+    template <> struct wgmma_op<n, __nv_bfloat16> {                                                          \
+        static __device__ __forceinline__ void run(float (&d)[acc], uint64_t a, uint64_t b)                  \
+        {                                                                                                    \
+            W4A16_WGMMA("m64n" #n "k16.f32.bf16.bf16", regs, a_op, b_op, __VA_ARGS__);                       \
+        }                                                                                                    \
+    };                                                                                                       \
+    template <> struct wgmma_op<n, __half> {                                                                 \
+        static __device__ __forceinline__ void run(float (&d)[acc], uint64_t a, uint64_t b)                  \
+        {                                                                                                    \
+            W4A16_WGMMA("m64n" #n "k16.f32.f16.f16", regs, a_op, b_op, __VA_ARGS__);                         \
+        }                                                                                                    \
+    };
+
 template <int N, typename T> struct wgmma_op;
-template <> struct wgmma_op<64, __nv_bfloat16> {
-    static __device__ __forceinline__ void run(float (&d)[32], uint64_t a, uint64_t b)
-    {
-        W4A16_WGMMA("m64n64k16.f32.bf16.bf16", W4A16_REGS32, "%32", "%33", W4A16_F8(d, 0), W4A16_F8(d, 8),
-                    W4A16_F8(d, 16), W4A16_F8(d, 24));
-    }
-};
-template <> struct wgmma_op<64, __half> {
-    static __device__ __forceinline__ void run(float (&d)[32], uint64_t a, uint64_t b)
-    {
-        W4A16_WGMMA("m64n64k16.f32.f16.f16", W4A16_REGS32, "%32", "%33", W4A16_F8(d, 0), W4A16_F8(d, 8),
-                    W4A16_F8(d, 16), W4A16_F8(d, 24));
-    }
-};
-template <> struct wgmma_op<128, __nv_bfloat16> {
-    static __device__ __forceinline__ void run(float (&d)[64], uint64_t a, uint64_t b)
-    {
-        W4A16_WGMMA("m64n128k16.f32.bf16.bf16", W4A16_REGS64, "%64", "%65", W4A16_F8(d, 0), W4A16_F8(d, 8),
-                    W4A16_F8(d, 16), W4A16_F8(d, 24), W4A16_F8(d, 32), W4A16_F8(d, 40), W4A16_F8(d, 48),
-                    W4A16_F8(d, 56));
-    }
-};
-template <> struct wgmma_op<128, __half> {
-    static __device__ __forceinline__ void run(float (&d)[64], uint64_t a, uint64_t b)
-    {
-        W4A16_WGMMA("m64n128k16.f32.f16.f16", W4A16_REGS64, "%64", "%65", W4A16_F8(d, 0), W4A16_F8(d, 8),
-                    W4A16_F8(d, 16), W4A16_F8(d, 24), W4A16_F8(d, 32), W4A16_F8(d, 40), W4A16_F8(d, 48),
-                    W4A16_F8(d, 56));
-    }
-};
-template <> struct wgmma_op<256, __nv_bfloat16> {
-    static __device__ __forceinline__ void run(float (&d)[128], uint64_t a, uint64_t b)
-    {
-        W4A16_WGMMA("m64n256k16.f32.bf16.bf16", W4A16_REGS128, "%128", "%129", W4A16_F8(d, 0), W4A16_F8(d, 8),
-                    W4A16_F8(d, 16), W4A16_F8(d, 24), W4A16_F8(d, 32), W4A16_F8(d, 40), W4A16_F8(d, 48),
-                    W4A16_F8(d, 56), W4A16_F8(d, 64), W4A16_F8(d, 72), W4A16_F8(d, 80), W4A16_F8(d, 88),
-                    W4A16_F8(d, 96), W4A16_F8(d, 104), W4A16_F8(d, 112), W4A16_F8(d, 120));
-    }
-};
-template <> struct wgmma_op<256, __half> {
-    static __device__ __forceinline__ void run(float (&d)[128], uint64_t a, uint64_t b)
-    {
-        W4A16_WGMMA("m64n256k16.f32.f16.f16", W4A16_REGS128, "%128", "%129", W4A16_F8(d, 0), W4A16_F8(d, 8),
-                    W4A16_F8(d, 16), W4A16_F8(d, 24), W4A16_F8(d, 32), W4A16_F8(d, 40), W4A16_F8(d, 48),
-                    W4A16_F8(d, 56), W4A16_F8(d, 64), W4A16_F8(d, 72), W4A16_F8(d, 80), W4A16_F8(d, 88),
-                    W4A16_F8(d, 96), W4A16_F8(d, 104), W4A16_F8(d, 112), W4A16_F8(d, 120));
-    }
-};
+W4A16_WGMMA_OPS(64, 32, W4A16_REGS32, "%32", "%33", W4A16_F8(d, 0), W4A16_F8(d, 8), W4A16_F8(d, 16),
+                W4A16_F8(d, 24))
+W4A16_WGMMA_OPS(128, 64, W4A16_REGS64, "%64", "%65", W4A16_F8(d, 0), W4A16_F8(d, 8), W4A16_F8(d, 16),
+                W4A16_F8(d, 24), W4A16_F8(d, 32), W4A16_F8(d, 40), W4A16_F8(d, 48), W4A16_F8(d, 56))
+W4A16_WGMMA_OPS(256, 128, W4A16_REGS128, "%128", "%129", W4A16_F8(d, 0), W4A16_F8(d, 8), W4A16_F8(d, 16),
+                W4A16_F8(d, 24), W4A16_F8(d, 32), W4A16_F8(d, 40), W4A16_F8(d, 48), W4A16_F8(d, 56),
+                W4A16_F8(d, 64), W4A16_F8(d, 72), W4A16_F8(d, 80), W4A16_F8(d, 88), W4A16_F8(d, 96),
+                W4A16_F8(d, 104), W4A16_F8(d, 112), W4A16_F8(d, 120))
+#undef W4A16_WGMMA_OPS
 #undef W4A16_WGMMA
 #undef W4A16_REGS128
 #undef W4A16_REGS64
