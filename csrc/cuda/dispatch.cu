@@ -75,8 +75,9 @@ int choose_config(const w4a16_cuda_gemm_args &a, const device_facts &dev, size_t
     /* SM 9.0 (H100, benchmarks/sweep_configs.py): the warpgroup tiles lead on the large
      * weights from M = 64 (16384x2048 M = 64: 20.4 vs 21.1 µs wide; M = 128: 28.1 vs 34.7
      * decoded; M = 256: m256 40.6 vs 53.1 m128 and 65.0 decoded; M = 968: 147.7 vs 200.3
-     * and 251.3) and on the expert weights from M = 256 (4096x1024 M = 256: wg m64 10.7 vs
-     * 11.8 wide; M = 968: wg m256 22.5 vs 29.0 wg m128) */
+     * and 251.3) and on the expert weights at M = 256 (4096x1024: wg m64 10.7 vs 11.8 wide;
+     * M = 968: wg m256 22.5 vs 29.0 wg m128), not at M = 128. The switches at M = 192 and
+     * 512 lie between measured points, not on them. */
     if (dev.wgmma && !small_weight && a.m >= 192)
         order[0] = TILE_WG_N128_M256, order[1] = TILE_WG_N128_M128, order[2] = TILE_N128_M128_DECODED;
     else if (dev.wgmma && !small_weight && a.m >= 128)
