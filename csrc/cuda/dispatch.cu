@@ -72,20 +72,23 @@ int choose_config(const w4a16_cuda_gemm_args &a, const device_facts &dev, size_t
      * vs 12.1 wide) */
     int order[3];
     const bool small_weight = a.n * a.k <= GEMV_SMALL_WEIGHT;
-    /* SM 9.0 (H100, benchmarks/sweep_configs.py): the warpgroup tiles lead on the large
-     * weights from M = 64 (16384x2048 M = 64: 20.4 vs 21.1 µs wide; M = 128: 28.1 vs 34.7
-     * decoded; M = 256: m256 40.6 vs 53.1 m128 and 65.0 decoded; M = 968: 147.7 vs 200.3
-     * and 251.3) and on the expert weights at M = 256 (4096x1024: wg m64 10.7 vs 11.8 wide;
-     * M = 968: wg m256 22.5 vs 29.0 wg m128), not at M = 128. The switches at M = 192 and
-     * 512 lie between measured points, not on them. */
+    /* SM 9.0 (H100, benchmarks/sweep_configs.py, the TMA-fed kernel): the warpgroup tiles
+     * lead on the large weights from M = 64 (16384x2048 M = 64: 19.9 vs 21.0 µs wide; M =
+     * 128: 23.4 vs 34.0 decoded; M = 256: m256 31.8 vs 44.5 m128; M = 512: 60.9 vs 83.9;
+     * M = 968: 119.1 vs 166.7) and on the expert weights from M = 256 (4096x1024: wg m64
+     * 10.7 vs 11.3 wide; M = 512: wg m128 13.1 vs 18.0 m256 and 20.4 m64; M = 968: m256
+     * 18.5 vs 25.4 m128), not at M = 128 (n64_m32 7.9 vs wg m64 10.3). The switches at M =
+     * 192, 384 and 768 lie between measured points, not on them. */
     if (dev.wgmma && !small_weight && a.m >= 192)
         order[0] = TILE_WG_N128_M256, order[1] = TILE_WG_N128_M128, order[2] = TILE_N128_M128_DECODED;
     else if (dev.wgmma && !small_weight && a.m >= 128)
         order[0] = TILE_WG_N128_M128, order[1] = TILE_WG_N128_M64, order[2] = TILE_N128_M128_DECODED;
     else if (dev.wgmma && !small_weight && a.m >= 64)
         order[0] = TILE_WG_N128_M64, order[1] = TILE_N128_M64_WIDE, order[2] = TILE_N128_M64;
-    else if (dev.wgmma && small_weight && a.m >= 512)
+    else if (dev.wgmma && small_weight && a.m >= 768)
         order[0] = TILE_WG_N128_M256, order[1] = TILE_WG_N128_M128, order[2] = TILE_N128_M64_WIDE;
+    else if (dev.wgmma && small_weight && a.m >= 384)
+        order[0] = TILE_WG_N128_M128, order[1] = TILE_WG_N128_M64, order[2] = TILE_N128_M64_WIDE;
     else if (dev.wgmma && small_weight && a.m >= 192)
         order[0] = TILE_WG_N128_M64, order[1] = TILE_N128_M64_WIDE, order[2] = TILE_N128_M64;
     else if (a.m <= 16 || (small_weight && a.m <= 32))

@@ -41,6 +41,7 @@
  *   memory as y rows, and written with 16-byte stores. With split-K, fp32 partials are
  *   staged and stored instead and reduce_split_k finishes.
  */
+#include <cudaTypedefs.h> /* PFN_cuTensorMapEncodeTiled_v12000 */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <stdint.h>
@@ -81,8 +82,6 @@ struct tile {
     static constexpr int OUT_PITCH = BN + 8; /* elements per staged output row */
     static constexpr int OUT_BYTES = BM * OUT_PITCH * 4; /* fp32 partials or 16-bit y */
     static constexpr int W_CHUNKS = BN * W_ROW_BYTES / 16, X_CHUNKS = BM * X_ROW_BYTES / 16;
-    static constexpr int X_ROW_STRIDE = X_ROW_BYTES, X_SWIZZLE_ROWS = 2; /* x: bytes per row; swizzle period in rows */
-    static __device__ __forceinline__ int x_offset(int row, int col) { return x_offset_swizzled(row, col, X_ROW_BYTES); }
     static constexpr int PIPE_BYTES = STAGES * STAGE_BYTES;
     static constexpr int SMEM = PIPE_BYTES > RED_BYTES + OUT_BYTES ? PIPE_BYTES : RED_BYTES + OUT_BYTES;
     static_assert(KSUPER % WK == 0, "the k-warps of a stage take whole super-tiles");
@@ -116,7 +115,7 @@ template <class C> struct stage_copier {
     static constexpr int W_CHUNKS_ROW = C::W_ROW_BYTES / 16, X_CHUNKS_ROW = C::X_ROW_BYTES / 16;
     static constexpr int W_ROWS_PER_PASS = C::THREADS / W_CHUNKS_ROW, X_ROWS_PER_PASS = C::THREADS / X_CHUNKS_ROW;
     static_assert(C::THREADS % W_CHUNKS_ROW == 0 && C::THREADS % X_CHUNKS_ROW == 0, "whole rows per pass");
-    static_assert(W_ROWS_PER_PASS % 2 == 0 && X_ROWS_PER_PASS % C::X_SWIZZLE_ROWS == 0, "the swizzles repeat so");
+    static_assert(W_ROWS_PER_PASS % 2 == 0 && X_ROWS_PER_PASS % 2 == 0, "the swizzles repeat every 2 rows");
 
     const uint8_t *w_src, *x_src; /* row0's bytes at the CTA's first stage */
     int64_t w_pitch, x_pitch;     /* bytes per row of codes / of x */
@@ -135,7 +134,7 @@ template <class C> struct stage_copier {
         x_src = static_cast<const uint8_t *>(a.x) + (m0 + x_row0) * x_pitch + k_begin * 2 + x_col * 16;
         /* every row a thread copies has row0's swizzle (see the static_assert) */
         w_dst = w_row0 * C::W_ROW_BYTES + w_chunk<C>(w_row0, w_col) * 16;
-        x_dst = C::W_STAGE + C::x_offset(x_row0, x_col);
+        x_dst = C::W_STAGE + x_offset_swizzled(x_row0, x_col, C::X_ROW_BYTES);
     }
 
     /* stage s of the CTA (K offset s * BK) into the buffer at `stage` */
@@ -153,7 +152,7 @@ template <class C> struct stage_copier {
 #pragma unroll
         for (int i = 0; i < C::X_CHUNKS / C::THREADS; i++) {
             const bool valid = x_row0 + i * X_ROWS_PER_PASS < x_rows;
-            cp_async16(stage + x_dst + i * X_ROWS_PER_PASS * C::X_ROW_STRIDE,
+            cp_async16(stage + x_dst + i * X_ROWS_PER_PASS * C::X_ROW_BYTES,
                        valid ? x + i * X_ROWS_PER_PASS * x_pitch : static_cast<const uint8_t *>(a.x), valid);
         }
     }
@@ -230,15 +229,13 @@ __device__ __forceinline__ void store_tile(const tc_args &a, const float (&acc)[
  * blockIdx.z * cta_stages on. */
 template <class C> __device__ __forceinline__ int cta_stages(int64_t k) { return (int)(k / C::BK) / (int)gridDim.z; }
 
-/* Every kernel starts here: the CTA's copier, with the first STAGES - 1 stages issued.
- * Until the prior kernel on the stream has finished (programmatic dependent launch, SM90
- * on) a CTA only asks L2 for the codes of those stages, a weight row per thread -- when
- * a.prefetch is set, and only the CTAs of the first x tile, so that no line is asked for
- * twice. Then it lets the next kernel be scheduled, which in turn waits for this one to
- * finish, and starts the copies. */
+/* Every kernel starts here, before it reads anything. Until the prior kernel on the stream
+ * has finished (programmatic dependent launch, SM90 on) a CTA only asks L2 for the codes
+ * of its first STAGES - 1 stages, a weight row per thread -- when a.prefetch is set, and
+ * only the CTAs of the first x tile, so that no line is asked for twice. Then it lets the
+ * next kernel be scheduled, which in turn waits for this one to finish. */
 template <class C>
-__device__ __forceinline__ stage_copier<C> start_pipeline(const tc_args &a, uint8_t *smem, int64_t n0, int64_t m0,
-                                                          int64_t k_begin, int stages_total)
+__device__ __forceinline__ void wait_for_prior_kernel(const tc_args &a, int64_t n0, int64_t k_begin, int stages_total)
 {
     static_assert(C::THREADS >= C::BN, "a thread per weight row");
     const int64_t row = n0 + threadIdx.x;
@@ -246,7 +243,14 @@ __device__ __forceinline__ stage_copier<C> start_pipeline(const tc_args &a, uint
         w4a16_prefetch_l2(a.codes + row * (a.k / 2) + k_begin / 2, (size_t)min(C::STAGES - 1, stages_total) * (C::BK / 2));
     w4a16_wait_for_prior();
     w4a16_allow_next();
+}
 
+/* The mma.sync kernels' start: the CTA's copier, with the first STAGES - 1 stages issued. */
+template <class C>
+__device__ __forceinline__ stage_copier<C> start_pipeline(const tc_args &a, uint8_t *smem, int64_t n0, int64_t m0,
+                                                          int64_t k_begin, int stages_total)
+{
+    wait_for_prior_kernel<C>(a, n0, k_begin, stages_total);
     const stage_copier<C> copier(a, n0, m0, k_begin);
 #pragma unroll
     for (int s = 0; s < C::STAGES - 1; s++) copier.issue(a, smem, s, stages_total);
@@ -427,8 +431,6 @@ struct decoded_tile {
     static constexpr int OUT_PITCH = BN + 8;
     static constexpr int OUT_BYTES = BM * OUT_PITCH * 4;
     static constexpr int W_CHUNKS = BN * W_ROW_BYTES / 16, X_CHUNKS = BM * X_ROW_BYTES / 16;
-    static constexpr int X_ROW_STRIDE = X_ROW_BYTES, X_SWIZZLE_ROWS = 2;
-    static __device__ __forceinline__ int x_offset(int row, int col) { return x_offset_swizzled(row, col, X_ROW_BYTES); }
     static constexpr int CHUNKS_ROW = W_ROW_BYTES / 16;        /* 16-byte code chunks per weight row */
     static constexpr int TILES_PER_PASS = THREADS / (8 * CHUNKS_ROW); /* 16-row tiles one decode pass covers */
     static constexpr int DECODE_PASSES = BN / 16 / TILES_PER_PASS;
@@ -567,59 +569,59 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_decoded_kernel(tc_args a)
  *
  * The decoded-tile idea on Hopper's asynchronous warpgroup MMA (wgmma.cuh): the CTA
  * decodes each stage's weight tile once into shared memory -- now in natural K order, as
- * the wgmma A operand wants it (K-major, 128-byte swizzle) -- and x is copied into the
- * same layout as the B operand, so both come from shared memory through descriptors and
- * the decode costs no register moves. mma.sync issues one 16x8x16 product per
- * instruction from registers and stopped near 40% of its ceiling (NOTES.md); one wgmma
- * m64nBMk16 runs BM / 2 of those without the warps' issue slots.
+ * the wgmma A operand wants it (K-major, 128-byte swizzle) -- and x lands in the same
+ * layout as the B operand, so both come from shared memory through descriptors and the
+ * decode costs no register moves. mma.sync issues one 16x8x16 product per instruction
+ * from registers and stopped near 40% of its ceiling (NOTES.md); one wgmma m64nBMk16 runs
+ * BM / 2 of those without the warps' issue slots.
+ *
+ * Copies: the tensor memory accelerator. One thread issues a stage's copies -- the codes
+ * tile [BN rows][BK / 2 bytes] as it is, x as BK / 64 boxes of [BM rows][64 elements]
+ * that the copy engine swizzles on the way in -- and they complete on the stage's
+ * mbarrier; rows past N or M arrive as zeros. The warps spend no instructions on copies
+ * (cp.async took a quarter of their issue slots here, NOTES.md).
  *
  * Tile: BN = 128 weight rows (two warpgroups of 64, one wgmma M each) by BM rows of x
- * (the wgmma N), BK (64 or 128) of K per stage. Per stage kt (one barrier): wait for
- * stage kt + 1's copy, start the copy of stage kt + STAGES - 1, issue the BK / 16 wgmma of
- * stage kt (they run asynchronously), decode stage kt + 1 into the other decoded buffer
- * meanwhile, then wait for the wgmma (their x slot and decoded buffer are refilled next).
- * Epilogue as in the mma.sync kernels: the fragment of a warp's 16 rows is the m16n8
- * accumulator layout. */
+ * (the wgmma N), BK (64 or 128) of K per stage. Per stage kt (one barrier): issue the
+ * copies of stage kt + STAGES - 1, issue the BK / 16 wgmma of stage kt (they run
+ * asynchronously), wait for stage kt + 1's copies and decode it into the other decoded
+ * buffer meanwhile, then wait for the wgmma (their x and decoded buffers are refilled
+ * next). Epilogue as in the mma.sync kernels: the fragment of a warp's 16 rows is the
+ * m16n8 accumulator layout. */
 template <int BM_, int BK_, int STAGES_>
 struct wgmma_tile {
     static constexpr int FN = 1, FM = BM_ / 8, STAGES = STAGES_; /* a warp's 16 rows x BM: store_tile's view */
-    static constexpr int KSUPER = 1;                             /* the codes tile unswizzled (w_chunk) */
     static constexpr bool DECODED = false, WGMMA = true;
     static constexpr int WARPS = 8, THREADS = 256;
     static constexpr int BN = 128, BM = BM_, BK = BK_;
-    static constexpr int W_ROW_BYTES = BK / 2, X_ROW_BYTES = BK * 2;
-    static constexpr int W_STAGE = BN * W_ROW_BYTES, X_STAGE = BM * X_ROW_BYTES;
-    static constexpr int STAGE_BYTES = W_STAGE + X_STAGE;
+    static constexpr int W_ROW_BYTES = BK / 2;
+    static constexpr int W_STAGE = BN * W_ROW_BYTES, X_STAGE = BM * BK * 2;
+    static constexpr int STAGE_BYTES = W_STAGE + X_STAGE;                /* also the bytes a stage's copies bring */
+    static constexpr int X_BOX_BYTES = BM * 128;                         /* x: one 64-element column block */
     static constexpr int DECODED_BYTES = BN * BK * 2;
     static constexpr int OUT_PITCH = BN + 8;
     static constexpr int OUT_BYTES = BM * OUT_PITCH * 4;
-    static constexpr int W_CHUNKS = BN * W_ROW_BYTES / 16, X_CHUNKS = BM * X_ROW_BYTES / 16;
     static constexpr int CHUNKS_ROW = W_ROW_BYTES / 16;                /* 32-element code chunks per row */
     static constexpr int DECODE_ROWS = BN * CHUNKS_ROW / THREADS;      /* rows each thread decodes */
     static constexpr int DECODE_ROW_STEP = THREADS / CHUNKS_ROW;       /* between a thread's rows */
-    /* x as wgmma's B operand: column blocks of 64 elements (128-byte rows), BM rows each */
-    static constexpr int X_ROW_STRIDE = 128, X_SWIZZLE_ROWS = 8;
-    static __device__ __forceinline__ int x_offset(int row, int col)
-    {
-        return (col >> 3) * (BM * 128) + sw128_offset(row, col & 7);
-    }
     static constexpr int PIPE_BYTES = STAGES * STAGE_BYTES + 2 * DECODED_BYTES;
     /* + alignment slack: the swizzle atoms start on 1024-byte boundaries */
     static constexpr int SMEM = (PIPE_BYTES > OUT_BYTES ? PIPE_BYTES : OUT_BYTES) + WGMMA_ATOM_BYTES;
     static_assert(STAGES >= 3, "stage kt + 1 is decoded while stage kt + STAGES - 1 loads");
     static_assert(BM == 64 || BM == 128 || BM == 256, "the wgmma N sizes of wgmma.cuh");
     static_assert(BK == 64 || BK == 128, "whole 64-element column blocks, at most one super-tile");
-    static_assert(STAGE_BYTES % WGMMA_ATOM_BYTES == 0 && X_STAGE % WGMMA_ATOM_BYTES == 0, "atoms stay aligned");
+    static_assert(STAGE_BYTES % WGMMA_ATOM_BYTES == 0 && W_STAGE % WGMMA_ATOM_BYTES == 0, "atoms stay aligned");
     static_assert(DECODE_ROWS * DECODE_ROW_STEP == BN, "the decode covers the tile");
 };
 
 template <int FMT, typename T, class C>
-__global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a)
+__global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const __grid_constant__ wgmma_maps maps)
 {
 #if W4A16_HAVE_WGMMA
     extern __shared__ __align__(16) uint8_t smem_raw[];
     __shared__ uint32_t lut[256];
-    const uint32_t misalign = (uint32_t)__cvta_generic_to_shared(smem_raw) & (WGMMA_ATOM_BYTES - 1);
+    __shared__ uint64_t landed[C::STAGES]; /* buffer b: the copies of its current stage have arrived */
+    const uint32_t misalign = shared_address(smem_raw) & (WGMMA_ATOM_BYTES - 1);
     uint8_t *smem = smem_raw + ((WGMMA_ATOM_BYTES - misalign) & (WGMMA_ATOM_BYTES - 1));
 
     const int warp = threadIdx.x >> 5, warpgroup = warp >> 2;
@@ -628,7 +630,31 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a)
     const int64_t k_begin = (int64_t)blockIdx.z * stages_total * C::BK;
     uint8_t *decoded = smem + C::STAGES * C::STAGE_BYTES;
 
-    const stage_copier<C> copier = start_pipeline<C>(a, smem, n0, m0, k_begin, stages_total);
+    /* stage s into buffer s % STAGES (thread 0 only); nothing past the CTA's last stage.
+     * Coordinates are elements of K (x) or bytes (codes) and rows: w4a16_tc_unsupported
+     * keeps them within int32. */
+    auto copy_stage = [&](int s) {
+        if (s >= stages_total) return;
+        uint8_t *buffer = smem + (s % C::STAGES) * C::STAGE_BYTES;
+        uint64_t *bar = &landed[s % C::STAGES];
+        const int64_t k = k_begin + (int64_t)s * C::BK;
+        mbarrier_arrive_expect_tx(bar, C::STAGE_BYTES);
+        tma_load_2d(buffer, &maps.codes, bar, (int32_t)(k / 2), (int32_t)n0);
+#pragma unroll
+        for (int block = 0; block < C::BK / 64; block++)
+            tma_load_2d(buffer + C::W_STAGE + block * C::X_BOX_BYTES, &maps.x, bar, (int32_t)(k + 64 * block), (int32_t)m0);
+    };
+    /* every thread, before it reads stage s: the lap's parity */
+    auto wait_stage = [&](int s) { mbarrier_wait(&landed[s % C::STAGES], (uint32_t)(s / C::STAGES) & 1); };
+
+    if (threadIdx.x == 0) {
+#pragma unroll
+        for (int b = 0; b < C::STAGES; b++) mbarrier_init(&landed[b], 1);
+        fence_mbarrier_init();
+    }
+    wait_for_prior_kernel<C>(a, n0, k_begin, stages_total);
+    if (threadIdx.x == 0)
+        for (int s = 0; s < C::STAGES - 1; s++) copy_stage(s);
 
     /* the decode: thread (row, col) takes code chunk col (elements 32 col .. + 32) of
      * weight rows d_row + h * DECODE_ROW_STEP; rows past N read row N - 1's scales (their
@@ -674,34 +700,38 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a)
 #pragma unroll
     for (int i = 0; i < C::BM / 2; i++) d[i] = 0.0f;
 
-    cp_async_wait<C::STAGES - 2>();
-    __syncthreads(); /* stage 0 landed, the scale table is filled */
-    if (stages_total > 0) decode_stage(0);
+    __syncthreads(); /* the barriers are initialised, the scale table is filled */
+    if (stages_total > 0) {
+        wait_stage(0);
+        decode_stage(0);
+    }
 
     for (int kt = 0; kt < stages_total; kt++) {
-        cp_async_wait<C::STAGES - 3>();
-        fence_proxy_async(); /* this thread's decoded stores and landed copies, for wgmma */
-        __syncthreads();     /* stage kt + 1 landed; decoded tile kt complete; wgmma kt - 1 done */
-        copier.issue(a, smem, kt + C::STAGES - 1, stages_total);
+        fence_proxy_async(); /* this thread's decoded stores, for wgmma */
+        __syncthreads();     /* decoded tile kt complete; wgmma kt - 1 done, so buffer (kt - 1) % STAGES is free */
+        if (threadIdx.x == 0) copy_stage(kt + C::STAGES - 1);
 
-        const uint8_t *ws = decoded + (kt & 1) * C::DECODED_BYTES + warpgroup * 64 * 128;
-        const uint8_t *xs = smem + (kt % C::STAGES) * C::STAGE_BYTES + C::W_STAGE;
+        /* the warpgroup's 64 decoded rows and the stage's x; k16 step j is column block j / 4,
+         * 32 (j % 4) bytes into it: constant offsets of the two descriptors */
+        const uint64_t a_desc = sw128_descriptor(decoded + (kt & 1) * C::DECODED_BYTES + warpgroup * 64 * 128);
+        const uint64_t b_desc = sw128_descriptor(smem + (kt % C::STAGES) * C::STAGE_BYTES + C::W_STAGE);
         wgmma_fence();
 #pragma unroll
-        for (int j = 0; j < C::BK / 16; j++) {
-            const int block = j >> 2, offset = (j & 3) * 32; /* k16 step j: column block, bytes into it */
-            wgmma_op<C::BM, T>::run(d, sw128_descriptor(ws + block * (C::BN * 128) + offset),
-                                    sw128_descriptor(xs + block * (C::BM * 128) + offset));
-        }
+        for (int j = 0; j < C::BK / 16; j++)
+            wgmma_op<C::BM, T>::run(d, sw128_advance(a_desc, (j >> 2) * (C::BN * 128) + (j & 3) * 32),
+                                    sw128_advance(b_desc, (j >> 2) * C::X_BOX_BYTES + (j & 3) * 32));
         wgmma_commit();
-        if (kt + 1 < stages_total) decode_stage(kt + 1);
+        if (kt + 1 < stages_total) {
+            wait_stage(kt + 1);
+            decode_stage(kt + 1);
+        }
         wgmma_wait<0>();
     }
 
-    cp_async_wait<0>();
-    __syncthreads(); /* the pipeline buffers become the output staging area */
+    __syncthreads(); /* every copy was waited for; the pipeline buffers become the output staging area */
     store_tile<FMT, T, C>(a, acc, smem, warp, 0, true);
 #else
+    (void)maps;
     __trap(); /* not built for sm_90a: the host never launches it (w4a16_tc_unsupported) */
 #endif
 }
@@ -774,18 +804,69 @@ constexpr int SPLITS[] = {1, 2, 4, 8};
 constexpr int SPLIT_COUNT = 4;
 static_assert(sizeof CONFIG_NAMES / sizeof CONFIG_NAMES[0] == TILE_COUNT * SPLIT_COUNT, "one name per config");
 
+/* cuTensorMapEncodeTiled, looked up once through the runtime (a process-wide constant;
+ * null where the driver lacks it, and then the warpgroup launches fail cleanly). */
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder()
+{
+    static const PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
+        void *fn = nullptr;
+        cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
+        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found) !=
+                cudaSuccess ||
+            found != cudaDriverEntryPointSuccess)
+            fn = nullptr;
+        return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+    }();
+    return encode;
+}
+
+/* A row-major 2-D tensor of rows x cols elements (`pitch` bytes apart), copied in boxes of
+ * box_rows x box_cols; elements outside it arrive as zeros. */
+bool encode_map_2d(CUtensorMap *map, CUtensorMapDataType type, const void *base, uint64_t cols, uint64_t rows,
+                   uint64_t pitch, uint32_t box_cols, uint32_t box_rows, CUtensorMapSwizzle swizzle)
+{
+    const PFN_cuTensorMapEncodeTiled_v12000 encode = tensor_map_encoder();
+    if (!encode) return false;
+    const cuuint64_t dims[2] = {cols, rows};
+    const cuuint64_t strides[1] = {pitch};
+    const cuuint32_t box[2] = {box_cols, box_rows};
+    const cuuint32_t element_strides[2] = {1, 1};
+    return encode(map, type, 2, const_cast<void *>(base), dims, strides, box, element_strides,
+                  CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+                  CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+/* The warpgroup kernel's maps (see wgmma_maps): the codes as bytes, x as T. */
+template <typename T, class C> cudaError_t make_wgmma_maps(const tc_args &a, wgmma_maps *maps)
+{
+    const uint64_t k = (uint64_t)a.k, n = (uint64_t)a.n, m = (uint64_t)a.m;
+    const CUtensorMapDataType x_type = bits16<T>::IS_BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+    const bool ok = encode_map_2d(&maps->codes, CU_TENSOR_MAP_DATA_TYPE_UINT8, a.codes, k / 2, n, k / 2, C::BK / 2,
+                                  C::BN, CU_TENSOR_MAP_SWIZZLE_NONE) &&
+                    encode_map_2d(&maps->x, x_type, a.x, k, m, 2 * k, 64, C::BM, CU_TENSOR_MAP_SWIZZLE_128B);
+    return ok ? cudaSuccess : cudaErrorNotSupported;
+}
+
 template <int FMT, typename T, class C>
 cudaError_t launch_tile(const tc_args &a, int splits, bool pdl, cudaStream_t stream)
 {
-    void (*kernel)(tc_args);
-    if constexpr (C::WGMMA) kernel = gemm_wgmma_kernel<FMT, T, C>;
-    else if constexpr (C::DECODED) kernel = gemm_tc_decoded_kernel<FMT, T, C>;
-    else kernel = gemm_tc_kernel<FMT, T, C>;
-    /* shared memory beyond 48 KiB is opt-in per kernel; setting it is a cheap host call */
-    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
-    if (err != cudaSuccess) return err;
     const dim3 grid(w4a16_ceil_div(a.m, C::BM), w4a16_ceil_div(a.n, C::BN), (unsigned)splits);
-    err = w4a16_launch_after(pdl, kernel, grid, dim3(C::THREADS), C::SMEM, stream, a);
+    cudaError_t err;
+    if constexpr (C::WGMMA) {
+        wgmma_maps maps;
+        err = make_wgmma_maps<T, C>(a, &maps);
+        /* shared memory beyond 48 KiB is opt-in per kernel; setting it is a cheap host call */
+        if (err == cudaSuccess)
+            err = cudaFuncSetAttribute(gemm_wgmma_kernel<FMT, T, C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
+        if (err == cudaSuccess)
+            err = w4a16_launch_after(pdl, gemm_wgmma_kernel<FMT, T, C>, grid, dim3(C::THREADS), C::SMEM, stream, a, maps);
+    } else {
+        void (*kernel)(tc_args);
+        if constexpr (C::DECODED) kernel = gemm_tc_decoded_kernel<FMT, T, C>;
+        else kernel = gemm_tc_kernel<FMT, T, C>;
+        err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
+        if (err == cudaSuccess) err = w4a16_launch_after(pdl, kernel, grid, dim3(C::THREADS), C::SMEM, stream, a);
+    }
     if (err == cudaSuccess && splits > 1)
         err = w4a16_launch_after(pdl, reduce_split_k<FMT, T>, w4a16_ceil_div(a.m * a.n, 256), 256, 0, stream, a, splits);
     return err;
@@ -838,6 +919,8 @@ const char *w4a16_tc_unsupported(const w4a16_cuda_gemm_args &a, const w4a16_tc_s
 {
     if (shape.wgmma && !has_wgmma)
         return "the warpgroup (wgmma) kernels need an SM 9.0 GPU (H100, H200) and a build for sm_90a";
+    if (shape.wgmma && (a.m > INT32_MAX || a.n > INT32_MAX || a.k > INT32_MAX))
+        return "the warpgroup kernels' copies address M, N and K as 32-bit coordinates";
     if (!a.prepacked) return "the tensor-core GEMM reads prepacked weights (w4a16_prepack)";
     if (a.k % ((int64_t)shape.bk * shape.split_k) != 0) return "K is not a multiple of the tile's K per stage times its split";
     if (!aligned(a.x, 16) || !aligned(a.codes, 16)) return "x and the codes must be 16-byte aligned";

@@ -1,7 +1,8 @@
 /*
- * wgmma.cuh — the Hopper (sm_90a) warpgroup MMA pieces the large-M kernel of gemm_tc.cu
- * uses: shared-memory matrix descriptors, the fences, and wgmma.mma_async m64nNk16 with
- * both operands in shared memory and fp32 accumulators.
+ * wgmma.cuh — the Hopper (sm_90a) pieces the large-M kernel of gemm_tc.cu uses:
+ * shared-memory matrix descriptors, the fences, wgmma.mma_async m64nNk16 with both
+ * operands in shared memory and fp32 accumulators, and the tensor-memory-accelerator
+ * (TMA) copies with the mbarriers they complete on.
  *
  * Everything here exists only where __CUDA_ARCH_FEAT_SM90_ALL is defined (nvcc for
  * sm_90a); other targets see W4A16_HAVE_WGMMA == 0 and the kernel that uses it compiles
@@ -17,6 +18,7 @@
 #ifndef W4A16_WGMMA_CUH
 #define W4A16_WGMMA_CUH
 
+#include <cuda.h> /* CUtensorMap, a plain struct: the library links the runtime, not the driver */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <stdint.h>
@@ -30,6 +32,13 @@
 namespace {
 
 constexpr int WGMMA_ATOM_BYTES = 1024; /* 8 rows x 128 bytes */
+
+/* What the kernel's copies read, described for the TMA unit (built on the host per call,
+ * passed as a __grid_constant__ parameter). */
+struct wgmma_maps {
+    CUtensorMap codes; /* uint8 [N][K / 2] (prepacked codes), box [BN][BK / 2], as is */
+    CUtensorMap x;     /* 16-bit [M][K], box [BM][64], 128-byte swizzle */
+};
 
 /* Byte offset of 16-byte chunk `chunk` (0..7) of row `row` within a column block of
  * 128-byte rows, with the 128-byte swizzle. */
@@ -47,6 +56,10 @@ __device__ __forceinline__ uint64_t sw128_descriptor(const void *p)
     return (uint64_t)((addr & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(WGMMA_ATOM_BYTES >> 4) << 32) |
            ((uint64_t)1 << 62);
 }
+
+/* The descriptor of the operand `bytes` further on in shared memory: only the start
+ * address field changes, and it cannot carry out (shared memory is below 256 KiB). */
+__device__ __forceinline__ uint64_t sw128_advance(uint64_t descriptor, uint32_t bytes) { return descriptor + (bytes >> 4); }
 
 /* Shared-memory writes of the generic proxy (st.shared, cp.async) become visible to the
  * async proxy that wgmma reads through; each writing thread fences before the barrier. */
@@ -112,6 +125,50 @@ W4A16_WGMMA_OPS(256, 128, W4A16_REGS128, "%128", "%129", W4A16_F8(d, 0), W4A16_F
 #undef W4A16_REGS64
 #undef W4A16_REGS32
 #undef W4A16_F8
+
+/* ---- the copies: TMA (cp.async.bulk.tensor) completing on an mbarrier -------------------
+ * One thread arms a stage's barrier with the bytes to expect and issues the tensor copies;
+ * every thread that reads the stage waits for the barrier's phase. A barrier is reused
+ * once per lap of the pipeline ring, so the phase to wait for is the lap's parity. */
+
+__device__ __forceinline__ uint32_t shared_address(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+__device__ __forceinline__ void mbarrier_init(uint64_t *bar, uint32_t arrivals)
+{
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(shared_address(bar)), "r"(arrivals) : "memory");
+}
+
+/* makes the initialised barriers visible to the async proxy that the copies complete on */
+__device__ __forceinline__ void fence_mbarrier_init() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); }
+
+/* one arrival that also tells the barrier to wait for `bytes` more of copies */
+__device__ __forceinline__ void mbarrier_arrive_expect_tx(uint64_t *bar, uint32_t bytes)
+{
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(shared_address(bar)), "r"(bytes)
+                 : "memory");
+}
+
+__device__ __forceinline__ void mbarrier_wait(uint64_t *bar, uint32_t parity)
+{
+    uint32_t done;
+    do {
+        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done)
+                     : "r"(shared_address(bar)), "r"(parity)
+                     : "memory");
+    } while (!done);
+}
+
+/* The box of the 2-D tensor map `map` (a __grid_constant__ kernel parameter) at element
+ * coordinates (inner, outer) into shared memory at `dst`, completing on `bar`. Elements
+ * outside the tensor arrive as zeros and count towards the bytes. */
+__device__ __forceinline__ void tma_load_2d(void *dst, const void *map, uint64_t *bar, int32_t inner, int32_t outer)
+{
+    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];\n"
+                 ::"r"(shared_address(dst)), "l"(reinterpret_cast<uint64_t>(map)), "r"(shared_address(bar)), "r"(inner),
+                 "r"(outer)
+                 : "memory");
+}
 
 #endif /* W4A16_HAVE_WGMMA */
 
