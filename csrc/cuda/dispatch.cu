@@ -73,9 +73,9 @@ int choose_config(const w4a16_cuda_gemm_args &a, const device_facts &dev, size_t
     int order[3];
     const bool small_weight = a.n * a.k <= GEMV_SMALL_WEIGHT;
     /* SM 9.0 (H100, benchmarks/sweep_configs.py, the TMA-fed kernel): the warpgroup tiles
-     * lead on the large weights from M = 64 (16384x2048 M = 64: 19.9 vs 21.0 µs wide; M =
-     * 128: 23.4 vs 34.0 decoded; M = 256: m256 31.8 vs 44.5 m128; M = 512: 60.9 vs 83.9;
-     * M = 968: 119.1 vs 166.7) and on the expert weights from M = 256 (4096x1024: wg m64
+     * lead on the large weights from M = 64 (16384x2048 M = 64: 18.1 vs 20.7 µs wide; M =
+     * 128: 22.8 vs 34.0 decoded; M = 256: m256 30.7 vs 42.3 m128; M = 512: 60.9 vs 83.9;
+     * M = 968: 114.2 vs 162.1) and on the expert weights from M = 256 (4096x1024: wg m64
      * 10.7 vs 11.3 wide; M = 512: wg m128 13.1 vs 18.0 m256 and 20.4 m64; M = 968: m256
      * 18.5 vs 25.4 m128), not at M = 128 (n64_m32 7.9 vs wg m64 10.3). The switches at M =
      * 192, 384 and 768 lie between measured points, not on them. */
@@ -103,6 +103,8 @@ int choose_config(const w4a16_cuda_gemm_args &a, const device_facts &dev, size_t
     int best = 0;
     int64_t best_ctas = 0;
     for (int o = 0; o < 3; o++) {
+        int wave_best = 0;
+        double wave_best_cost = 0.0;
         for (int s = 0; s < SPLITS_PER_TILE; s++) {
             const int index = order[o] * SPLITS_PER_TILE + s;
             w4a16_tc_shape shape;
@@ -111,12 +113,22 @@ int choose_config(const w4a16_cuda_gemm_args &a, const device_facts &dev, size_t
                 continue;
             const int64_t tiles = (int64_t)w4a16_ceil_div(a.m, shape.bm) * w4a16_ceil_div(a.n, shape.bn);
             const int64_t ctas = tiles * shape.split_k;
+            if (shape.wgmma) {
+                /* one CTA per SM (their shared memory): the time goes with the waves of CTAs
+                 * over the SMs over the split; at a tie the smaller split (2048x16384, m256
+                 * tile: M = 768 split 2 113.1 µs vs split 4 125.3; M = 968 split 2 117.2 vs
+                 * split 4 127.7; M = 256 split 8 40.3 vs split 4 60.6) */
+                const double cost = (double)((ctas + dev.launch.sms - 1) / dev.launch.sms) / shape.split_k;
+                if (!wave_best || cost < wave_best_cost) wave_best = 1 + index, wave_best_cost = cost;
+                continue;
+            }
             /* no split when the tiles alone fill half the SMs and K is short: the partial
              * sums cost more than the idle SMs (4096 x 1024 at M <= 32); with a long K the
              * split wins (2048 x 16384 at M = 256: split 2 73.6 µs, split 1 129.6) */
             if (ctas >= want || (shape.split_k == 1 && 2 * tiles >= want && a.k <= 2048)) return 1 + index;
             if (ctas > best_ctas) best = 1 + index, best_ctas = ctas;
         }
+        if (wave_best) return wave_best;
     }
     return best;
 }

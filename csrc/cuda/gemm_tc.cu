@@ -624,7 +624,9 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
     const uint32_t misalign = shared_address(smem_raw) & (WGMMA_ATOM_BYTES - 1);
     uint8_t *smem = smem_raw + ((WGMMA_ATOM_BYTES - misalign) & (WGMMA_ATOM_BYTES - 1));
 
-    const int warp = threadIdx.x >> 5, warpgroup = warp >> 2;
+    /* the warpgroup index through a shuffle: the compiler then knows it is the same across
+     * the warp and keeps the wgmma descriptors in uniform registers */
+    const int warp = threadIdx.x >> 5, warpgroup = __shfl_sync(0xffffffffu, warp >> 2, 0);
     const int64_t m0 = (int64_t)blockIdx.x * C::BM, n0 = (int64_t)blockIdx.y * C::BN;
     const int stages_total = cta_stages<C>(a.k);
     const int64_t k_begin = (int64_t)blockIdx.z * stages_total * C::BK;
@@ -713,13 +715,13 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
 
         /* the warpgroup's 64 decoded rows and the stage's x; k16 step j is column block j / 4,
          * 32 (j % 4) bytes into it: constant offsets of the two descriptors */
-        const uint64_t a_desc = sw128_descriptor(decoded + (kt & 1) * C::DECODED_BYTES + warpgroup * 64 * 128);
-        const uint64_t b_desc = sw128_descriptor(smem + (kt % C::STAGES) * C::STAGE_BYTES + C::W_STAGE);
+        const uint32_t a_low = sw128_descriptor_low(decoded + (kt & 1) * C::DECODED_BYTES + warpgroup * 64 * 128);
+        const uint32_t b_low = sw128_descriptor_low(smem + (kt % C::STAGES) * C::STAGE_BYTES + C::W_STAGE);
         wgmma_fence();
 #pragma unroll
         for (int j = 0; j < C::BK / 16; j++)
-            wgmma_op<C::BM, T>::run(d, sw128_advance(a_desc, (j >> 2) * (C::BN * 128) + (j & 3) * 32),
-                                    sw128_advance(b_desc, (j >> 2) * C::X_BOX_BYTES + (j & 3) * 32));
+            wgmma_op<C::BM, T>::run(d, sw128_descriptor(a_low, (j >> 2) * (C::BN * 128) + (j & 3) * 32),
+                                    sw128_descriptor(b_low, (j >> 2) * C::X_BOX_BYTES + (j & 3) * 32));
         wgmma_commit();
         if (kt + 1 < stages_total) {
             wait_stage(kt + 1);

@@ -46,20 +46,26 @@ __device__ __forceinline__ int sw128_offset(int row, int chunk) { return row * 1
 
 #if W4A16_HAVE_WGMMA
 
-/* Descriptor of a K-major, 128-byte-swizzled operand starting at `p` (shared memory):
- * start address >> 4 in bits 0-13, the stride between 8-row groups (1024 B) >> 4 in bits
- * 32-45, swizzle mode 1 (128 B) in bits 62-63; the leading offset is unused for this
- * layout (set to 1 as the ISA's examples do). */
-__device__ __forceinline__ uint64_t sw128_descriptor(const void *p)
+__device__ __forceinline__ uint32_t shared_address(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+/* Descriptor of a K-major, 128-byte-swizzled operand, as its two 32-bit halves. Low: the
+ * start address >> 4 (bits 0-13) and the leading offset, unused for this layout (1, as
+ * the ISA's examples set it; bits 16-29). High: the stride between 8-row groups (1024 B)
+ * >> 4 (bits 32-45) and swizzle mode 1, 128 B (bits 62-63). Only the start address
+ * differs between the operands of a tile, so a kernel takes the low half of a base once
+ * and adds offsets: the field cannot carry out (shared memory is below 256 KiB). */
+constexpr uint32_t SW128_DESCRIPTOR_HIGH = (WGMMA_ATOM_BYTES >> 4) | (1u << 30);
+
+__device__ __forceinline__ uint32_t sw128_descriptor_low(const void *base)
 {
-    const uint32_t addr = (uint32_t)__cvta_generic_to_shared(p);
-    return (uint64_t)((addr & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(WGMMA_ATOM_BYTES >> 4) << 32) |
-           ((uint64_t)1 << 62);
+    return ((shared_address(base) & 0x3FFFF) >> 4) | (1u << 16);
 }
 
-/* The descriptor of the operand `bytes` further on in shared memory: only the start
- * address field changes, and it cannot carry out (shared memory is below 256 KiB). */
-__device__ __forceinline__ uint64_t sw128_advance(uint64_t descriptor, uint32_t bytes) { return descriptor + (bytes >> 4); }
+/* the descriptor of the operand `bytes` past the base whose low half is `low` */
+__device__ __forceinline__ uint64_t sw128_descriptor(uint32_t low, uint32_t bytes)
+{
+    return ((uint64_t)SW128_DESCRIPTOR_HIGH << 32) | (low + (bytes >> 4));
+}
 
 /* Shared-memory writes of the generic proxy (st.shared, cp.async) become visible to the
  * async proxy that wgmma reads through; each writing thread fences before the barrier. */
@@ -130,8 +136,6 @@ W4A16_WGMMA_OPS(256, 128, W4A16_REGS128, "%128", "%129", W4A16_F8(d, 0), W4A16_F
  * One thread arms a stage's barrier with the bytes to expect and issues the tensor copies;
  * every thread that reads the stage waits for the barrier's phase. A barrier is reused
  * once per lap of the pipeline ring, so the phase to wait for is the lap's parity. */
-
-__device__ __forceinline__ uint32_t shared_address(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
 
 __device__ __forceinline__ void mbarrier_init(uint64_t *bar, uint32_t arrivals)
 {

@@ -27,11 +27,13 @@ _LAYOUT_NAMES = {_C.LAYOUT_CANONICAL: "canonical", _C.LAYOUT_PREPACKED: "prepack
 # the small-M kernel re-decodes W for every 16 rows and loses from M ~ 64 on (H200,
 # benchmarks/bench_large_m.py). Prepacked weights (what the modules hold): the tensor-core
 # W4A16 GEMM wins below M ~ 256 and loses beyond (H100, benchmarks/RESULTS.md); on SM 9.0
-# with the warpgroup (wgmma) kernels of an sm_90a build, below M ~ 560 (16384x2048: M = 256
-# 40.6 vs 63.4 µs, M = 968 147.7 vs 118.2; 2048x16384 alike).
+# with the warpgroup (wgmma) kernels of an sm_90a build it wins to M ~ 768 and ties at 968
+# (16384x2048: M = 512 62.5 vs 83.6 µs, M = 968 121.8 vs 121.0, M = 1536 185.0 vs 175.6;
+# 32768x2048 M = 968 239.6 vs 244.4; 2048x16384 M = 968 122.5 vs 120.4), and at a tie the
+# kernel is kept: it needs no 16-bit scratch. So Pi0.5's prefix (M = 968) runs the kernel.
 LARGE_M = 64
 LARGE_M_PREPACKED = 256
-LARGE_M_PREPACKED_WGMMA = 512
+LARGE_M_PREPACKED_WGMMA = 1024
 # The large-M path works in slices of W's rows whose 16-bit copy takes about this many
 # bytes (never fewer than DEQUANT_SLICE_MIN_ROWS rows): one scratch of that size serves
 # every slice, so the path needs 32 MB, not a 16-bit copy of W, and cuBLAS reads part of
