@@ -108,6 +108,16 @@ def test_split_k_needs_its_workspace(rng):
         w4a16._C.gemm(x, weight, None, 1.0, y, stream, split, torch.empty(need - 4, dtype=torch.uint8, device="cuda"))
 
 
+def test_default_dispatch_leaves_a_full_grid_unsplit(rng):
+    """With at least one output tile per SM the default choice splits no K (on SM 9.0 a
+    waves-over-split rule once took split 8 for 768 tiles: 5x slower than unsplit)."""
+    n, k, m = 16384, 512, 1536  # 6 x 128 tiles of 256 x 128, or more of smaller tiles
+    assert (m // 256) * (n // 128) >= torch.cuda.get_device_properties(0).multi_processor_count
+    qw = w4a16.prepack(w4a16.quantize_nvfp4(random_weight(rng, n, k, torch.bfloat16)))
+    x = random_x(rng, m, k, torch.bfloat16)
+    assert w4a16._C.gemm_workspace(x, qw.c_weight(), w4a16._C.GEMM_AUTO) == 0
+
+
 def test_tc_gemm_in_a_cuda_graph_and_on_a_side_stream(rng):
     qw = w4a16.prepack(w4a16.quantize_nvfp4(random_weight(rng, 1024, 2048, torch.bfloat16)))
     x = random_x(rng, 100, 2048, torch.bfloat16)

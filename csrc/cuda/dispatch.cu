@@ -114,10 +114,14 @@ int choose_config(const w4a16_cuda_gemm_args &a, const device_facts &dev, size_t
             const int64_t tiles = (int64_t)w4a16_ceil_div(a.m, shape.bm) * w4a16_ceil_div(a.n, shape.bn);
             const int64_t ctas = tiles * shape.split_k;
             if (shape.wgmma) {
-                /* one CTA per SM (their shared memory): the time goes with the waves of CTAs
-                 * over the SMs over the split; at a tie the smaller split (2048x16384, m256
-                 * tile: M = 768 split 2 113.1 µs vs split 4 125.3; M = 968 split 2 117.2 vs
-                 * split 4 127.7; M = 256 split 8 40.3 vs split 4 60.6) */
+                /* one CTA per SM (their shared memory). A grid of at least one tile per SM
+                 * runs unsplit: the partial sums cost more than the last wave saves
+                 * (32768x2048 M = 968: split 8 1142 µs, split 1 240). Below that the time
+                 * goes with the waves of CTAs over the SMs over the split; at a tie the
+                 * smaller split (2048x16384, m256 tile: M = 768 split 2 113.1 µs vs split 4
+                 * 125.3; M = 968 split 2 117.2 vs split 4 127.7; M = 256 split 8 40.3 vs
+                 * split 4 60.6) */
+                if (shape.split_k > 1 && tiles >= dev.launch.sms) continue;
                 const double cost = (double)((ctas + dev.launch.sms - 1) / dev.launch.sms) / shape.split_k;
                 if (!wave_best || cost < wave_best_cost) wave_best = 1 + index, wave_best_cost = cost;
                 continue;
