@@ -4,9 +4,10 @@
  * operands in shared memory and fp32 accumulators, and the tensor-memory-accelerator
  * (TMA) copies with the mbarriers they complete on.
  *
- * Everything here exists only where __CUDA_ARCH_FEAT_SM90_ALL is defined (nvcc for
- * sm_90a); other targets see W4A16_HAVE_WGMMA == 0 and the kernel that uses it compiles
- * to a trap that the host never launches (w4a16_tc_unsupported refuses it).
+ * The instructions here exist only where __CUDA_ARCH_FEAT_SM90_ALL is defined (nvcc for
+ * sm_90a); other targets see W4A16_HAVE_WGMMA == 0 and the kernel that uses them
+ * compiles to a trap that the host never launches (w4a16_tc_unsupported refuses it). The
+ * layout helpers and the tensor-map struct above that guard serve every target.
  *
  * Operand layout (PTX ISA, "shared memory matrix layout", K-major with the 128-byte
  * swizzle): a tile is stored as atoms of 8 rows x 128 bytes (64 16-bit elements of K);
@@ -44,9 +45,10 @@ struct wgmma_maps {
  * 128-byte rows, with the 128-byte swizzle. */
 __device__ __forceinline__ int sw128_offset(int row, int chunk) { return row * 128 + ((chunk ^ (row & 7)) << 4); }
 
-#if W4A16_HAVE_WGMMA
-
+/* The shared-memory address of a generic pointer into shared memory (what the asm takes). */
 __device__ __forceinline__ uint32_t shared_address(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+#if W4A16_HAVE_WGMMA
 
 /* Descriptor of a K-major, 128-byte-swizzled operand, as its two 32-bit halves. Low: the
  * start address >> 4 (bits 0-13) and the leading offset, unused for this layout (1, as
