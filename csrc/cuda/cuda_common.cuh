@@ -39,6 +39,29 @@ static inline w4a16_status w4a16_cuda_check(cudaError_t err, const char *what)
 
 static inline unsigned w4a16_ceil_div(int64_t a, int64_t b) { return (unsigned)((a + b - 1) / b); }
 
+/* ---- asynchronous copies into shared memory (SM80 on) -------------------------------- */
+
+/* The shared-memory address of a generic pointer into shared memory (what the asm takes). */
+static __device__ __forceinline__ uint32_t shared_address(const void *p)
+{
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+/* 16 bytes global -> shared, bypassing L1; `valid` false zero-fills the destination and
+ * reads nothing. Completion: cp_async_commit groups the copies issued so far, and
+ * cp_async_wait<N> waits until at most N groups of this thread are still in flight. */
+static __device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool valid = true)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address(smem)), "l"(gmem),
+                 "r"(valid ? 16 : 0)
+                 : "memory");
+}
+static __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N> static __device__ __forceinline__ void cp_async_wait()
+{
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
 /* ---- programmatic dependent launch (SM90 on) -------------------------------------------
  * A kernel launched with w4a16_launch_after may be scheduled while the kernel before it on
  * the stream is still draining, which hides the launch gap between kernels (a few µs in

@@ -89,16 +89,6 @@ struct tile {
     static_assert(W_CHUNKS % THREADS == 0 && X_CHUNKS % THREADS == 0, "every thread copies the same count");
 };
 
-/* ---- cp.async ------------------------------------------------------------------------ */
-
-/* 16 bytes global -> shared; `valid` false zero-fills the destination and reads nothing. */
-__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool valid)
-{
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address(smem)), "l"(gmem),
-                 "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
 /* Swizzled 16-byte chunk of the weight tile: rows of 128 B or more put odd rows' quads
  * on the other half of the banks (a quarter warp reads rows g and g + 1). */

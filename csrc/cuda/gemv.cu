@@ -9,8 +9,9 @@
  * their use, a persistent grid so that no SM waits on a CTA launch or drain,
  * dequantization in registers, and the multiply on tensor cores (mma.sync m16n8k16,
  * SM80 .. SM120) so that the arithmetic per weight stays a handful of integer ops
- * whatever M is. On an H100 it is nevertheless bound by instruction issue (~5 per
- * weight, benchmarks/NOTES.md): the decode of the codes is what to make cheaper next.
+ * whatever M is. On an H100 it still reaches only ~60% of the copy-rate roofline at
+ * M = 1: a profile (benchmarks/NOTES.md) puts the time in the first DRAM round trip, the
+ * per-tile barrier and the x loads, with the issue slots ~40% busy.
  *
  * Stage 0 — overlap with the kernel before (SM90 on: programmatic dependent launch). A CTA
  *   may start while the prior kernel on the stream drains; until that one has finished it
@@ -24,9 +25,11 @@
  *   ..., the same number for every warp so that all warps finish a tile together.
  *
  * Stage 2 — the load ring. A warp's work is one flat sequence of (tile, super-tile)
- *   steps. Its weight words and scales live in a ring of DEPTH register slots: the step
- *   DEPTH ahead is issued as soon as a slot is consumed, across tile boundaries, so the
- *   loads of the next tile are in flight while this one is reduced and stored.
+ *   steps, of which RING are in flight: the step RING ahead is issued as soon as a slot
+ *   is consumed, across tile boundaries, so the loads of the next tile are in flight while
+ *   this one is reduced and stored. With 16-row tiles each thread copies its 32 bytes of
+ *   codes into its own part of a shared-memory slot (cp.async, one group per slot), so the
+ *   bytes in flight do not cost registers; the scales, 2 bytes a row, go to registers.
  *
  * Stage 3 — the operand mapping. Weights are the mma's A operand (rows = n), x is B
  *   (columns = m). A super-tile is covered by the 4 threads of a quad: thread t of quad g
@@ -60,15 +63,10 @@
 #include "gemm_tc.h"
 
 namespace {
-/* Steps each warp keeps in flight, and the CTAs per SM the register allocation must allow
- * (overridable for tuning experiments). */
-#ifndef W4A16_GEMV_DEPTH
-#define W4A16_GEMV_DEPTH 2
-#endif
+/* The CTAs per SM the register allocation must allow (overridable for tuning experiments). */
 #ifndef W4A16_GEMV_MIN_CTAS_4WARPS
 #define W4A16_GEMV_MIN_CTAS_4WARPS 4
 #endif
-constexpr int DEPTH = W4A16_GEMV_DEPTH;
 
 using gemv_args = kernel_args;
 
@@ -99,8 +97,16 @@ gemv_w4_kernel(gemv_args a)
 {
     constexpr int ROWS = SPLIT2 ? 8 : 16;      /* weight rows per tile */
     constexpr int OUT_J = SPLIT2 ? 2 : 4;      /* accumulator registers that are outputs */
+    /* stage 2's ring: the codes of RING steps in flight per warp. 16-row tiles keep them in
+     * shared memory (cp.async), so the ring can be deep without registers: 4 steps, 3 for 8
+     * warps with two 8-row blocks of x (48 KiB of static shared memory). Split2 tiles, about
+     * one per CTA, gain nothing from depth and keep 2 steps in registers (H100: 2048x16384
+     * M = 4..8 5% slower through shared memory; 32768x2048 M = 1 12% faster). */
+    constexpr bool RING_IN_SMEM = !SPLIT2;
+    constexpr int RING = !RING_IN_SMEM ? 2 : WARPS == 8 && MB == 2 ? 3 : 4;
     __shared__ uint32_t lut[256];
     __shared__ float partial[2][WARPS][MB * 4][32];
+    __shared__ uint4 ring[RING_IN_SMEM ? RING : 1][2][WARPS * 32];
 
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 
@@ -133,38 +139,44 @@ gemv_w4_kernel(gemv_args a)
         return r;
     };
 
-    /* stage 2: the ring. Slot u holds steps u, u + DEPTH, ...; `issue` loads the next
+    /* stage 2: the ring. Slot u holds steps u, u + RING, ...; `issue` loads the next
      * step of the sequence into slot u. Warp-uniform branches only. */
-    uint4 qg[DEPTH], qh[DEPTH];
-    raw_scale sg[DEPTH], sh[DEPTH];
+    uint4 qg[RING_IN_SMEM ? 1 : RING], qh[RING_IN_SMEM ? 1 : RING];
+    raw_scale sg[RING], sh[RING];
     int64_t load_tile = blockIdx.y;
     uint32_t load_step = 0, issued = 0;
     tile_rows<FMT, T> load_rows = rows_of(load_tile);
     auto issue = [&](int u) {
-        if (issued >= items) return;
-        if (warp + load_step * WARPS < steps_total) {
-            const uint32_t byte_offset = load_step * (WARPS * SUPER_K / 2);
-            qg[u] = __ldcs(reinterpret_cast<const uint4 *>(load_rows.codes_g + byte_offset));
-            qh[u] = __ldcs(reinterpret_cast<const uint4 *>(load_rows.codes_h + byte_offset));
-            sg[u] = load_rows.scale_g.load(load_step * WARPS);
-            sh[u] = load_rows.scale_h.load(load_step * WARPS);
+        if (issued < items) {
+            if (warp + load_step * WARPS < steps_total) {
+                const uint32_t byte_offset = load_step * (WARPS * SUPER_K / 2);
+                if (RING_IN_SMEM) {
+                    cp_async16(&ring[u][0][threadIdx.x], load_rows.codes_g + byte_offset);
+                    cp_async16(&ring[u][1][threadIdx.x], load_rows.codes_h + byte_offset);
+                } else {
+                    qg[u] = __ldcs(reinterpret_cast<const uint4 *>(load_rows.codes_g + byte_offset));
+                    qh[u] = __ldcs(reinterpret_cast<const uint4 *>(load_rows.codes_h + byte_offset));
+                }
+                sg[u] = load_rows.scale_g.load(load_step * WARPS);
+                sh[u] = load_rows.scale_h.load(load_step * WARPS);
+            }
+            issued++;
+            if (++load_step == steps) {
+                load_step = 0;
+                load_tile += gridDim.y;
+                if (issued < items) load_rows = rows_of(load_tile);
+            }
         }
-        issued++;
-        if (++load_step == steps) {
-            load_step = 0;
-            load_tile += gridDim.y;
-            if (issued < items) load_rows = rows_of(load_tile);
-        }
+        if (RING_IN_SMEM) cp_async_commit(); /* also when empty: the oldest group is always slot u's */
     };
 
-    /* x rows past M are not loaded (zeros): at M = 1 only one quad of each warp reads x */
+    /* x rows past M read row M - 1: their columns of the product are never stored, and an
+     * unconditional load needs no zeroing of the registers on every step */
     const T *x_rows[MB];
-    bool x_valid[MB];
 #pragma unroll
     for (int b = 0; b < MB; b++) {
-        const int64_t m = m0 + 8 * b + g;
-        x_valid[b] = m < a.m;
-        x_rows[b] = reinterpret_cast<const T *>(a.x) + (x_valid[b] ? m : 0) * a.k + k_first;
+        const int64_t m = min(m0 + 8 * b + g, a.m - 1);
+        x_rows[b] = reinterpret_cast<const T *>(a.x) + m * a.k + k_first;
     }
     const uint32_t int_xor = int4_xor<T>(a.zero_points != nullptr);
     float epilogue = 0.0f; /* read after the wait, below */
@@ -183,6 +195,15 @@ gemv_w4_kernel(gemv_args a)
         const uint32_t x_offset = step * (WARPS * SUPER_K);
         const chunk_scale cs_g = scale_cursor<FMT, T>::resolve(sg[u], lut, a.other_scale_type);
         const chunk_scale cs_h = scale_cursor<FMT, T>::resolve(sh[u], lut, a.other_scale_type);
+        uint4 codes_g, codes_h;
+        if (RING_IN_SMEM) {
+            cp_async_wait<RING - 1>(); /* slot u's group, the oldest of RING in flight */
+            codes_g = ring[u][0][threadIdx.x];
+            codes_h = ring[u][1][threadIdx.x];
+        } else {
+            codes_g = qg[u];
+            codes_h = qh[u];
+        }
 #pragma unroll
         for (int r = 0; r < 4; r++) {
             uint32_t xp[MB][2][4]; /* x pairs of elements 8r .. 8r + 7 of the thread's chunk */
@@ -191,7 +212,7 @@ gemv_w4_kernel(gemv_args a)
 #pragma unroll
                 for (int half = 0; half < (SPLIT2 ? 2 : 1); half++) {
                     const uint4 *src = reinterpret_cast<const uint4 *>(x_rows[b] + x_offset + (half ? k_h : 0));
-                    const uint4 v = x_valid[b] ? __ldg(src + r) : make_uint4(0, 0, 0, 0);
+                    const uint4 v = __ldg(src + r);
                     const uint32_t words[4] = {v.x, v.y, v.z, v.w};
                     if (PREPACKED) { /* the weight pairs are already (k, k+1) pairs */
 #pragma unroll
@@ -201,8 +222,8 @@ gemv_w4_kernel(gemv_args a)
                     }
                 }
             uint32_t pg[4], ph[4];
-            dequant_chunk_word<FMT, T>(qg[u], r, cs_g, int_xor, pg);
-            dequant_chunk_word<FMT, T>(qh[u], r, cs_h, int_xor, ph);
+            dequant_chunk_word<FMT, T>(codes_g, r, cs_g, int_xor, pg);
+            dequant_chunk_word<FMT, T>(codes_h, r, cs_h, int_xor, ph);
 #pragma unroll
             for (int i = 0; i < 2; i++) {
                 /* k-tile 2r + i: pairs 2i, 2i+1 of the word (elements {0,4,1,5} or {2,6,3,7}
@@ -271,16 +292,16 @@ gemv_w4_kernel(gemv_args a)
 
     /* the first steps go out before the scale table is filled: the fill hides under them */
 #pragma unroll
-    for (int u = 0; u < DEPTH; u++) issue(u);
+    for (int u = 0; u < RING; u++) issue(u);
     if (FMT != W4A16_FORMAT_INT4) fill_scale_lut<FMT, T>(lut);
     __syncthreads();
 
     int64_t tile = blockIdx.y;
     uint32_t step = 0;
     int buffer = 0;
-    for (uint32_t first = 0; first < items; first += DEPTH) {
+    for (uint32_t first = 0; first < items; first += RING) {
 #pragma unroll
-        for (int u = 0; u < DEPTH; u++) {
+        for (int u = 0; u < RING; u++) {
             if (first + u >= items) break;
             if (warp + step * WARPS < steps_total) compute(u, step);
             issue(u);

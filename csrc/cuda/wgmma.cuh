@@ -24,6 +24,8 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
+#include "cuda_common.cuh"
+
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define W4A16_HAVE_WGMMA 1
 #else
@@ -45,8 +47,6 @@ struct wgmma_maps {
  * 128-byte rows, with the 128-byte swizzle. */
 __device__ __forceinline__ int sw128_offset(int row, int chunk) { return row * 128 + ((chunk ^ (row & 7)) << 4); }
 
-/* The shared-memory address of a generic pointer into shared memory (what the asm takes). */
-__device__ __forceinline__ uint32_t shared_address(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
 
 #if W4A16_HAVE_WGMMA
 
