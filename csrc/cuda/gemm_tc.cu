@@ -89,7 +89,6 @@ struct tile {
     static_assert(W_CHUNKS % THREADS == 0 && X_CHUNKS % THREADS == 0, "every thread copies the same count");
 };
 
-
 /* Swizzled 16-byte chunk of the weight tile: rows of 128 B or more put odd rows' quads
  * on the other half of the banks (a quarter warp reads rows g and g + 1). */
 template <class C> __device__ __forceinline__ int w_chunk(int row, int col)

@@ -47,7 +47,6 @@ struct wgmma_maps {
  * 128-byte rows, with the 128-byte swizzle. */
 __device__ __forceinline__ int sw128_offset(int row, int chunk) { return row * 128 + ((chunk ^ (row & 7)) << 4); }
 
-
 #if W4A16_HAVE_WGMMA
 
 /* Descriptor of a K-major, 128-byte-swizzled operand, as its two 32-bit halves. Low: the
