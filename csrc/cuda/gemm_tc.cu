@@ -838,6 +838,16 @@ template <typename T, class C> cudaError_t make_wgmma_maps(const tc_args &a, wgm
     return ok ? cudaSuccess : cudaErrorNotSupported;
 }
 
+/* One tile kernel's launch with C::SMEM bytes of dynamic shared memory: beyond 48 KiB
+ * that is opt-in per kernel, and setting it is a cheap host call. */
+template <class C, typename... Params, typename... Args>
+cudaError_t launch_with_smem(void (*kernel)(Params...), dim3 grid, bool pdl, cudaStream_t stream, Args... args)
+{
+    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
+    if (err == cudaSuccess) err = w4a16_launch_after(pdl, kernel, grid, dim3(C::THREADS), C::SMEM, stream, args...);
+    return err;
+}
+
 template <int FMT, typename T, class C>
 cudaError_t launch_tile(const tc_args &a, int splits, bool pdl, cudaStream_t stream)
 {
@@ -846,17 +856,11 @@ cudaError_t launch_tile(const tc_args &a, int splits, bool pdl, cudaStream_t str
     if constexpr (C::WGMMA) {
         wgmma_maps maps;
         err = make_wgmma_maps<T, C>(a, &maps);
-        /* shared memory beyond 48 KiB is opt-in per kernel; setting it is a cheap host call */
-        if (err == cudaSuccess)
-            err = cudaFuncSetAttribute(gemm_wgmma_kernel<FMT, T, C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
-        if (err == cudaSuccess)
-            err = w4a16_launch_after(pdl, gemm_wgmma_kernel<FMT, T, C>, grid, dim3(C::THREADS), C::SMEM, stream, a, maps);
+        if (err == cudaSuccess) err = launch_with_smem<C>(gemm_wgmma_kernel<FMT, T, C>, grid, pdl, stream, a, maps);
+    } else if constexpr (C::DECODED) {
+        err = launch_with_smem<C>(gemm_tc_decoded_kernel<FMT, T, C>, grid, pdl, stream, a);
     } else {
-        void (*kernel)(tc_args);
-        if constexpr (C::DECODED) kernel = gemm_tc_decoded_kernel<FMT, T, C>;
-        else kernel = gemm_tc_kernel<FMT, T, C>;
-        err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
-        if (err == cudaSuccess) err = w4a16_launch_after(pdl, kernel, grid, dim3(C::THREADS), C::SMEM, stream, a);
+        err = launch_with_smem<C>(gemm_tc_kernel<FMT, T, C>, grid, pdl, stream, a);
     }
     if (err == cudaSuccess && splits > 1)
         err = w4a16_launch_after(pdl, reduce_split_k<FMT, T>, w4a16_ceil_div(a.m * a.n, 256), 256, 0, stream, a, splits);
