@@ -164,6 +164,26 @@ static cudaError_t w4a16_launch_after(bool pdl, void (*kernel)(Params...), dim3 
     return cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...);
 }
 
+/* CTAs of `kernel` (launched with `threads` threads and `smem` bytes of dynamic shared
+ * memory) that fit on one SM, or 1 when the query fails. Kernels beyond 48 KiB of dynamic
+ * shared memory are opted in first, as their launch does. Callers ask once per kernel and
+ * keep the answer (it depends on the kernel's registers and shared memory and on the
+ * architecture; a process that mixes GPU generations gets the first one's answer, which
+ * only affects speed). */
+template <typename... Params>
+static int w4a16_resident_ctas(void (*kernel)(Params...), int threads, size_t smem)
+{
+    int ctas = 0;
+    cudaError_t err = cudaSuccess;
+    if (smem > 48 * 1024) err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (err == cudaSuccess) err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, kernel, threads, smem);
+    if (err != cudaSuccess || ctas < 1) {
+        (void)cudaGetLastError(); /* a failed query is not the launch's error */
+        ctas = 1;
+    }
+    return ctas;
+}
+
 /* INT4 groups per 32-element chunk, as a shift: log2(group / 32), or 31 when one group
  * spans the row (the chunk index shifted by 31 is group 0). */
 static inline uint32_t w4a16_int4_chunk_shift(int64_t group, int64_t k)

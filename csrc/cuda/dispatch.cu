@@ -9,7 +9,7 @@
  * The heuristic (choose_config) encodes what benchmarks/bench_gemm_gpu.py measured on an
  * H100 (benchmarks/sweep_configs.py, benchmarks/RESULTS.md): the small-M kernel up to
  * GEMV_MAX_M rows of x and for the canonical layout; beyond it, the tile whose M extent
- * suits M, with the smallest K split that gives about one CTA per SM. Other GPUs, and
+ * suits M, with the smallest K split that fills the CTA slots of the GPU. Other GPUs, and
  * shapes where this misses, are what the tuner (python -m w4a16 tune) is for.
  */
 #include <cuda_runtime.h>
@@ -101,7 +101,7 @@ int choose_config(const w4a16_cuda_gemm_args &a, const device_facts &dev, size_t
         order[0] = TILE_N128_M64_WIDE, order[1] = TILE_N128_M64, order[2] = TILE_N64_M64;
     else
         order[0] = TILE_N128_M128_DECODED, order[1] = TILE_N128_M64_WIDE, order[2] = TILE_N128_M64;
-    const int64_t want = dev.launch.sms - dev.launch.sms / 10; /* about one CTA per SM */
+    const int64_t one_per_sm = dev.launch.sms - dev.launch.sms / 10;
     int best = 0;
     int64_t best_ctas = 0;
     for (int o = 0; o < 3; o++) {
@@ -128,10 +128,16 @@ int choose_config(const w4a16_cuda_gemm_args &a, const device_facts &dev, size_t
                 if (!wave_best || cost < wave_best_cost) wave_best = 1 + index, wave_best_cost = cost;
                 continue;
             }
-            /* no split when the tiles alone fill half the SMs and K is short: the partial
+            /* the smallest split that fills (90% of) the CTA slots of the GPU: the mma.sync
+             * tiles keep only STAGES - 1 stages in flight per CTA, so a long K wants two
+             * CTAs per SM where they fit (H100, 2048x16384, nvfp4: M = 10 n64_m16 split 8
+             * 14.6 µs vs split 4 18.7; M = 32 n64_m32 split 8 16.5 vs split 4 24.7) -- but
+             * no split when the tiles alone fill half the SMs and K is short: the partial
              * sums cost more than the idle SMs (4096 x 1024 at M <= 32); with a long K the
              * split wins (2048 x 16384 at M = 256: split 2 73.6 µs, split 1 129.6) */
-            if (ctas >= want || (shape.split_k == 1 && 2 * tiles >= want && a.k <= 2048)) return 1 + index;
+            const int64_t slots = (int64_t)w4a16_tc_resident_ctas(a, index) * dev.launch.sms;
+            const int64_t want = slots - slots / 10;
+            if (ctas >= want || (shape.split_k == 1 && 2 * tiles >= one_per_sm && a.k <= 2048)) return 1 + index;
             if (ctas > best_ctas) best = 1 + index, best_ctas = ctas;
         }
         if (wave_best) return wave_best;

@@ -25,7 +25,8 @@
  *   in nibbles (J, J + 4) of a word, so one 16-byte shared load per row gives the codes
  *   of 8 k-tiles, and one 16-byte load per 8 rows of x gives the matching B fragments of
  *   2 k-tiles, with no shuffles. Block scales (32-element chunks: 2 NVFP4 blocks, 1 MXFP4
- *   block, part of an INT4 group) are read from global memory one super-tile ahead.
+ *   block, part of an INT4 group) are read from global memory one super-tile ahead
+ *   (three in the 16-row tile).
  *
  * Stage 4 — dequantization and math: dequant.cuh turns each word into 4 scaled pairs
  *   (one shift/mask and one 16-bit multiply per pair) that feed 2 * FM mma.sync m16n8k16
@@ -78,6 +79,12 @@ struct tile {
     static constexpr int W_STAGE = BN * W_ROW_BYTES, X_STAGE = BM * X_ROW_BYTES;
     static constexpr int STAGE_BYTES = W_STAGE + X_STAGE;
     static constexpr int ACC = 2 * FM * 4; /* fp32 accumulators per thread */
+    /* super-tiles whose scales are in registers at once: the 16-row tile (one super-tile per
+     * warp and stage, registers to spare) reads them 3 steps ahead, since one step does not
+     * hide an L2 round trip there (H100, nvfp4 / mxfp4 / int4, 2048x16384 M = 10: 14.6 /
+     * 13.6 / 13.8 µs vs 15.2 / 14.4 / 14.1 one step ahead); the wider tiles lose more to
+     * the registers than they gain (32768x2048 M = 32, int4: 27.5 vs 26.5) */
+    static constexpr int SCALE_AHEAD = FM <= 2 ? 3 : 1;
     static constexpr int RED_BYTES = (WK - 1) * WN * WM * ACC * 32 * 4;
     static constexpr int OUT_PITCH = BN + 8; /* elements per staged output row */
     static constexpr int OUT_BYTES = BM * OUT_PITCH * 4; /* fp32 partials or 16-bit y */
@@ -274,11 +281,16 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_kernel(tc_args a)
     /* super-tile i of this warp is global step i * WK from its first one */
     constexpr int PER_STAGE = C::KSUPER / C::WK;
     const uint32_t my_steps = (uint32_t)stages_total * PER_STAGE;
-    raw_scale cur[2][2];
+    /* the raw scales of this step and the next AHEAD - 1 ones */
+    constexpr int AHEAD = C::SCALE_AHEAD;
+    raw_scale ahead[AHEAD][2][2];
 #pragma unroll
-    for (int f = 0; f < 2; f++)
+    for (int i = 0; i < AHEAD; i++)
 #pragma unroll
-        for (int h = 0; h < 2; h++) cur[f][h] = scales[f][h].load(0);
+        for (int f = 0; f < 2; f++)
+#pragma unroll
+            for (int h = 0; h < 2; h++)
+                if (i < (int)my_steps) ahead[i][f][h] = scales[f][h].load(i * C::WK);
 
     if (FMT != W4A16_FORMAT_INT4) fill_scale_lut<FMT, T>(lut);
     const uint32_t int_xor = int4_xor<T>(a.zero_points != nullptr);
@@ -303,12 +315,12 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_kernel(tc_args a)
         for (int j = 0; j < PER_STAGE; j++, step++) {
             const int s = wk + j * C::WK; /* super-tile within the stage */
             raw_scale nxt[2][2];
-            const bool more = step + 1 < my_steps;
+            const bool more = step + AHEAD < my_steps;
 #pragma unroll
             for (int f = 0; f < 2; f++)
 #pragma unroll
                 for (int h = 0; h < 2; h++)
-                    if (more) nxt[f][h] = scales[f][h].load((step + 1) * C::WK);
+                    if (more) nxt[f][h] = scales[f][h].load((step + AHEAD) * C::WK);
 
             uint4 q[2][2];
             chunk_scale cs[2][2];
@@ -318,7 +330,7 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_kernel(tc_args a)
                 for (int h = 0; h < 2; h++) {
                     const int row = wn * 32 + 16 * f + 8 * h + g;
                     q[f][h] = *reinterpret_cast<const uint4 *>(ws + row * C::W_ROW_BYTES + w_chunk<C>(row, 4 * s + t) * 16);
-                    cs[f][h] = scale_cursor<FMT, T>::resolve(cur[f][h], lut, a.other_scale_type);
+                    cs[f][h] = scale_cursor<FMT, T>::resolve(ahead[0][f][h], lut, a.other_scale_type);
                 }
 #pragma unroll
             for (int r = 0; r < 4; r++) {
@@ -354,8 +366,11 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_kernel(tc_args a)
 #pragma unroll
             for (int f = 0; f < 2; f++)
 #pragma unroll
-                for (int h = 0; h < 2; h++)
-                    if (more) cur[f][h] = nxt[f][h];
+                for (int h = 0; h < 2; h++) {
+#pragma unroll
+                    for (int i = 0; i + 1 < AHEAD; i++) ahead[i][f][h] = ahead[i + 1][f][h];
+                    if (more) ahead[AHEAD - 1][f][h] = nxt[f][h];
+                }
         }
     }
 
@@ -867,23 +882,40 @@ cudaError_t launch_tile(const tc_args &a, int splits, bool pdl, cudaStream_t str
     return err;
 }
 
+/* f(C()) for the tile type C of `tile_index` (the order of TILES) */
+template <typename F> auto with_tile(int tile_index, F &&f)
+{
+    switch (tile_index) {
+    case 0: return f(tile_n128_m64());
+    case 1: return f(tile_n64_m128());
+    case 2: return f(tile_n128_m32());
+    case 3: return f(tile_n64_m64());
+    case 4: return f(tile_n64_m32());
+    case 5: return f(tile_n64_m16());
+    case 6: return f(tile_n128_m64_wide());
+    case 7: return f(tile_n64_m64_wide());
+    case 8: return f(tile_n128_m128_decoded());
+    case 9: return f(tile_wg_n128_m128());
+    case 10: return f(tile_wg_n128_m64());
+    default: return f(tile_wg_n128_m256());
+    }
+}
+
+/* CTAs of tile C's kernel that fit on one SM, asked once per kernel */
+template <int FMT, typename T, class C> int tile_resident_ctas()
+{
+    static const int per_sm = [] {
+        if constexpr (C::WGMMA) return w4a16_resident_ctas(gemm_wgmma_kernel<FMT, T, C>, C::THREADS, C::SMEM);
+        else if constexpr (C::DECODED) return w4a16_resident_ctas(gemm_tc_decoded_kernel<FMT, T, C>, C::THREADS, C::SMEM);
+        else return w4a16_resident_ctas(gemm_tc_kernel<FMT, T, C>, C::THREADS, C::SMEM);
+    }();
+    return per_sm;
+}
+
 template <int FMT, typename T>
 cudaError_t launch_shape(const tc_args &a, int tile_index, int splits, bool pdl, cudaStream_t stream)
 {
-    switch (tile_index) {
-    case 0: return launch_tile<FMT, T, tile_n128_m64>(a, splits, pdl, stream);
-    case 1: return launch_tile<FMT, T, tile_n64_m128>(a, splits, pdl, stream);
-    case 2: return launch_tile<FMT, T, tile_n128_m32>(a, splits, pdl, stream);
-    case 3: return launch_tile<FMT, T, tile_n64_m64>(a, splits, pdl, stream);
-    case 4: return launch_tile<FMT, T, tile_n64_m32>(a, splits, pdl, stream);
-    case 5: return launch_tile<FMT, T, tile_n64_m16>(a, splits, pdl, stream);
-    case 6: return launch_tile<FMT, T, tile_n128_m64_wide>(a, splits, pdl, stream);
-    case 7: return launch_tile<FMT, T, tile_n64_m64_wide>(a, splits, pdl, stream);
-    case 8: return launch_tile<FMT, T, tile_n128_m128_decoded>(a, splits, pdl, stream);
-    case 9: return launch_tile<FMT, T, tile_wg_n128_m128>(a, splits, pdl, stream);
-    case 10: return launch_tile<FMT, T, tile_wg_n128_m64>(a, splits, pdl, stream);
-    default: return launch_tile<FMT, T, tile_wg_n128_m256>(a, splits, pdl, stream);
-    }
+    return with_tile(tile_index, [&](auto tile) { return launch_tile<FMT, T, decltype(tile)>(a, splits, pdl, stream); });
 }
 
 template <typename T>
@@ -892,6 +924,18 @@ cudaError_t launch_format(const tc_args &a, int format, int tile_index, int spli
     if (format == W4A16_FORMAT_NVFP4) return launch_shape<W4A16_FORMAT_NVFP4, T>(a, tile_index, splits, pdl, stream);
     if (format == W4A16_FORMAT_MXFP4) return launch_shape<W4A16_FORMAT_MXFP4, T>(a, tile_index, splits, pdl, stream);
     return launch_shape<W4A16_FORMAT_INT4, T>(a, tile_index, splits, pdl, stream);
+}
+
+template <int FMT, typename T> int resident_shape(int tile_index)
+{
+    return with_tile(tile_index, [](auto tile) { return tile_resident_ctas<FMT, T, decltype(tile)>(); });
+}
+
+template <typename T> int resident_format(int format, int tile_index)
+{
+    if (format == W4A16_FORMAT_NVFP4) return resident_shape<W4A16_FORMAT_NVFP4, T>(tile_index);
+    if (format == W4A16_FORMAT_MXFP4) return resident_shape<W4A16_FORMAT_MXFP4, T>(tile_index);
+    return resident_shape<W4A16_FORMAT_INT4, T>(tile_index);
 }
 
 bool aligned(const void *p, uintptr_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
@@ -942,4 +986,11 @@ cudaError_t w4a16_tc_launch(const w4a16_cuda_gemm_args &args, int index, void *w
     if (args.x_dtype == W4A16_DTYPE_BFLOAT16)
         return launch_format<__nv_bfloat16>(a, args.format, tile_index, splits, dev.pdl, stream);
     return launch_format<__half>(a, args.format, tile_index, splits, dev.pdl, stream);
+}
+
+int w4a16_tc_resident_ctas(const w4a16_cuda_gemm_args &args, int index)
+{
+    const int tile_index = index / SPLIT_COUNT;
+    if (args.x_dtype == W4A16_DTYPE_BFLOAT16) return resident_format<__nv_bfloat16>(args.format, tile_index);
+    return resident_format<__half>(args.format, tile_index);
 }

@@ -45,6 +45,10 @@ const char *w4a16_tc_unsupported(const w4a16_cuda_gemm_args &a, const w4a16_tc_s
 /* Bytes of workspace the shape needs for `a` (the fp32 partial sums of split-K). */
 size_t w4a16_tc_workspace_bytes(const w4a16_cuda_gemm_args &a, const w4a16_tc_shape &shape);
 
+/* CTAs of configuration `index`'s kernel for a's format and x dtype that fit on one SM of
+ * the current device (1 when the query fails); the occupancy query runs once per kernel. */
+int w4a16_tc_resident_ctas(const w4a16_cuda_gemm_args &a, int index);
+
 /* Launches the tensor-core GEMM with tile shape `index`; the caller has checked support. */
 cudaError_t w4a16_tc_launch(const w4a16_cuda_gemm_args &a, int index, void *workspace, const w4a16_launch_facts &dev,
                             cudaStream_t stream);

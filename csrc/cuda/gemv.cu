@@ -364,19 +364,6 @@ __global__ void gemm_w4_generic(w4a16_cuda_gemm_args a)
 
 bool aligned16(const void *p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-/* CTAs of `kernel` that fit on one SM, asked once per instantiation (it depends on the
- * kernel's registers and shared memory and on the architecture; a process that mixes GPU
- * generations gets the first one's answer, which only affects speed). */
-template <typename Kernel> int resident_ctas(Kernel kernel, int threads)
-{
-    int ctas = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, kernel, threads, 0) != cudaSuccess || ctas < 1) {
-        (void)cudaGetLastError(); /* a failed query is not the launch's error */
-        ctas = 1;
-    }
-    return ctas;
-}
-
 /* The host-side choices of a launch (w4a16_gemv_launch). */
 struct launch_shape {
     int m_blocks; /* MB: 8-row blocks of x per CTA, 1 up to M = 8, else 2 */
@@ -405,7 +392,7 @@ cudaError_t launch_persistent(gemv_args a, cudaStream_t stream, const w4a16_laun
 {
     constexpr int ROWS = SPLIT2 ? 8 : 16;
     const auto kernel = gemv_w4_kernel<FMT, T, MB, SPLIT2, WARPS, PREPACKED>;
-    static const int per_sm = resident_ctas(kernel, WARPS * 32);
+    static const int per_sm = w4a16_resident_ctas(kernel, WARPS * 32, 0);
     const int64_t tiles = (a.n + ROWS - 1) / ROWS;
     const int64_t chunks = w4a16_ceil_div(a.m, MB * 8);
     const int64_t resident = (int64_t)per_sm * dev.sms;
