@@ -79,11 +79,13 @@ int choose_config(const w4a16_cuda_gemm_args &a, const device_facts &dev, size_t
      * 10.7 vs 11.3 wide; M = 512: wg m128 13.1 vs 18.0 m256 and 20.4 m64; M = 968: m256
      * 18.5 vs 25.4 m128), not at M = 128 (n64_m32 7.9 vs wg m64 10.3). Past M = 32 the
      * 64-row warpgroup tile, half empty, still leads on the large weights (M = 50:
-     * 16384x2048 17.8 vs 20.5 µs wide, 2048x16384 split 8 20.6 vs 21.9). The switches at
-     * M = 192, 384 and 768 lie between measured points, not on them. */
-    if (dev.wgmma && !small_weight && a.m >= 192)
+     * 16384x2048 17.8 vs 20.5 µs wide, 2048x16384 split 8 20.6 vs 21.9). On the large
+     * weights each tile serves M up to its own extent: one more M tile is one more wave
+     * of CTAs (one per SM), so M = 100 on 16384x2048 took 33.7 µs with the 64-row tile.
+     * The switches at M = 384 and 768 lie between measured points, not on them. */
+    if (dev.wgmma && !small_weight && a.m > 128)
         order[0] = TILE_WG_N128_M256, order[1] = TILE_WG_N128_M128, order[2] = TILE_N128_M128_DECODED;
-    else if (dev.wgmma && !small_weight && a.m >= 128)
+    else if (dev.wgmma && !small_weight && a.m > 64)
         order[0] = TILE_WG_N128_M128, order[1] = TILE_WG_N128_M64, order[2] = TILE_N128_M128_DECODED;
     else if (dev.wgmma && !small_weight && a.m > 32)
         order[0] = TILE_WG_N128_M64, order[1] = TILE_N128_M64_WIDE, order[2] = TILE_N128_M64;
