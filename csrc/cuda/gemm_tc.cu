@@ -863,6 +863,14 @@ cudaError_t launch_with_smem(void (*kernel)(Params...), dim3 grid, bool pdl, cud
     return err;
 }
 
+/* The kernel that runs tile C: the warpgroup, the decoded-tile or the mma.sync one. */
+template <int FMT, typename T, class C> auto tile_kernel()
+{
+    if constexpr (C::WGMMA) return gemm_wgmma_kernel<FMT, T, C>;
+    else if constexpr (C::DECODED) return gemm_tc_decoded_kernel<FMT, T, C>;
+    else return gemm_tc_kernel<FMT, T, C>;
+}
+
 template <int FMT, typename T, class C>
 cudaError_t launch_tile(const tc_args &a, int splits, bool pdl, cudaStream_t stream)
 {
@@ -871,11 +879,9 @@ cudaError_t launch_tile(const tc_args &a, int splits, bool pdl, cudaStream_t str
     if constexpr (C::WGMMA) {
         wgmma_maps maps;
         err = make_wgmma_maps<T, C>(a, &maps);
-        if (err == cudaSuccess) err = launch_with_smem<C>(gemm_wgmma_kernel<FMT, T, C>, grid, pdl, stream, a, maps);
-    } else if constexpr (C::DECODED) {
-        err = launch_with_smem<C>(gemm_tc_decoded_kernel<FMT, T, C>, grid, pdl, stream, a);
+        if (err == cudaSuccess) err = launch_with_smem<C>(tile_kernel<FMT, T, C>(), grid, pdl, stream, a, maps);
     } else {
-        err = launch_with_smem<C>(gemm_tc_kernel<FMT, T, C>, grid, pdl, stream, a);
+        err = launch_with_smem<C>(tile_kernel<FMT, T, C>(), grid, pdl, stream, a);
     }
     if (err == cudaSuccess && splits > 1)
         err = w4a16_launch_after(pdl, reduce_split_k<FMT, T>, w4a16_ceil_div(a.m * a.n, 256), 256, 0, stream, a, splits);
@@ -904,11 +910,7 @@ template <typename F> auto with_tile(int tile_index, F &&f)
 /* CTAs of tile C's kernel that fit on one SM, asked once per kernel */
 template <int FMT, typename T, class C> int tile_resident_ctas()
 {
-    static const int per_sm = [] {
-        if constexpr (C::WGMMA) return w4a16_resident_ctas(gemm_wgmma_kernel<FMT, T, C>, C::THREADS, C::SMEM);
-        else if constexpr (C::DECODED) return w4a16_resident_ctas(gemm_tc_decoded_kernel<FMT, T, C>, C::THREADS, C::SMEM);
-        else return w4a16_resident_ctas(gemm_tc_kernel<FMT, T, C>, C::THREADS, C::SMEM);
-    }();
+    static const int per_sm = w4a16_resident_ctas(tile_kernel<FMT, T, C>(), C::THREADS, C::SMEM);
     return per_sm;
 }
 
