@@ -9,9 +9,10 @@
  * their use, a persistent grid so that no SM waits on a CTA launch or drain,
  * dequantization in registers, and the multiply on tensor cores (mma.sync m16n8k16,
  * SM80 .. SM120) so that the arithmetic per weight stays a handful of integer ops
- * whatever M is. On an H100 it still reaches only ~60% of the copy-rate roofline at
- * M = 1: a profile (benchmarks/NOTES.md) puts the time in the first DRAM round trip, the
- * per-tile barrier and the x loads, with the issue slots ~40% busy.
+ * whatever M is. On an H100 it still reaches only 48-65% of the copy-rate roofline at
+ * M = 1: without the decode and mma it runs near a bare read, and with them the warps
+ * wait mostly on their own dependent instruction chains (issue slots ~40% busy, DRAM
+ * ~36%); more warps or more loads in flight measured slower (benchmarks/NOTES.md).
  *
  * Stage 0 — overlap with the kernel before (SM90 on: programmatic dependent launch). A CTA
  *   may start while the prior kernel on the stream drains; until that one has finished it
