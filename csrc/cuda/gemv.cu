@@ -72,7 +72,7 @@ namespace {
 using gemv_args = kernel_args;
 
 /* Independent accumulator sets per output (overridable for tuning experiments): the mma of
- * a step otherwise form one chain of dependent tensor-core ops, 8 a step (16 for split2).
+ * a step would otherwise form one chain of dependent tensor-core ops, 8 a step (16 for split2).
  * H100, against one set: 2 sets 2-7% faster on 32768x2048, 2048x16384 and 1024x4096 at
  * M = 1..8, no change on 16384x2048; 4 sets no better than 2, and more registers. */
 #ifndef W4A16_GEMV_CHAINS
