@@ -81,12 +81,14 @@ def test_gpu_gemm_shapes_and_any_m(rng, fmt, dtype, n, k, m):
 
 @pytest.mark.parametrize("fmt", ["nvfp4", "int4-g64-asym"])
 @pytest.mark.parametrize("layout", ["canonical", "prepacked"])
-@pytest.mark.parametrize("n,k", [(40009, 256), (16392, 512), (16392, 384)])
-@pytest.mark.parametrize("m", [1, 5, 16])
+@pytest.mark.parametrize("n,k", [(40009, 256), (16392, 512), (16392, 384), (17000, 1024), (4000, 2048)])
+@pytest.mark.parametrize("m", [1, 4, 5, 16])
 def test_gpu_gemm_small_m_tall_weights(rng, fmt, layout, n, k, m):
     """Tall weights give the small-M kernel as many tiles as resident warps: warps own whole
     tiles of 16 rows (N = 40009) or of 8 rows over two K halves (N = 16392, K = 512);
-    K = 384 cannot be halved into super-tiles and takes CTA-shared tiles."""
+    K = 384 cannot be halved into super-tiles and takes CTA-shared tiles. N = 17000, K = 1024
+    (4-warp CTAs) and N = 4000, K = 2048 (8-warp CTAs) take steps of two super-tiles at
+    M <= 4."""
     qw = QUANTIZERS[fmt](random_weight(rng, n, k, torch.bfloat16))
     if layout == "prepacked":
         qw = w4a16.prepack(qw)

@@ -22,8 +22,13 @@
  *   "split2", a split-K that needs no second pass because both halves land in the same
  *   mma tile). The grid is persistent: about as many CTAs as fit on the GPU at once, CTA
  *   c taking tiles c, c + gridDim.y, ...; blockIdx.x walks 16-row chunks of x. Inside a
- *   CTA the WARPS warps split K: warp w takes super-tiles (128 elements of K) w, w + WARPS,
- *   ..., the same number for every warp so that all warps finish a tile together.
+ *   CTA the WARPS warps split K: warp w takes steps w, w + WARPS, ..., the same number for
+ *   every warp so that all warps finish a tile together. A step is one super-tile (128
+ *   elements of K), or two adjacent ones at M <= 4 where K gives every warp a step of
+ *   two: half the per-step work (ring bookkeeping, waits, scale resolution) per byte, and
+ *   two independent decode + mma chains for the compiler to interleave (H100, M = 1,
+ *   16384x2048: 11.2 / 10.6 / 11.0 -> 10.9 / 10.0 / 10.3 µs nvfp4 / mxfp4 / int4; at
+ *   M = 8 it lost up to 4%, the x loads of 8 rows competing in L1).
  *
  * Stage 2 — the load ring. A warp's work is one flat sequence of (tile, super-tile)
  *   steps, of which RING are in flight: the step RING ahead is issued as soon as a slot
@@ -100,7 +105,7 @@ __device__ __forceinline__ void prefetch_tile(const gemv_args &a, int64_t tile, 
 
 /* ---- the kernel ---------------------------------------------------------------------- */
 
-template <int FMT, typename T, int MB, bool SPLIT2, int WARPS, bool PREPACKED>
+template <int FMT, typename T, int MB, bool SPLIT2, int WARPS, bool PREPACKED, int SUB>
 __global__ void __launch_bounds__(WARPS * 32, WARPS == 4 ? W4A16_GEMV_MIN_CTAS_4WARPS : W4A16_GEMV_MIN_CTAS_4WARPS / 2)
 gemv_w4_kernel(gemv_args a)
 {
@@ -110,12 +115,16 @@ gemv_w4_kernel(gemv_args a)
      * shared memory (cp.async), so the ring can be deep without registers: 4 steps, 3 for 8
      * warps with two 8-row blocks of x (48 KiB of static shared memory). Split2 tiles, about
      * one per CTA, gain nothing from depth and keep 2 steps in registers (H100: 2048x16384
-     * M = 4..8 5% slower through shared memory; 32768x2048 M = 1 12% faster). */
+     * M = 4..8 5% slower through shared memory; 32768x2048 M = 1 12% faster). Steps of two
+     * super-tiles keep 2 in flight, the same bytes as 4 single ones (3 or 4 of them: 0-8%
+     * slower on 32768x2048 at M = 1..8). */
+    static_assert(SUB == 1 || (SUB == 2 && !SPLIT2), "steps of two super-tiles: 16-row tiles only");
     constexpr bool RING_IN_SMEM = !SPLIT2;
-    constexpr int RING = !RING_IN_SMEM ? 2 : WARPS == 8 && MB == 2 ? 3 : 4;
+    constexpr int RING = !RING_IN_SMEM ? 2 : SUB == 2 ? 2 : WARPS == 8 && MB == 2 ? 3 : 4;
+    constexpr int STEP_K = SUB * SUPER_K; /* elements of K per warp and step */
     __shared__ uint32_t lut[256];
     __shared__ float partial[2][WARPS][MB * 4][32];
-    __shared__ uint4 ring[RING_IN_SMEM ? RING : 1][2][WARPS * 32];
+    __shared__ uint4 ring[RING_IN_SMEM ? RING : 1][2 * SUB][WARPS * 32];
 
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 
@@ -130,10 +139,10 @@ gemv_w4_kernel(gemv_args a)
     const int64_t m0 = (int64_t)blockIdx.x * (MB * 8);
     const int64_t k_span = SPLIT2 ? a.k / 2 : a.k;
     const int64_t k_h = SPLIT2 ? k_span : 0; /* K offset of the second A row */
-    const uint32_t steps_total = (uint32_t)(k_span / SUPER_K);
+    const uint32_t steps_total = (uint32_t)(k_span / STEP_K);
     const uint32_t steps = (steps_total + WARPS - 1) / WARPS; /* per warp and tile, all warps alike */
     const uint32_t items = (uint32_t)((tiles - blockIdx.y + gridDim.y - 1) / gridDim.y) * steps;
-    const int64_t k_first = warp * SUPER_K + 32 * t; /* this thread's first element of a row */
+    const int64_t k_first = warp * STEP_K + 32 * t; /* this thread's first element of a row */
 
     /* the two A rows of this thread in `tile`: rows g and g+8, or row g over two halves
      * of K; rows past N read row N-1 and are never stored */
@@ -151,23 +160,26 @@ gemv_w4_kernel(gemv_args a)
     /* stage 2: the ring. Slot u holds steps u, u + RING, ...; `issue` loads the next
      * step of the sequence into slot u. Warp-uniform branches only. */
     uint4 qg[RING_IN_SMEM ? 1 : RING], qh[RING_IN_SMEM ? 1 : RING];
-    raw_scale sg[RING], sh[RING];
+    raw_scale sg[RING][SUB], sh[RING][SUB];
     int64_t load_tile = blockIdx.y;
     uint32_t load_step = 0, issued = 0;
     tile_rows<FMT, T> load_rows = rows_of(load_tile);
     auto issue = [&](int u) {
         if (issued < items) {
             if (warp + load_step * WARPS < steps_total) {
-                const uint32_t byte_offset = load_step * (WARPS * SUPER_K / 2);
-                if (RING_IN_SMEM) {
-                    cp_async16(&ring[u][0][threadIdx.x], load_rows.codes_g + byte_offset);
-                    cp_async16(&ring[u][1][threadIdx.x], load_rows.codes_h + byte_offset);
-                } else {
-                    qg[u] = __ldcs(reinterpret_cast<const uint4 *>(load_rows.codes_g + byte_offset));
-                    qh[u] = __ldcs(reinterpret_cast<const uint4 *>(load_rows.codes_h + byte_offset));
+#pragma unroll
+                for (int c = 0; c < SUB; c++) {
+                    const uint32_t byte_offset = load_step * (WARPS * STEP_K / 2) + c * (SUPER_K / 2);
+                    if (RING_IN_SMEM) {
+                        cp_async16(&ring[u][2 * c][threadIdx.x], load_rows.codes_g + byte_offset);
+                        cp_async16(&ring[u][2 * c + 1][threadIdx.x], load_rows.codes_h + byte_offset);
+                    } else {
+                        qg[u] = __ldcs(reinterpret_cast<const uint4 *>(load_rows.codes_g + byte_offset));
+                        qh[u] = __ldcs(reinterpret_cast<const uint4 *>(load_rows.codes_h + byte_offset));
+                    }
+                    sg[u][c] = load_rows.scale_g.load(load_step * WARPS * SUB + c);
+                    sh[u][c] = load_rows.scale_h.load(load_step * WARPS * SUB + c);
                 }
-                sg[u] = load_rows.scale_g.load(load_step * WARPS);
-                sh[u] = load_rows.scale_h.load(load_step * WARPS);
             }
             issued++;
             if (++load_step == steps) {
@@ -206,58 +218,61 @@ gemv_w4_kernel(gemv_args a)
     /* one step: x from L1/L2 (small, reused by every CTA), weights from slot u; word by
      * word of the 16-byte chunks, so that few x and weight pairs are live at once */
     auto compute = [&](int u, uint32_t step) {
-        const uint32_t x_offset = step * (WARPS * SUPER_K);
-        const chunk_scale cs_g = scale_cursor<FMT, T>::resolve(sg[u], lut, a.other_scale_type);
-        const chunk_scale cs_h = scale_cursor<FMT, T>::resolve(sh[u], lut, a.other_scale_type);
-        uint4 codes_g, codes_h;
-        if (RING_IN_SMEM) {
-            cp_async_wait<RING - 1>(); /* slot u's group, the oldest of RING in flight */
-            codes_g = ring[u][0][threadIdx.x];
-            codes_h = ring[u][1][threadIdx.x];
-        } else {
-            codes_g = qg[u];
-            codes_h = qh[u];
-        }
+        if (RING_IN_SMEM) cp_async_wait<RING - 1>(); /* slot u's group, the oldest of RING in flight */
 #pragma unroll
-        for (int r = 0; r < 4; r++) {
-            uint32_t xp[MB][2][4]; /* x pairs of elements 8r .. 8r + 7 of the thread's chunk */
+        for (int c = 0; c < SUB; c++) {
+            const uint32_t x_offset = step * (WARPS * STEP_K) + c * SUPER_K;
+            const chunk_scale cs_g = scale_cursor<FMT, T>::resolve(sg[u][c], lut, a.other_scale_type);
+            const chunk_scale cs_h = scale_cursor<FMT, T>::resolve(sh[u][c], lut, a.other_scale_type);
+            uint4 codes_g, codes_h;
+            if (RING_IN_SMEM) {
+                codes_g = ring[u][2 * c][threadIdx.x];
+                codes_h = ring[u][2 * c + 1][threadIdx.x];
+            } else {
+                codes_g = qg[u];
+                codes_h = qh[u];
+            }
 #pragma unroll
-            for (int b = 0; b < MB; b++)
+            for (int r = 0; r < 4; r++) {
+                uint32_t xp[MB][2][4]; /* x pairs of elements 8r .. 8r + 7 of the thread's chunk */
 #pragma unroll
-                for (int half = 0; half < (SPLIT2 ? 2 : 1); half++) {
-                    const uint4 *src = reinterpret_cast<const uint4 *>(x_rows[b] + x_offset + (half ? k_h : 0));
-                    const uint4 v = __ldg(src + r);
-                    const uint32_t words[4] = {v.x, v.y, v.z, v.w};
-                    if (PREPACKED) { /* the weight pairs are already (k, k+1) pairs */
+                for (int b = 0; b < MB; b++)
 #pragma unroll
-                        for (int j = 0; j < 4; j++) xp[b][half][j] = words[j];
-                    } else {
-                        permute_x_word(words, xp[b][half]);
+                    for (int half = 0; half < (SPLIT2 ? 2 : 1); half++) {
+                        const uint4 *src = reinterpret_cast<const uint4 *>(x_rows[b] + x_offset + (half ? k_h : 0));
+                        const uint4 v = __ldg(src + r);
+                        const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+                        if (PREPACKED) { /* the weight pairs are already (k, k+1) pairs */
+#pragma unroll
+                            for (int j = 0; j < 4; j++) xp[b][half][j] = words[j];
+                        } else {
+                            permute_x_word(words, xp[b][half]);
+                        }
                     }
-                }
-            uint32_t pg[4], ph[4];
-            dequant_chunk_word<FMT, T>(codes_g, r, cs_g, int_xor, pg);
-            dequant_chunk_word<FMT, T>(codes_h, r, cs_h, int_xor, ph);
+                uint32_t pg[4], ph[4];
+                dequant_chunk_word<FMT, T>(codes_g, r, cs_g, int_xor, pg);
+                dequant_chunk_word<FMT, T>(codes_h, r, cs_h, int_xor, ph);
 #pragma unroll
-            for (int i = 0; i < 2; i++) {
-                /* k-tile 2r + i: pairs 2i, 2i+1 of the word (elements {0,4,1,5} or {2,6,3,7}
-                 * in the canonical layout, {0..3} or {4..7} prepacked), x gathered alike */
-                const uint32_t afrag[4] = {pg[2 * i], ph[2 * i], pg[2 * i + 1], ph[2 * i + 1]};
+                for (int i = 0; i < 2; i++) {
+                    /* k-tile 2r + i: pairs 2i, 2i+1 of the word (elements {0,4,1,5} or {2,6,3,7}
+                     * in the canonical layout, {0..3} or {4..7} prepacked), x gathered alike */
+                    const uint32_t afrag[4] = {pg[2 * i], ph[2 * i], pg[2 * i + 1], ph[2 * i + 1]};
 #pragma unroll
-                for (int b = 0; b < MB; b++) {
-                    const uint32_t bg[2] = {xp[b][0][2 * i], xp[b][0][2 * i + 1]};
-                    if (SPLIT2) {
-                        /* rows g and g+8 hold two K halves of one weight row, but an mma
-                         * multiplies all 16 A rows by one B: each half gets its own mma
-                         * with the other half's A registers zeroed, and the epilogue adds
-                         * rows g and g+8. Twice the mma, no cross-CTA reduction. */
-                        const uint32_t bh[2] = {xp[b][1][2 * i], xp[b][1][2 * i + 1]};
-                        const uint32_t ag[4] = {afrag[0], 0u, afrag[2], 0u};
-                        const uint32_t ah[4] = {0u, afrag[1], 0u, afrag[3]};
-                        mma_16816(acc[0][b], ag, bg, T());
-                        mma_16816(acc[CHAINS - 1][b], ah, bh, T());
-                    } else {
-                        mma_16816(acc[(2 * r + i) % CHAINS][b], afrag, bg, T());
+                    for (int b = 0; b < MB; b++) {
+                        const uint32_t bg[2] = {xp[b][0][2 * i], xp[b][0][2 * i + 1]};
+                        if (SPLIT2) {
+                            /* rows g and g+8 hold two K halves of one weight row, but an mma
+                             * multiplies all 16 A rows by one B: each half gets its own mma
+                             * with the other half's A registers zeroed, and the epilogue adds
+                             * rows g and g+8. Twice the mma, no cross-CTA reduction. */
+                            const uint32_t bh[2] = {xp[b][1][2 * i], xp[b][1][2 * i + 1]};
+                            const uint32_t ag[4] = {afrag[0], 0u, afrag[2], 0u};
+                            const uint32_t ah[4] = {0u, afrag[1], 0u, afrag[3]};
+                            mma_16816(acc[0][b], ag, bg, T());
+                            mma_16816(acc[CHAINS - 1][b], ah, bh, T());
+                        } else {
+                            mma_16816(acc[(2 * r + i) % CHAINS][b], afrag, bg, T());
+                        }
                     }
                 }
             }
@@ -388,6 +403,7 @@ struct launch_shape {
     int m_blocks; /* MB: 8-row blocks of x per CTA, 1 up to M = 8, else 2 */
     bool split2;  /* 8-row tiles over two K halves */
     int warps;    /* 4 or 8 per CTA */
+    int sub;      /* super-tiles per warp and step: 1 or 2 */
     const w4a16_launch_facts *dev;
 };
 
@@ -406,11 +422,11 @@ uint32_t prefetch_tiles(const gemv_args &a, int64_t ctas, int64_t rows, size_t l
     return (uint32_t)std::min<int64_t>(std::min<int64_t>(per_cta, rounds), 32);
 }
 
-template <int FMT, typename T, int MB, bool SPLIT2, int WARPS, bool PREPACKED>
+template <int FMT, typename T, int MB, bool SPLIT2, int WARPS, bool PREPACKED, int SUB>
 cudaError_t launch_persistent(gemv_args a, cudaStream_t stream, const w4a16_launch_facts &dev)
 {
     constexpr int ROWS = SPLIT2 ? 8 : 16;
-    const auto kernel = gemv_w4_kernel<FMT, T, MB, SPLIT2, WARPS, PREPACKED>;
+    const auto kernel = gemv_w4_kernel<FMT, T, MB, SPLIT2, WARPS, PREPACKED, SUB>;
     static const int per_sm = w4a16_resident_ctas(kernel, WARPS * 32, 0);
     const int64_t tiles = (a.n + ROWS - 1) / ROWS;
     const int64_t chunks = w4a16_ceil_div(a.m, MB * 8);
@@ -425,8 +441,12 @@ cudaError_t launch_persistent(gemv_args a, cudaStream_t stream, const w4a16_laun
 template <int FMT, typename T, int MB, bool SPLIT2, bool PREPACKED>
 cudaError_t launch_fast(const gemv_args &a, cudaStream_t stream, const launch_shape &ls)
 {
-    if (ls.warps >= 8) return launch_persistent<FMT, T, MB, SPLIT2, 8, PREPACKED>(a, stream, *ls.dev);
-    return launch_persistent<FMT, T, MB, SPLIT2, 4, PREPACKED>(a, stream, *ls.dev);
+    if constexpr (!SPLIT2 && MB == 1) {
+        if (ls.sub == 2 && ls.warps >= 8) return launch_persistent<FMT, T, MB, SPLIT2, 8, PREPACKED, 2>(a, stream, *ls.dev);
+        if (ls.sub == 2) return launch_persistent<FMT, T, MB, SPLIT2, 4, PREPACKED, 2>(a, stream, *ls.dev);
+    }
+    if (ls.warps >= 8) return launch_persistent<FMT, T, MB, SPLIT2, 8, PREPACKED, 1>(a, stream, *ls.dev);
+    return launch_persistent<FMT, T, MB, SPLIT2, 4, PREPACKED, 1>(a, stream, *ls.dev);
 }
 
 template <int FMT, typename T, bool PREPACKED>
@@ -469,6 +489,7 @@ launch_shape choose_shape(const gemv_args &a, const w4a16_launch_facts &dev)
     const int64_t tiles16 = ((a.n + 15) / 16) * chunks;
     ls.split2 = a.k % (2 * SUPER_K) == 0 && tiles16 < sms;
     ls.warps = (ls.split2 ? 2 * tiles16 : tiles16) < 8 * (int64_t)sms ? 8 : 4;
+    ls.sub = !ls.split2 && a.m <= 4 && a.k % (2 * SUPER_K) == 0 && a.k / (2 * SUPER_K) >= ls.warps ? 2 : 1;
     return ls;
 }
 
