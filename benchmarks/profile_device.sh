@@ -2,7 +2,8 @@
 # Nsight Compute profile of one w4a16 kernel on the device (builds for sm_90 first).
 #   [KERNEL=regex:gemm_tc] bash benchmarks/profile_device.sh [profile_gemv.py arguments]
 # KERNEL picks the kernel by name (default: the small-M kernel); STALLS=1 prints the stall
-# reasons per issued instruction and the pipe mix instead of the sections.
+# reasons per issued instruction, the pipe mix and the shared-memory wavefronts and bank
+# conflicts of loads and stores instead of the sections.
 set -uo pipefail
 W4A16_CUDA_ARCHS=90 python3 -m pip install --no-build-isolation --no-deps -q . > /tmp/build.log 2>&1 || { tail -50 /tmp/build.log; exit 1; }
 cd /tmp
@@ -16,7 +17,9 @@ if [ -n "${STALLS:-}" ]; then
     metrics="${metrics#,},smsp__inst_executed.sum,smsp__inst_executed_pipe_tensor.sum,smsp__inst_executed_pipe_alu.sum"
     metrics="$metrics,smsp__inst_executed_pipe_fma.sum,smsp__inst_executed_pipe_lsu.sum,sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_active"
     metrics="$metrics,sm__pipe_alu_cycles_active.avg.pct_of_peak_sustained_active,sm__pipe_fma_cycles_active.avg.pct_of_peak_sustained_active"
-    metrics="$metrics,l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum,smsp__cycles_active.avg,gpu__time_duration.sum"
+    metrics="$metrics,l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_ld.sum,l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_st.sum"
+    metrics="$metrics,l1tex__data_pipe_lsu_wavefronts_mem_shared_op_ld.sum,l1tex__data_pipe_lsu_wavefronts_mem_shared_op_st.sum"
+    metrics="$metrics,smsp__cycles_active.avg,gpu__time_duration.sum"
     ncu -k "${KERNEL:-regex:gemv_w4}" --launch-skip 2 --launch-count 1 --metrics "$metrics" \
         python3 "$OLDPWD/benchmarks/profile_gemv.py" "$@" 2>&1 | grep -E "^\s+(smsp|sm__|l1tex|gpu__)|gemm_tc|gemv_w4"
     exit 0
