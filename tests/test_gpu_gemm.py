@@ -87,8 +87,8 @@ def test_gpu_gemm_small_m_tall_weights(rng, fmt, layout, n, k, m):
     """Tall weights give the small-M kernel as many tiles as resident warps: warps own whole
     tiles of 16 rows (N = 40009) or of 8 rows over two K halves (N = 16392, K = 512);
     K = 384 cannot be halved into super-tiles and takes CTA-shared tiles. N = 17000, K = 1024
-    (4-warp CTAs) and N = 4000, K = 2048 (8-warp CTAs) take steps of two super-tiles at
-    M <= 4."""
+    (4-warp CTAs on a 132-SM H100) and N = 4000, K = 2048 (8-warp CTAs) take steps of two
+    super-tiles at M <= 4."""
     qw = QUANTIZERS[fmt](random_weight(rng, n, k, torch.bfloat16))
     if layout == "prepacked":
         qw = w4a16.prepack(qw)

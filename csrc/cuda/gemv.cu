@@ -30,12 +30,13 @@
  *   16384x2048: 11.2 / 10.6 / 11.0 -> 10.9 / 10.0 / 10.3 µs nvfp4 / mxfp4 / int4; at
  *   M = 8 it lost up to 4%, the x loads of 8 rows competing in L1).
  *
- * Stage 2 — the load ring. A warp's work is one flat sequence of (tile, super-tile)
- *   steps, of which RING are in flight: the step RING ahead is issued as soon as a slot
- *   is consumed, across tile boundaries, so the loads of the next tile are in flight while
+ * Stage 2 — the load ring. A warp's work is one flat sequence of (tile, step) pairs, of
+ *   which RING are in flight: the step RING ahead is issued as soon as a slot is
+ *   consumed, across tile boundaries, so the loads of the next tile are in flight while
  *   this one is reduced and stored. With 16-row tiles each thread copies its 32 bytes of
- *   codes into its own part of a shared-memory slot (cp.async, one group per slot), so the
- *   bytes in flight do not cost registers; the scales, 2 bytes a row, go to registers.
+ *   codes per super-tile into its own part of a shared-memory slot (cp.async, one group
+ *   per slot), so the bytes in flight do not cost registers; the scales, 2 bytes a row and
+ *   super-tile, go to registers.
  *
  * Stage 3 — the operand mapping. Weights are the mma's A operand (rows = n), x is B
  *   (columns = m). A super-tile is covered by the 4 threads of a quad: thread t of quad g
