@@ -102,6 +102,25 @@ def test_gpu_gemm_small_m_tall_weights(rng, fmt, layout, n, k, m):
     assert rel_err(y, ref) <= 2 * rel_err(torch_y, ref) + 1e-6
 
 
+@pytest.mark.parametrize("fmt", list(QUANTIZERS))
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("n,k", [(4000, 2048), (17000, 1024)])
+@pytest.mark.parametrize("m", [1, 3])
+def test_gpu_gemm_steps_of_two_super_tiles(rng, fmt, dtype, n, k, m):
+    """At M <= 4 the small-M kernel takes two super-tiles per warp and step where K allows
+    (8-warp CTAs for N = 4000, 4-warp CTAs for N = 17000 on a 132-SM H100): every format's
+    scales must follow the second super-tile, in both layouts."""
+    qw = QUANTIZERS[fmt](random_weight(rng, n, k, dtype))
+    x = torch.from_numpy(rng.standard_normal((m, k)).astype(np.float32)).cuda().to(dtype)
+    ref = reference(x, qw)
+    torch_y = x @ qw.dequantize(str(dtype).removeprefix("torch.")).T
+    for weights in (qw, w4a16.prepack(qw)):
+        out = torch.full((m, n), float("nan"), device="cuda", dtype=dtype)  # poisoned
+        y = w4a16.gemm(x, weights, out=out, config=0)  # config 0: the small-M kernel
+        assert torch.isfinite(y).all()
+        assert rel_err(y, ref) <= 2 * rel_err(torch_y, ref) + 1e-6
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_gpu_gemm_generic_path(rng, dtype):
     # K = 80 is not a multiple of 128 and x starts 2 bytes off a 16-byte boundary: the
