@@ -21,7 +21,7 @@ if [ -n "${STALLS:-}" ]; then
     metrics="$metrics,l1tex__data_pipe_lsu_wavefronts_mem_shared_op_ld.sum,l1tex__data_pipe_lsu_wavefronts_mem_shared_op_st.sum"
     metrics="$metrics,smsp__cycles_active.avg,gpu__time_duration.sum"
     ncu -k "${KERNEL:-regex:gemv_w4}" --launch-skip 2 --launch-count 1 --metrics "$metrics" \
-        python3 "$OLDPWD/benchmarks/profile_gemv.py" "$@" 2>&1 | grep -E "^\s+(smsp|sm__|l1tex|gpu__)|gemm_tc|gemv_w4"
+        python3 "$OLDPWD/benchmarks/profile_gemv.py" "$@" 2>&1 | grep -E "^\s+(smsp|sm__|l1tex|gpu__)|gemm_tc|gemm_wgmma|gemv_w4"
     exit 0
 fi
 ncu -k "${KERNEL:-regex:gemv_w4}" --launch-skip 2 --launch-count 1 \
