@@ -108,14 +108,56 @@ def test_split_k_needs_its_workspace(rng):
         w4a16._C.gemm(x, weight, None, 1.0, y, stream, split, torch.empty(need - 4, dtype=torch.uint8, device="cuda"))
 
 
-def test_default_dispatch_leaves_a_full_grid_unsplit(rng):
+def launched_grids(fn, tmp_path) -> dict[str, list[int]]:
+    """{kernel name: grid} of the CUDA kernels `fn` launches, from torch's profiler trace."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    trace = tmp_path / "trace.json"
+    prof.export_chrome_trace(str(trace))
+    events = json.loads(trace.read_text())["traceEvents"]
+    return {e["name"]: e["args"]["grid"] for e in events if e.get("cat") == "kernel"}
+
+
+def test_default_dispatch_leaves_a_full_grid_unsplit(rng, tmp_path):
     """With at least one output tile per SM the default choice splits no K (on SM 9.0 a
-    waves-over-split rule once took split 8 for 768 tiles: 5x slower than unsplit)."""
+    waves-over-split rule once took split 8 for 768 tiles: 5x slower than unsplit). The
+    warpgroup kernel's split needs no workspace (it adds up in a cluster), so the test
+    reads the grid the kernel ran with."""
     n, k, m = 16384, 512, 1536  # 6 x 128 tiles of 256 x 128, or more of smaller tiles
     assert (m // 256) * (n // 128) >= torch.cuda.get_device_properties(0).multi_processor_count
     qw = w4a16.prepack(w4a16.quantize_nvfp4(random_weight(rng, n, k, torch.bfloat16)))
     x = random_x(rng, m, k, torch.bfloat16)
     assert w4a16._C.gemm_workspace(x, qw.c_weight(), w4a16._C.GEMM_AUTO) == 0
+    grids = launched_grids(lambda: w4a16.gemm(x, qw), tmp_path)
+    gemms = {name: grid for name, grid in grids.items() if "gemm_" in name}
+    assert len(gemms) == 1 and "reduce_split_k" not in " ".join(grids), grids
+    assert list(gemms.values())[0][2] == 1, gemms
+
+
+@pytest.mark.parametrize("m", [40, 200])
+def test_warpgroup_split_in_a_cluster_or_through_the_workspace(rng, tmp_path, m):
+    """A K split of the warpgroup kernel adds up either in a thread-block cluster (one
+    kernel, no workspace) or through partial sums (a workspace and reduce_split_k): each
+    split config against float64, with bias, alpha and a ragged N and M; split 2 takes
+    the cluster."""
+    if torch.cuda.get_device_capability() != (9, 0) or not any("_wg_" in c for c in TC_CONFIGS):
+        pytest.skip("the warpgroup (wgmma) configs run on SM 9.0 only")
+    n, k = 300, 4096
+    qw = w4a16.prepack(w4a16.quantize_nvfp4(random_weight(rng, n, k, torch.bfloat16)))
+    x, bias = random_x(rng, m, k, torch.bfloat16), random_x(rng, 1, n, torch.bfloat16)[0]
+    for config in [c for c in TC_CONFIGS if "_wg_" in c and not c.endswith("_split1")]:
+        workspace = w4a16._C.gemm_workspace(x, qw.c_weight(), w4a16.gemm_configs().index(config))
+        assert workspace in (0, int(config[-1]) * m * n * 4), (config, workspace)
+        assert workspace == 0 or not config.endswith("_split2"), config
+        out = torch.full((m, n), float("nan"), device="cuda", dtype=torch.bfloat16)
+        grids = launched_grids(lambda: w4a16.gemm(x, qw, bias=bias, alpha=0.5, out=out, config=config), tmp_path)
+        assert [g[2] for name, g in grids.items() if "gemm_wgmma" in name] == [int(config[-1])], (config, grids)
+        assert any("reduce_split_k" in name for name in grids) == (workspace > 0), (config, grids)
+        ours, theirs = errors(x, qw, out, bias, 0.5)
+        assert torch.isfinite(out).all() and ours <= 2 * theirs + 1e-6, (config, ours, theirs)
 
 
 def test_tc_gemm_in_a_cuda_graph_and_on_a_side_stream(rng):

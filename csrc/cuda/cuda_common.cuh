@@ -146,22 +146,44 @@ static inline bool w4a16_device_has_wgmma(int device)
 }
 
 /* kernel<<<grid, block, smem, stream>>>(args...), as a programmatic dependent launch when
- * `pdl` (the device has it, see w4a16_device_has_pdl). */
+ * `pdl` (the device has it, see w4a16_device_has_pdl), with the grid's z dimension in
+ * thread-block clusters of `cluster_z` CTAs when that is more than 1 (SM90 on): the
+ * hardware runs a cluster's CTAs at once on one GPC, and they can read each other's
+ * shared memory (distributed shared memory). */
 template <typename... Params, typename... Args>
-static cudaError_t w4a16_launch_after(bool pdl, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
-                                      cudaStream_t stream, Args... args)
+static cudaError_t w4a16_launch_clusters(bool pdl, unsigned cluster_z, void (*kernel)(Params...), dim3 grid, dim3 block,
+                                         size_t smem, cudaStream_t stream, Args... args)
 {
-    cudaLaunchAttribute attribute;
-    attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attribute.val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchAttribute attributes[2];
+    unsigned count = 0;
+    if (pdl) {
+        attributes[count].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        attributes[count].val.programmaticStreamSerializationAllowed = 1;
+        count++;
+    }
+    if (cluster_z > 1) {
+        attributes[count].id = cudaLaunchAttributeClusterDimension;
+        attributes[count].val.clusterDim.x = 1;
+        attributes[count].val.clusterDim.y = 1;
+        attributes[count].val.clusterDim.z = cluster_z;
+        count++;
+    }
     cudaLaunchConfig_t config = {};
     config.gridDim = grid;
     config.blockDim = block;
     config.dynamicSmemBytes = smem;
     config.stream = stream;
-    config.attrs = &attribute;
-    config.numAttrs = pdl ? 1 : 0;
+    config.attrs = attributes;
+    config.numAttrs = count;
     return cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...);
+}
+
+/* the same without clusters */
+template <typename... Params, typename... Args>
+static cudaError_t w4a16_launch_after(bool pdl, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
+                                      cudaStream_t stream, Args... args)
+{
+    return w4a16_launch_clusters(pdl, 1u, kernel, grid, block, smem, stream, args...);
 }
 
 /* CTAs of `kernel` (launched with `threads` threads and `smem` bytes of dynamic shared

@@ -10,7 +10,8 @@
  *   along K and add their sums at the end. blockIdx.x walks the M tiles, so the CTAs
  *   that share a weight tile run together and read it from DRAM once; blockIdx.z splits
  *   K across CTAs when the grid would otherwise leave SMs idle (fp32 partial sums in the
- *   caller's workspace, added by reduce_split_k).
+ *   caller's workspace, added by reduce_split_k; the warpgroup kernel's split 2 adds up
+ *   in a thread-block cluster instead, reduce_tile_in_cluster).
  *
  * Stage 2 — the pipeline. STAGES shared-memory buffers, each holding the weight tile
  *   [BN rows][BK/2 bytes] and the x tile [BM rows][BK], filled by 16-byte cp.async
@@ -162,38 +163,47 @@ template <class C> struct stage_copier {
     }
 };
 
-/* Stage 5, the output of a CTA (every kernel): the accumulators acc[f][jm] of warp
- * (wn, wm) (when `owner`; the k-warps that added theirs in do not) times alpha, 2^10 and
- * the NVFP4 global scale, plus bias, rounded to 16 bits -- or, with split-K, the fp32
- * partial sums -- staged in shared memory as rows of y and written with 16-byte stores. */
+/* Stage 5, the output of a CTA (every kernel), in two steps. First the accumulators
+ * acc[f][jm] of warp (wn, wm) go to shared memory as rows of the tile [BM][OUT_PITCH]:
+ * times alpha, 2^10 and the NVFP4 global scale, plus bias, rounded to 16 bits -- or, as
+ * `sums` (a K split), the fp32 sums as they are. */
+template <int FMT, typename T, class C>
+__device__ __forceinline__ void stage_tile(const tc_args &a, const float (&acc)[C::FN][C::FM][4], uint8_t *out, int wn,
+                                           int wm, bool sums)
+{
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int64_t n0 = (int64_t)blockIdx.y * C::BN;
+    const float factor = sums ? 1.0f : epilogue_factor<FMT>(a.alpha, a.global_scale);
+    const uint16_t *bias = static_cast<const uint16_t *>(a.bias);
+#pragma unroll
+    for (int f = 0; f < C::FN; f++)
+#pragma unroll
+        for (int jm = 0; jm < C::FM; jm++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                /* accumulator e: row g (+8 for e >= 2) of tile f, column 2t + (e & 1) of block jm */
+                const int nl = wn * 16 * C::FN + 16 * f + g + 8 * (e >> 1);
+                const int ml = wm * C::FM * 8 + 8 * jm + 2 * t + (e & 1);
+                float v = acc[f][jm][e] * factor;
+                if (sums) {
+                    reinterpret_cast<float *>(out)[ml * C::OUT_PITCH + nl] = v;
+                } else {
+                    if (bias && n0 + nl < a.n) v += bits16<T>::to_float(bias[n0 + nl]);
+                    reinterpret_cast<uint16_t *>(out)[ml * C::OUT_PITCH + nl] = bits16<T>::from_float(v);
+                }
+            }
+}
+
+/* Then the staged tile goes out with 16-byte stores of whole rows: to y, or with a K
+ * split to the caller's workspace, fp32 partial sums that reduce_split_k adds. Only the
+ * `owner` warps stage (the k-warps that added theirs into them do not). */
 template <int FMT, typename T, class C>
 __device__ __forceinline__ void store_tile(const tc_args &a, const float (&acc)[C::FN][C::FM][4], uint8_t *out, int wn,
                                            int wm, bool owner)
 {
-    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const bool split = gridDim.z > 1;
     const int64_t m0 = (int64_t)blockIdx.x * C::BM, n0 = (int64_t)blockIdx.y * C::BN;
-    if (owner) {
-        const float factor = split ? 1.0f : epilogue_factor<FMT>(a.alpha, a.global_scale);
-        const uint16_t *bias = static_cast<const uint16_t *>(a.bias);
-#pragma unroll
-        for (int f = 0; f < C::FN; f++)
-#pragma unroll
-            for (int jm = 0; jm < C::FM; jm++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    /* accumulator e: row g (+8 for e >= 2) of tile f, column 2t + (e & 1) of block jm */
-                    const int nl = wn * 16 * C::FN + 16 * f + g + 8 * (e >> 1);
-                    const int ml = wm * C::FM * 8 + 8 * jm + 2 * t + (e & 1);
-                    float v = acc[f][jm][e] * factor;
-                    if (split) {
-                        reinterpret_cast<float *>(out)[ml * C::OUT_PITCH + nl] = v;
-                    } else {
-                        if (bias && n0 + nl < a.n) v += bits16<T>::to_float(bias[n0 + nl]);
-                        reinterpret_cast<uint16_t *>(out)[ml * C::OUT_PITCH + nl] = bits16<T>::from_float(v);
-                    }
-                }
-    }
+    if (owner) stage_tile<FMT, T, C>(a, acc, out, wn, wm, split);
     __syncthreads();
     /* 16-byte stores of whole rows of the tile */
     const int elems = split ? 4 : 8; /* per 16-byte chunk */
@@ -639,6 +649,55 @@ template <class C> __device__ __forceinline__ decode_slot decode_slot_of(int tid
     return decode_slot{(tid >> 5) * 8 + (quarter >> 1) * 4 + (j >> 1), (j & 1) + 2 * ((j >> 2) ^ (quarter & 1))};
 }
 
+#if W4A16_HAVE_WGMMA
+/* The warpgroup kernel's K split: the gridDim.z CTAs of one output tile run as a
+ * thread-block cluster. Each stages its fp32 sums in its own shared memory; after the
+ * cluster barrier CTA r adds up the r-th share of the tile's rows of 8 outputs from all of
+ * them (distributed shared memory, 16-byte loads), applies the epilogue factor and bias
+ * and writes those outputs of y; the second barrier keeps every CTA's shared memory
+ * alive until the others have read it. The partial sums never leave the GPC: the
+ * workspace round trip and the second kernel of reduce_split_k (10 µs of 120 on
+ * 2048x16384 at M = 968, H100) are gone. Used for split 2 (splits_in_cluster). */
+template <int FMT, typename T, class C>
+__device__ __forceinline__ void reduce_tile_in_cluster(const tc_args &a, const float (&acc)[C::FN][C::FM][4],
+                                                       uint8_t *out, int wn)
+{
+    stage_tile<FMT, T, C>(a, acc, out, wn, 0, true);
+    cluster_sync();
+    const int64_t m0 = (int64_t)blockIdx.x * C::BM, n0 = (int64_t)blockIdx.y * C::BN;
+    const uint32_t splits = gridDim.z, rank = cluster_rank();
+    const float factor = epilogue_factor<FMT>(a.alpha, a.global_scale);
+    const uint16_t *bias = static_cast<const uint16_t *>(a.bias);
+    const bool vector = a.n % 8 == 0;
+    constexpr int UNITS_ROW = C::BN / 8;
+    /* CTA r takes units r * THREADS + i + j * splits * THREADS: 4 KiB runs of y per CTA */
+    for (int u = (int)rank * C::THREADS + threadIdx.x; u < C::BM * UNITS_ROW; u += (int)splits * C::THREADS) {
+        const int row = u / UNITS_ROW, col = (u % UNITS_ROW) * 8;
+        const int64_t m = m0 + row, n = n0 + col;
+        if (m >= a.m || n >= a.n) continue;
+        const float *src = reinterpret_cast<const float *>(out) + row * C::OUT_PITCH + col;
+        float v[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+        for (uint32_t z = 0; z < splits; z++) {
+            const float4 lo = load_cluster_float4(src, z), hi = load_cluster_float4(src + 4, z);
+            v[0] += lo.x, v[1] += lo.y, v[2] += lo.z, v[3] += lo.w;
+            v[4] += hi.x, v[5] += hi.y, v[6] += hi.z, v[7] += hi.w;
+        }
+        uint16_t h[8];
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            float r = v[e] * factor;
+            if (bias && n + e < a.n) r += bits16<T>::to_float(bias[n + e]);
+            h[e] = bits16<T>::from_float(r);
+        }
+        uint16_t *dst = static_cast<uint16_t *>(a.y) + m * a.n + n;
+        if (vector) *reinterpret_cast<uint4 *>(dst) = *reinterpret_cast<const uint4 *>(h);
+        else
+            for (int e = 0; e < 8 && n + e < a.n; e++) dst[e] = h[e];
+    }
+    cluster_sync();
+}
+#endif
+
 template <int FMT, typename T, class C>
 __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const __grid_constant__ wgmma_maps maps)
 {
@@ -757,7 +816,8 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
     }
 
     __syncthreads(); /* every copy was waited for; the pipeline buffers become the output staging area */
-    store_tile<FMT, T, C>(a, acc, smem, warp, 0, true);
+    if (gridDim.z > 1 && a.partials == nullptr) reduce_tile_in_cluster<FMT, T, C>(a, acc, smem, warp);
+    else store_tile<FMT, T, C>(a, acc, smem, warp, 0, true);
 #else
     (void)maps;
     __trap(); /* not built for sm_90a: the host never launches it (w4a16_tc_unsupported) */
@@ -878,10 +938,12 @@ template <typename T, class C> cudaError_t make_wgmma_maps(const tc_args &a, wgm
 /* One tile kernel's launch with C::SMEM bytes of dynamic shared memory: beyond 48 KiB
  * that is opt-in per kernel, and setting it is a cheap host call. */
 template <class C, typename... Params, typename... Args>
-cudaError_t launch_with_smem(void (*kernel)(Params...), dim3 grid, bool pdl, cudaStream_t stream, Args... args)
+cudaError_t launch_with_smem(void (*kernel)(Params...), dim3 grid, unsigned cluster_z, bool pdl, cudaStream_t stream,
+                             Args... args)
 {
     cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
-    if (err == cudaSuccess) err = w4a16_launch_after(pdl, kernel, grid, dim3(C::THREADS), C::SMEM, stream, args...);
+    if (err == cudaSuccess)
+        err = w4a16_launch_clusters(pdl, cluster_z, kernel, grid, dim3(C::THREADS), C::SMEM, stream, args...);
     return err;
 }
 
@@ -893,19 +955,32 @@ template <int FMT, typename T, class C> auto tile_kernel()
     else return gemm_tc_kernel<FMT, T, C>;
 }
 
+/* Whether a K split of `splits` adds up in a thread-block cluster (reduce_tile_in_cluster)
+ * rather than through partial sums in the workspace and reduce_split_k: the warpgroup
+ * kernel's split 2. Its CTAs take one SM each, and clusters of 4 or 8 such CTAs do not all
+ * find their SMs at once (H100, 2048x16384 nvfp4, split 4 in clusters vs partial sums:
+ * M = 256 m128 tile 72.4 vs 40.8 µs, M = 968 m256 tile 174.1 vs 124.6; split 8: M = 128
+ * 49.7 vs 24.7), while pairs do: M = 968 m256 split 2 116.0 -> 103.8 µs. */
+bool splits_in_cluster(bool wgmma, int splits) { return wgmma && splits == 2; }
+
 template <int FMT, typename T, class C>
 cudaError_t launch_tile(const tc_args &a, int splits, bool pdl, cudaStream_t stream)
 {
     const dim3 grid(w4a16_ceil_div(a.m, C::BM), w4a16_ceil_div(a.n, C::BN), (unsigned)splits);
+    const bool cluster = splits_in_cluster(C::WGMMA, splits);
+    tc_args args = a;
+    if (cluster) args.partials = nullptr; /* what tells the kernel to add up in its cluster */
     cudaError_t err;
     if constexpr (C::WGMMA) {
         wgmma_maps maps;
-        err = make_wgmma_maps<T, C>(a, &maps);
-        if (err == cudaSuccess) err = launch_with_smem<C>(tile_kernel<FMT, T, C>(), grid, pdl, stream, a, maps);
+        err = make_wgmma_maps<T, C>(args, &maps);
+        if (err == cudaSuccess)
+            err = launch_with_smem<C>(tile_kernel<FMT, T, C>(), grid, cluster ? (unsigned)splits : 1u, pdl, stream, args,
+                                      maps);
     } else {
-        err = launch_with_smem<C>(tile_kernel<FMT, T, C>(), grid, pdl, stream, a);
+        err = launch_with_smem<C>(tile_kernel<FMT, T, C>(), grid, 1u, pdl, stream, args);
     }
-    if (err == cudaSuccess && splits > 1)
+    if (err == cudaSuccess && splits > 1 && !cluster)
         err = w4a16_launch_after(pdl, reduce_split_k<FMT, T>, w4a16_ceil_div(a.m * a.n, 256), 256, 0, stream, a, splits);
     return err;
 }
@@ -995,7 +1070,8 @@ const char *w4a16_tc_unsupported(const w4a16_cuda_gemm_args &a, const w4a16_tc_s
 
 size_t w4a16_tc_workspace_bytes(const w4a16_cuda_gemm_args &a, const w4a16_tc_shape &shape)
 {
-    return shape.split_k > 1 ? (size_t)shape.split_k * (size_t)a.m * (size_t)a.n * sizeof(float) : 0;
+    const bool partials = shape.split_k > 1 && !splits_in_cluster(shape.wgmma, shape.split_k);
+    return partials ? (size_t)shape.split_k * (size_t)a.m * (size_t)a.n * sizeof(float) : 0;
 }
 
 cudaError_t w4a16_tc_launch(const w4a16_cuda_gemm_args &args, int index, void *workspace, const w4a16_launch_facts &dev,

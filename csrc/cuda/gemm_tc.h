@@ -27,7 +27,7 @@ struct w4a16_tc_shape {
     int bn, bm, bk;   /* CTA tile: weight rows, x rows, K per pipeline stage */
     int warps;
     int stages;
-    int split_k;      /* CTAs along K (1: none; >1 needs a workspace, see w4a16_tc_workspace_bytes) */
+    int split_k;      /* CTAs along K (1: none; >1 may need a workspace, see w4a16_tc_workspace_bytes) */
     size_t smem;      /* dynamic shared memory per CTA */
     bool wgmma;       /* Hopper's warpgroup MMA: SM 9.0 and an sm_90a build only */
 };
@@ -42,7 +42,8 @@ bool w4a16_tc_shape_at(int index, w4a16_tc_shape *shape);
 const char *w4a16_tc_unsupported(const w4a16_cuda_gemm_args &a, const w4a16_tc_shape &shape, size_t max_smem,
                                  bool has_wgmma);
 
-/* Bytes of workspace the shape needs for `a` (the fp32 partial sums of split-K). */
+/* Bytes of workspace the shape needs for `a`: the fp32 partial sums of a K split, except
+ * where the split adds up in a thread-block cluster (0). */
 size_t w4a16_tc_workspace_bytes(const w4a16_cuda_gemm_args &a, const w4a16_tc_shape &shape);
 
 /* CTAs of configuration `index`'s kernel for a's format and x dtype that fit on one SM of

@@ -1,8 +1,9 @@
 /*
  * wgmma.cuh — the Hopper (sm_90a) pieces the large-M kernel of gemm_tc.cu uses:
  * shared-memory matrix descriptors, the fences, wgmma.mma_async m64nNk16 with both
- * operands in shared memory and fp32 accumulators, and the tensor-memory-accelerator
- * (TMA) copies with the mbarriers they complete on.
+ * operands in shared memory and fp32 accumulators, the tensor-memory-accelerator (TMA)
+ * copies with the mbarriers they complete on, and the cluster barrier and distributed
+ * shared-memory loads of its K split.
  *
  * The instructions here exist only where __CUDA_ARCH_FEAT_SM90_ALL is defined (nvcc for
  * sm_90a); other targets see W4A16_HAVE_WGMMA == 0 and the kernel that uses them
@@ -173,6 +174,36 @@ __device__ __forceinline__ void tma_load_2d(void *dst, const void *map, uint64_t
                  ::"r"(shared_address(dst)), "l"(reinterpret_cast<uint64_t>(map)), "r"(shared_address(bar)), "r"(inner),
                  "r"(outer)
                  : "memory");
+}
+
+/* ---- thread-block clusters: the barrier and distributed shared memory ------------------ */
+
+/* every thread of every CTA of the cluster arrives, and waits for all of them: the
+ * shared-memory writes before it (release) are visible to the reads after it (acquire) */
+__device__ __forceinline__ void cluster_sync()
+{
+    asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+}
+
+__device__ __forceinline__ uint32_t cluster_rank()
+{
+    uint32_t rank;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(rank));
+    return rank;
+}
+
+/* 16 bytes at `p` (this CTA's shared memory) in the shared memory of CTA `rank` of the
+ * cluster, i.e. at the same offset there */
+__device__ __forceinline__ float4 load_cluster_float4(const void *p, uint32_t rank)
+{
+    uint32_t remote;
+    float4 v;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(shared_address(p)), "r"(rank));
+    asm volatile("ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];\n"
+                 : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+                 : "r"(remote)
+                 : "memory");
+    return v;
 }
 
 #endif /* W4A16_HAVE_WGMMA */
