@@ -320,6 +320,16 @@ __device__ __forceinline__ float epilogue_factor(float alpha, const float *globa
     return f;
 }
 
+/* One output of y: an fp32 sum times the epilogue factor, plus bias[n] when there is a
+ * bias (null: none, and callers pass null for rows past N), rounded to T's 16 bits. */
+template <typename T>
+__device__ __forceinline__ uint16_t output_bits(float sum, float factor, const void *bias, int64_t n)
+{
+    float v = sum * factor;
+    if (bias) v += bits16<T>::to_float(static_cast<const uint16_t *>(bias)[n]);
+    return bits16<T>::from_float(v);
+}
+
 } // namespace
 
 #endif /* W4A16_DEQUANT_CUH */

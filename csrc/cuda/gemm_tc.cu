@@ -174,7 +174,6 @@ __device__ __forceinline__ void stage_tile(const tc_args &a, const float (&acc)[
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int64_t n0 = (int64_t)blockIdx.y * C::BN;
     const float factor = sums ? 1.0f : epilogue_factor<FMT>(a.alpha, a.global_scale);
-    const uint16_t *bias = static_cast<const uint16_t *>(a.bias);
 #pragma unroll
     for (int f = 0; f < C::FN; f++)
 #pragma unroll
@@ -184,13 +183,11 @@ __device__ __forceinline__ void stage_tile(const tc_args &a, const float (&acc)[
                 /* accumulator e: row g (+8 for e >= 2) of tile f, column 2t + (e & 1) of block jm */
                 const int nl = wn * 16 * C::FN + 16 * f + g + 8 * (e >> 1);
                 const int ml = wm * C::FM * 8 + 8 * jm + 2 * t + (e & 1);
-                float v = acc[f][jm][e] * factor;
-                if (sums) {
-                    reinterpret_cast<float *>(out)[ml * C::OUT_PITCH + nl] = v;
-                } else {
-                    if (bias && n0 + nl < a.n) v += bits16<T>::to_float(bias[n0 + nl]);
-                    reinterpret_cast<uint16_t *>(out)[ml * C::OUT_PITCH + nl] = bits16<T>::from_float(v);
-                }
+                if (sums)
+                    reinterpret_cast<float *>(out)[ml * C::OUT_PITCH + nl] = acc[f][jm][e];
+                else
+                    reinterpret_cast<uint16_t *>(out)[ml * C::OUT_PITCH + nl] =
+                        output_bits<T>(acc[f][jm][e], factor, n0 + nl < a.n ? a.bias : nullptr, n0 + nl);
             }
 }
 
@@ -667,7 +664,6 @@ __device__ __forceinline__ void reduce_tile_in_cluster(const tc_args &a, const f
     const int64_t m0 = (int64_t)blockIdx.x * C::BM, n0 = (int64_t)blockIdx.y * C::BN;
     const uint32_t splits = gridDim.z, rank = cluster_rank();
     const float factor = epilogue_factor<FMT>(a.alpha, a.global_scale);
-    const uint16_t *bias = static_cast<const uint16_t *>(a.bias);
     const bool vector = a.n % 8 == 0;
     constexpr int UNITS_ROW = C::BN / 8;
     /* CTA r takes units r * THREADS + i + j * splits * THREADS: 4 KiB runs of y per CTA */
@@ -684,11 +680,7 @@ __device__ __forceinline__ void reduce_tile_in_cluster(const tc_args &a, const f
         }
         uint16_t h[8];
 #pragma unroll
-        for (int e = 0; e < 8; e++) {
-            float r = v[e] * factor;
-            if (bias && n + e < a.n) r += bits16<T>::to_float(bias[n + e]);
-            h[e] = bits16<T>::from_float(r);
-        }
+        for (int e = 0; e < 8; e++) h[e] = output_bits<T>(v[e], factor, n + e < a.n ? a.bias : nullptr, n + e);
         uint16_t *dst = static_cast<uint16_t *>(a.y) + m * a.n + n;
         if (vector) *reinterpret_cast<uint4 *>(dst) = *reinterpret_cast<const uint4 *>(h);
         else
@@ -834,9 +826,7 @@ __global__ void reduce_split_k(tc_args a, int splits)
     if (i >= a.m * a.n) return;
     float v = 0.0f;
     for (int z = 0; z < splits; z++) v += a.partials[z * a.m * a.n + i];
-    v *= epilogue_factor<FMT>(a.alpha, a.global_scale);
-    if (a.bias) v += bits16<T>::to_float(static_cast<const uint16_t *>(a.bias)[i % a.n]);
-    static_cast<uint16_t *>(a.y)[i] = bits16<T>::from_float(v);
+    static_cast<uint16_t *>(a.y)[i] = output_bits<T>(v, epilogue_factor<FMT>(a.alpha, a.global_scale), a.bias, i % a.n);
 }
 
 /* ---- the tile shapes ------------------------------------------------------------------ */

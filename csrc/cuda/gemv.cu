@@ -287,9 +287,7 @@ gemv_w4_kernel(gemv_args a)
         const int64_t n = tile * ROWS + l / 4 + (SPLIT2 ? 0 : 8 * (j / 2));
         const int64_t m = m0 + 8 * b + 2 * (l % 4) + (j % 2);
         if (n >= a.n || m >= a.m) return;
-        v *= epilogue;
-        if (bias) v += bits16<T>::to_float(reinterpret_cast<const uint16_t *>(bias)[n]);
-        y[m * a.n + n] = bits16<T>::from_float(v);
+        y[m * a.n + n] = output_bits<T>(v, epilogue, bias, n);
     };
     /* warps put their sums in shared memory (the buffers alternate, so one barrier per
      * tile suffices) and every thread reduces one output over the warps */
@@ -387,11 +385,7 @@ __global__ void gemm_w4_generic(w4a16_cuda_gemm_args a)
 #pragma unroll
         for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, o);
         const int64_t m = m_begin + i;
-        if (lane == 0 && m < a.m) {
-            v *= a.alpha;
-            if (a.bias) v += bits16<T>::to_float(static_cast<const uint16_t *>(a.bias)[n]);
-            static_cast<uint16_t *>(a.y)[m * a.n + n] = bits16<T>::from_float(v);
-        }
+        if (lane == 0 && m < a.m) static_cast<uint16_t *>(a.y)[m * a.n + n] = output_bits<T>(v, a.alpha, a.bias, n);
     }
 }
 
