@@ -47,10 +47,13 @@ def test_gpu_prepack_bytes_equal_cpu(rng):
 
 @pytest.mark.parametrize("config", TC_CONFIGS)
 @pytest.mark.parametrize("fmt", ["nvfp4", "mxfp4", "int4-g64-asym", "int4-channel"])
-def test_every_tc_config_against_float64(rng, config, fmt):
+@pytest.mark.parametrize("n", [200, 203])
+def test_every_tc_config_against_float64(rng, config, fmt, n):
+    """N = 200: a partial tile, whole 16-byte rows of y and of the split's partial sums;
+    N = 203: rows of neither (scalar stores, the K split's scalar reduction)."""
     if "_wg_" in config and torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("the warpgroup (wgmma) configs run on SM 9.0 only")
-    n, k = 200, 4096  # N not a multiple of the tile or of 8: partial tiles, scalar stores
+    k = 4096
     m = int(rng.integers(17, 140))
     dtype = torch.bfloat16 if rng.integers(2) else torch.float16
     qw = w4a16.prepack(QUANTIZERS[fmt](random_weight(rng, n, k, dtype)))
@@ -106,6 +109,20 @@ def test_split_k_needs_its_workspace(rng):
     stream = torch.cuda.current_stream().cuda_stream
     with pytest.raises(ValueError, match="workspace"):
         w4a16._C.gemm(x, weight, None, 1.0, y, stream, split, torch.empty(need - 4, dtype=torch.uint8, device="cuda"))
+    # the partial sums go out in 16-byte stores: an address off by one byte is refused
+    with pytest.raises(ValueError, match="workspace: must be 16-byte aligned"):
+        w4a16._C.gemm(x, weight, None, 1.0, y, stream, split, torch.empty(need + 16, dtype=torch.uint8, device="cuda")[1:])
+    with pytest.raises(ValueError, match="workspace: expected an array on out's device"):
+        w4a16._C.gemm(x, weight, None, 1.0, y, stream, split, np.empty(need, dtype=np.uint8))
+    # a workspace over x would overwrite it while the kernel reads it
+    buffer = torch.empty(need + x.numel() * 2, dtype=torch.uint8, device="cuda")
+    x_in_buffer = buffer[need:].view(torch.bfloat16).view(32, 2048)
+    x_in_buffer.copy_(x)
+    with pytest.raises(ValueError, match="workspace: overlaps x"):
+        w4a16._C.gemm(x_in_buffer, weight, None, 1.0, y, stream, split, buffer)
+    y.fill_(float("nan"))
+    w4a16._C.gemm(x, weight, None, 1.0, y, stream, split, torch.empty(need, dtype=torch.uint8, device="cuda"))
+    assert torch.equal(y, w4a16.gemm(x, qw, config="tc_n64_m32_split4"))
 
 
 def launched_grids(fn, tmp_path) -> dict[str, list[int]]:

@@ -560,6 +560,35 @@ w4a16_status w4a16_gemm_workspace(const w4a16_view *x, const w4a16_weight *w, in
     return W4A16_OK;
 }
 
+#if defined(W4A16_WITH_CUDA)
+/* The CUDA gemm's workspace (raw bytes, written by a K split's partial sums): 16-byte
+ * aligned, as the partial sums go out in 16-byte stores, and apart from every operand,
+ * which the kernels read while they write it. */
+static w4a16_status expect_workspace(void *workspace, size_t bytes, const w4a16_view *x, const w4a16_view *bias,
+                                     const w4a16_view *y, const w4a16_weight *w)
+{
+    w4a16_view ws;
+    w4a16_status st;
+    if (!workspace || bytes == 0) return W4A16_OK;
+    if ((uintptr_t)workspace % 16 != 0)
+        return w4a16_fail(W4A16_ERR_LAYOUT, "workspace: must be 16-byte aligned, got address %p", workspace);
+    memset(&ws, 0, sizeof ws);
+    ws.data = workspace;
+    ws.dtype = W4A16_DTYPE_UINT8;
+    ws.ndim = 1;
+    ws.shape[0] = (int64_t)bytes;
+    ws.strides[0] = 1;
+    ws.device_type = y->device_type;
+    ws.device_id = y->device_id;
+    if ((st = expect_disjoint(&ws, "workspace", x, "x")) != W4A16_OK ||
+        (st = expect_disjoint(&ws, "workspace", y, "y")) != W4A16_OK ||
+        (st = expect_disjoint(&ws, "workspace", bias, "bias")) != W4A16_OK ||
+        (st = expect_output_apart_from_weight(&ws, "workspace", w)) != W4A16_OK)
+        return st;
+    return W4A16_OK;
+}
+#endif
+
 w4a16_status w4a16_gemm(const w4a16_view *x, const w4a16_weight *w, const w4a16_view *bias,
                         float alpha, w4a16_view *y, void *workspace, size_t workspace_bytes,
                         void *stream)
@@ -596,6 +625,7 @@ w4a16_status w4a16_gemm_config(const w4a16_view *x, const w4a16_weight *w, const
     if (y->device_type == W4A16_DEVICE_CUDA) {
 #if defined(W4A16_WITH_CUDA)
         w4a16_cuda_gemm_args a = cuda_args(w, n, k);
+        if ((st = expect_workspace(workspace, workspace_bytes, x, bias, y, w)) != W4A16_OK) return st;
         a.m = m;
         a.x = x->data;
         a.x_dtype = x->dtype;

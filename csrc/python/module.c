@@ -226,8 +226,9 @@ done:
     return result;
 }
 
-/* workspace: a uint8 array (any shape, contiguous) or None */
-static int import_workspace(owner_set *set, PyObject *obj, PyObject *dl_stream, void **data, size_t *bytes)
+/* workspace: a uint8 array (any shape, contiguous) on y's device, or None */
+static int import_workspace(owner_set *set, PyObject *obj, PyObject *dl_stream, const w4a16_view *y, void **data,
+                            size_t *bytes)
 {
     w4a16_view v;
     *data = NULL;
@@ -236,6 +237,12 @@ static int import_workspace(owner_set *set, PyObject *obj, PyObject *dl_stream, 
     if (!v.data) return 0;
     if (v.dtype != W4A16_DTYPE_UINT8) {
         PyErr_SetString(PyExc_TypeError, "w4a16.gemm: workspace: expected a uint8 array");
+        return -1;
+    }
+    if (v.device_type != y->device_type || v.device_id != y->device_id) {
+        PyErr_Format(PyExc_ValueError,
+                     "w4a16.gemm: workspace: expected an array on out's device (DLPack (%d, %d)), got (%d, %d)",
+                     (int)y->device_type, (int)y->device_id, (int)v.device_type, (int)v.device_id);
         return -1;
     }
     *data = v.data;
@@ -264,7 +271,7 @@ static PyObject *py_gemm(PyObject *self, PyObject *args)
         import_weight(&owners, weight_obj, dl_stream, &weight) < 0 ||
         import_optional(&owners, bias_obj, "bias", 0, dl_stream, &bias) < 0 ||
         import_arg(&owners, y_obj, "out", 1, dl_stream, &y) < 0 ||
-        import_workspace(&owners, ws_obj, dl_stream, &workspace, &workspace_bytes) < 0)
+        import_workspace(&owners, ws_obj, dl_stream, &y, &workspace, &workspace_bytes) < 0)
         goto done;
     Py_BEGIN_ALLOW_THREADS
     st = w4a16_gemm_config(&x, &weight, bias.data ? &bias : NULL, (float)alpha, &y, config, workspace,
