@@ -158,6 +158,9 @@ W4A16_API w4a16_status w4a16_dequantize(const w4a16_weight *w, w4a16_view *out, 
  * Accumulation is fp32. y must not overlap x, bias or the weight.
  * workspace: device memory for split-K partial sums on CUDA (NULL, 0 is always valid:
  * the kernel choice then avoids configurations that need one); see w4a16_gemm_workspace.
+ * It must be on y's device, 16-byte aligned and apart from x, y, bias and the weight
+ * (alignment and overlap are checked: W4A16_ERR_LAYOUT); its contents on entry do not
+ * matter.
  * Equivalent to w4a16_gemm_config(..., W4A16_GEMM_AUTO, ...).
  */
 W4A16_API w4a16_status w4a16_gemm(const w4a16_view *x, const w4a16_weight *w, const w4a16_view *bias,
