@@ -191,6 +191,18 @@ __device__ __forceinline__ void stage_tile(const tc_args &a, const float (&acc)[
             }
 }
 
+/* 16 bytes of a staged row (`src`) to global memory: one 16-byte store when `whole` (the
+ * caller's destination is 16-byte aligned and its rows a multiple of 16 bytes), else
+ * element by element, `left` of them at most (those before the row's end). */
+template <typename E>
+__device__ __forceinline__ void store_16_bytes(E *dst, const E *src, int64_t left, bool whole)
+{
+    constexpr int ELEMS = 16 / sizeof(E);
+    if (whole) *reinterpret_cast<uint4 *>(dst) = *reinterpret_cast<const uint4 *>(src);
+    else
+        for (int e = 0; e < ELEMS && e < left; e++) dst[e] = src[e];
+}
+
 /* Then the staged tile goes out with 16-byte stores of whole rows: to y, or with a K
  * split to the caller's workspace, fp32 partial sums that reduce_split_k adds. Only the
  * `owner` warps stage (the k-warps that added theirs into them do not). */
@@ -210,19 +222,12 @@ __device__ __forceinline__ void store_tile(const tc_args &a, const float (&acc)[
         const int row = c / chunks_row, col = (c % chunks_row) * elems;
         const int64_t m = m0 + row, n = n0 + col;
         if (m >= a.m || n >= a.n) continue;
-        if (split) {
-            const float *src = reinterpret_cast<const float *>(out) + row * C::OUT_PITCH + col;
-            float *dst = a.partials + ((int64_t)blockIdx.z * a.m + m) * a.n + n;
-            if (vector) *reinterpret_cast<float4 *>(dst) = *reinterpret_cast<const float4 *>(src);
-            else
-                for (int e = 0; e < elems && n + e < a.n; e++) dst[e] = src[e];
-        } else {
-            const uint16_t *src = reinterpret_cast<const uint16_t *>(out) + row * C::OUT_PITCH + col;
-            uint16_t *dst = static_cast<uint16_t *>(a.y) + m * a.n + n;
-            if (vector) *reinterpret_cast<uint4 *>(dst) = *reinterpret_cast<const uint4 *>(src);
-            else
-                for (int e = 0; e < elems && n + e < a.n; e++) dst[e] = src[e];
-        }
+        if (split)
+            store_16_bytes(a.partials + ((int64_t)blockIdx.z * a.m + m) * a.n + n,
+                           reinterpret_cast<const float *>(out) + row * C::OUT_PITCH + col, a.n - n, vector);
+        else
+            store_16_bytes(static_cast<uint16_t *>(a.y) + m * a.n + n,
+                           reinterpret_cast<const uint16_t *>(out) + row * C::OUT_PITCH + col, a.n - n, vector);
     }
 }
 
@@ -681,10 +686,7 @@ __device__ __forceinline__ void reduce_tile_in_cluster(const tc_args &a, const f
         uint16_t h[8];
 #pragma unroll
         for (int e = 0; e < 8; e++) h[e] = output_bits<T>(v[e], factor, n + e < a.n ? a.bias : nullptr, n + e);
-        uint16_t *dst = static_cast<uint16_t *>(a.y) + m * a.n + n;
-        if (vector) *reinterpret_cast<uint4 *>(dst) = *reinterpret_cast<const uint4 *>(h);
-        else
-            for (int e = 0; e < 8 && n + e < a.n; e++) dst[e] = h[e];
+        store_16_bytes(static_cast<uint16_t *>(a.y) + m * a.n + n, h, a.n - n, vector);
     }
     cluster_sync();
 }
