@@ -37,12 +37,19 @@ def errors(x, qw, y, bias=None, alpha=1.0):
     return rel(y), rel(torch_y)
 
 
-def test_gpu_prepack_bytes_equal_cpu(rng):
-    qw = w4a16.quantize_nvfp4(random_weight(rng, 37, 256, torch.bfloat16))
+@pytest.mark.parametrize("fmt,k", [("nvfp4", 256), ("nvfp4", 80), ("int4-channel", 56), ("int4-channel", 40)])
+def test_gpu_prepack_bytes_equal_cpu(rng, fmt, k):
+    """Whole 16-byte chunks (K = 256) and a last chunk of 2, 3 or 1 words (K = 80, 56, 40):
+    the GPU's prepack and unprepack give the C reference's bytes, and the prepacked weight
+    dequantizes and multiplies (the general kernel, K % 128 != 0) exactly like the
+    canonical one."""
+    qw = QUANTIZERS[fmt](random_weight(rng, 37, k, torch.bfloat16))
     gpu, cpu = w4a16.prepack(qw), w4a16.prepack(qw.to("cpu"))
     assert torch.equal(gpu.codes.cpu(), cpu.codes)
     assert torch.equal(w4a16.unprepack(gpu).codes, qw.codes)
     assert torch.equal(gpu.dequantize(), qw.dequantize())
+    x = torch.from_numpy(rng.standard_normal((5, k)).astype(np.float32)).cuda().bfloat16()
+    assert torch.equal(w4a16.gemm(x, gpu), w4a16.gemm(x, qw))
 
 
 @pytest.mark.parametrize("config", TC_CONFIGS)

@@ -14,18 +14,28 @@ torch = pytest.importorskip("torch")
 
 
 def prepack_oracle(codes: np.ndarray) -> np.ndarray:
-    """Independent statement of the order: per 4-byte word, elements 0,2,4,6 go to nibbles
-    0..3 and 1,3,5,7 to nibbles 4..7 (element e of a word = nibble e in canonical order)."""
+    """Independent statement of the order: a row is cut into chunks of 32 elements (the
+    last may hold 8, 16 or 24); in a chunk of W words, pair p (elements 2p, 2p + 1) goes to
+    nibbles j and j + 4 of word p % W, j = p // W (nibble e of a word = element e in
+    canonical order)."""
     n, half = codes.shape
-    nibbles = np.empty((n, half * 2), np.uint8)
+    k = 2 * half
+    nibbles = np.empty((n, k), np.uint8)
     nibbles[:, 0::2], nibbles[:, 1::2] = codes & 0xF, codes >> 4
-    words = nibbles.reshape(n, -1, 8)
-    order = np.concatenate([words[..., 0::2], words[..., 1::2]], axis=-1).reshape(n, -1)
-    return (order[:, 0::2] | (order[:, 1::2] << 4)).astype(np.uint8)
+    out = np.empty_like(nibbles)
+    for base in range(0, k, 32):
+        words = min(32, k - base) // 8
+        for p in range(4 * words):
+            w, j = p % words, p // words
+            out[:, base + 8 * w + j] = nibbles[:, base + 2 * p]
+            out[:, base + 8 * w + j + 4] = nibbles[:, base + 2 * p + 1]
+    return (out[:, 0::2] | (out[:, 1::2] << 4)).astype(np.uint8)
 
 
-def test_prepack_matches_oracle_and_round_trips(rng):
-    qw = w4a16.quantize_nvfp4(rng.standard_normal((24, 96)).astype(np.float32))
+@pytest.mark.parametrize("k", [96, 48, 112, 16])
+def test_prepack_matches_oracle_and_round_trips(rng, k):
+    """Whole chunks (K = 96) and a last chunk of 2 words (K = 48, 112) or only that (16)."""
+    qw = w4a16.quantize_nvfp4(rng.standard_normal((24, k)).astype(np.float32))
     packed = w4a16.prepack(qw)
     assert packed.layout == "prepacked" and qw.layout == "canonical"
     assert np.array_equal(packed.codes, prepack_oracle(qw.codes))
@@ -34,23 +44,38 @@ def test_prepack_matches_oracle_and_round_trips(rng):
     assert w4a16.prepack(packed) is packed and qw.canonical() is qw
 
 
+def _mxfp4_with_codes(codes: np.ndarray) -> w4a16.QuantizedWeight:
+    k = 2 * codes.shape[1]
+    return w4a16.QuantizedWeight("mxfp4", (1, k), 32, codes, np.zeros((1, max(1, k // 32)), np.uint8))
+
+
 def test_hand_worked_word():
-    # canonical bytes 0x10 0x32 0x54 0x76 hold elements 0..7 = codes 0..7
+    # a row of one word (K = 8): canonical bytes 0x10 0x32 0x54 0x76 hold elements 0..7 =
+    # codes 0..7; nibbles 0..3 <- elements 0, 2, 4, 6; nibbles 4..7 <- elements 1, 3, 5, 7
     codes = np.array([[0x10, 0x32, 0x54, 0x76]], np.uint8)
-    qw = w4a16.QuantizedWeight("mxfp4", (1, 8), 32, np.zeros((1, 4), np.uint8), np.zeros((1, 1), np.uint8))
-    # nibbles 0..3 <- elements 0, 2, 4, 6; nibbles 4..7 <- elements 1, 3, 5, 7
-    out = w4a16.prepack(qw.__class__(**{**qw.__dict__, "codes": codes, "shape": (1, 8)})).codes
-    assert out.tolist() == [[0x20, 0x64, 0x31, 0x75]]
+    assert w4a16.prepack(_mxfp4_with_codes(codes)).codes.tolist() == [[0x20, 0x64, 0x31, 0x75]]
 
 
-@pytest.mark.parametrize("make", [w4a16.quantize_nvfp4, w4a16.quantize_mxfp4,
-                                  lambda w: w4a16.pack_int4(w, 32, symmetric=False)])
-def test_prepacked_weight_dequantizes_and_multiplies_like_canonical(rng, make):
-    w = rng.standard_normal((40, 128)).astype(np.float32)
+def test_hand_worked_chunk():
+    # a whole chunk, element e = code e % 16 (canonical bytes 0x10, 0x32, ..., 0xFE twice).
+    # Word 0 holds the pairs at elements 0, 8, 16, 24 in slots 0..3: nibbles 0..3 = codes
+    # 0, 8, 0, 8 and nibbles 4..7 = 1, 9, 1, 9 -> bytes 0x80 0x80 0x91 0x91; word t likewise
+    # from elements 2t + 8j.
+    codes = np.array([[0x10, 0x32, 0x54, 0x76, 0x98, 0xBA, 0xDC, 0xFE] * 2], np.uint8)
+    expected = [0x80, 0x80, 0x91, 0x91, 0xA2, 0xA2, 0xB3, 0xB3, 0xC4, 0xC4, 0xD5, 0xD5, 0xE6, 0xE6, 0xF7, 0xF7]
+    assert w4a16.prepack(_mxfp4_with_codes(codes)).codes.tolist() == [expected]
+
+
+@pytest.mark.parametrize("make,k", [(w4a16.quantize_nvfp4, 128), (w4a16.quantize_mxfp4, 128),
+                                    (lambda w: w4a16.pack_int4(w, 32, symmetric=False), 128),
+                                    (w4a16.quantize_nvfp4, 80), (lambda w: w4a16.pack_int4(w, None), 56)])
+def test_prepacked_weight_dequantizes_and_multiplies_like_canonical(rng, make, k):
+    """Also with a last chunk of 2 (K = 80) or 3 words (K = 56)."""
+    w = rng.standard_normal((40, k)).astype(np.float32)
     qw = make(w)
     packed = w4a16.prepack(qw)
     assert np.array_equal(w4a16.dequantize(packed), w4a16.dequantize(qw))
-    x = rng.standard_normal((3, 128)).astype(np.float32)
+    x = rng.standard_normal((3, k)).astype(np.float32)
     assert np.array_equal(w4a16.gemm(x, packed), w4a16.gemm(x, qw))
     assert all(np.array_equal(a, b) for a, b in zip(packed.state_dict().values(), qw.state_dict().values()))
 

@@ -187,32 +187,57 @@ W4A16_HD float w4a16_code_value(uint8_t code, int is_int4, int has_zero_points)
 }
 
 /* ---- the prepacked code order ---------------------------------------------------
- * Within each 32-bit word (8 codes, 4 bytes, little-endian) the canonical layout keeps
- * element e in nibble e; the prepacked layout keeps it in nibble (e >> 1) | (e & 1) << 2,
- * i.e. the even elements in nibbles 0..3 and the odd ones in 4..7, so that nibbles j and
- * j + 4 (16 bits apart, like the halves of a 16-bit pair register) hold elements 2j and
- * 2j + 1. Rows, bytes per row and the scales stay as they are. */
+ * A row of codes is cut into chunks of 32 elements (16 bytes, 4 little-endian 32-bit
+ * words); the last chunk of a row may hold W = 1..3 words (K % 8 == 0). Within a chunk the
+ * elements pair up as (2p, 2p + 1), and the prepacked layout puts pair p in slot j = p / W
+ * of word w = p % W: nibbles j and j + 4 of the word (16 bits apart, like the halves of a
+ * 16-bit pair register). In a whole chunk word w therefore holds the pairs at elements
+ * 2w + 8j, j = 0..3 -- what thread w of a quad holds of the m16n8k16 (and wgmma) A
+ * fragment over the chunk's two k16 steps, so the warpgroup kernel decodes a word straight
+ * into its registers -- and slot j of the 4 words holds elements 8j .. 8j + 7 in pair
+ * order, which is how the mma.sync kernels read it. A one-word chunk (W = 1) is the
+ * canonical word with its even elements in nibbles 0..3 and odd ones in 4..7. Rows, bytes
+ * per row and the scales stay as they are. */
 
-W4A16_HD int w4a16_prepacked_nibble(int e) { return (e >> 1) | ((e & 1) << 2); }
-
-/* The 4-bit code of element k of a row of codes in either layout. */
-W4A16_HD uint8_t w4a16_code_at(const uint8_t *row, int64_t k, int prepacked)
+/* Where element e (0 .. 8 words - 1) of a chunk of `words` words sits in the prepacked
+ * layout: its nibble index within the chunk. */
+W4A16_HD int w4a16_prepacked_chunk_nibble(int e, int words)
 {
-    const int64_t nibble = prepacked ? (k & ~(int64_t)7) + w4a16_prepacked_nibble((int)(k & 7)) : k;
+    const int p = e >> 1;
+    return 8 * (p % words) + p / words + 4 * (e & 1);
+}
+
+/* The 4-bit code of element k of a row of codes (row_k elements) in either layout. */
+W4A16_HD uint8_t w4a16_code_at(const uint8_t *row, int64_t k, int64_t row_k, int prepacked)
+{
+    int64_t nibble = k;
+    if (prepacked) {
+        const int64_t base = k & ~(int64_t)31;
+        const int words = row_k - base >= 32 ? 4 : (int)((row_k - base) / 8);
+        nibble = base + w4a16_prepacked_chunk_nibble((int)(k - base), words);
+    }
     return (uint8_t)((row[nibble >> 1] >> (4 * (nibble & 1))) & 0xF);
 }
 
-/* One word of 8 codes, canonical -> prepacked (to_prepacked) or back. */
-W4A16_HD uint32_t w4a16_prepack_word(uint32_t word, int to_prepacked)
+/* One chunk of `words` (1..4) words of codes, canonical -> prepacked (to_prepacked) or
+ * back, into dst (4 * words bytes, not overlapping src). */
+W4A16_HD void w4a16_prepack_chunk(const uint8_t *src, uint8_t *dst, int words, int to_prepacked)
 {
-    uint32_t out = 0;
     int e;
-    for (e = 0; e < 8; e++) {
-        const int p = w4a16_prepacked_nibble(e);
+    for (e = 0; e < 4 * words; e++) dst[e] = 0;
+    for (e = 0; e < 8 * words; e++) {
+        const int p = w4a16_prepacked_chunk_nibble(e, words);
         const int from = to_prepacked ? e : p, to = to_prepacked ? p : e;
-        out |= ((word >> (4 * from)) & 0xFu) << (4 * to);
+        const uint8_t code = (uint8_t)((src[from >> 1] >> (4 * (from & 1))) & 0xF);
+        dst[to >> 1] = (uint8_t)(dst[to >> 1] | (code << (4 * (to & 1))));
     }
-    return out;
+}
+
+/* The words of chunk c (16 bytes each) of a row of bytes_per_row bytes (a multiple of 4). */
+W4A16_HD int w4a16_prepack_chunk_words(int64_t bytes_per_row, int64_t c)
+{
+    const int64_t left = bytes_per_row - 16 * c;
+    return left >= 16 ? 4 : (int)(left / 4);
 }
 
 /* ---- per-block scale rules ------------------------------------------------------ */

@@ -226,7 +226,7 @@ void w4a16_dequantize_row_ref(const w4a16_cpu_weight *w, int64_t row, float *dst
         const uint8_t *qg = q + g * half;
         float *d = dst + g * w->group_size;
         if (w->prepacked) {
-            for (j = 0; j < w->group_size; j++) d[j] = (values[w4a16_code_at(q, g * w->group_size + j, 1)] - z) * s;
+            for (j = 0; j < w->group_size; j++) d[j] = (values[w4a16_code_at(q, g * w->group_size + j, w->k, 1)] - z) * s;
             continue;
         }
         for (j = 0; j < half; j++) {
@@ -239,15 +239,11 @@ void w4a16_dequantize_row_ref(const w4a16_cpu_weight *w, int64_t row, float *dst
 
 void w4a16_prepack_ref(const uint8_t *codes, uint8_t *out, int64_t n, int64_t bytes_per_row, int to_prepacked)
 {
-    const size_t words = (size_t)n * (size_t)bytes_per_row / 4;
-    size_t i;
-    for (i = 0; i < words; i++) {
-        const uint8_t *src = codes + 4 * i;
-        const uint32_t word = src[0] | (uint32_t)src[1] << 8 | (uint32_t)src[2] << 16 | (uint32_t)src[3] << 24;
-        const uint32_t r = w4a16_prepack_word(word, to_prepacked);
-        out[4 * i] = (uint8_t)r;
-        out[4 * i + 1] = (uint8_t)(r >> 8);
-        out[4 * i + 2] = (uint8_t)(r >> 16);
-        out[4 * i + 3] = (uint8_t)(r >> 24);
-    }
+    const int64_t chunks = (bytes_per_row + 15) / 16;
+    int64_t row, c;
+    for (row = 0; row < n; row++)
+        for (c = 0; c < chunks; c++) {
+            const size_t at = (size_t)row * (size_t)bytes_per_row + 16 * (size_t)c;
+            w4a16_prepack_chunk(codes + at, out + at, w4a16_prepack_chunk_words(bytes_per_row, c), to_prepacked);
+        }
 }

@@ -6,8 +6,11 @@
  * The pairs. Nibbles J and J + 4 of a 32-bit word sit 16 bits apart, like the two halves
  * of a 16-bit pair register, so one shift and mask per pair decodes them. In the canonical
  * layout those nibbles are elements (J, J + 4) of the word and the GEMV gathers x into the
- * same pairs; the prepacked layout (w4a16_prepack) stores elements (2J, 2J + 1) there, so
- * the pairs are already the (k, k + 1) pairs an mma fragment holds.
+ * same pairs; the prepacked layout (w4a16_prepack, codecs.h) stores (k, k + 1) pairs
+ * there, the ones an mma fragment holds: word t of a 32-element chunk has the pairs at
+ * elements 2t + 8j in slots j = 0..3 -- thread t's A fragment of the chunk's two k16
+ * steps (dequant_fragment_word) -- and slot r of the 4 words the pairs of elements 8r ..
+ * 8r + 7 in order (dequant_chunk_pairs).
  *
  * Decoding:
  *   E2M1: magnitude bits shifted into the exponent/mantissa field and the sign into
@@ -274,19 +277,47 @@ template <int FMT, typename T> struct scale_cursor {
     }
 };
 
-/* Scaled A-operand pairs of word r (elements 8r .. 8r + 7) of one row chunk (16 bytes of
- * codes): the pairs of k-tiles 2r and 2r + 1. Callers unroll over r. */
-template <int FMT, typename T>
-__device__ __forceinline__ void dequant_chunk_word(const uint4 &q, int r, const chunk_scale &cs, uint32_t int_xor,
-                                                   uint32_t (&pairs)[4])
+/* Scaled A-operand pairs of elements 8r .. 8r + 7 of one row chunk (16 bytes of codes),
+ * in pair order: the pairs of k-tiles 2r and 2r + 1. In the canonical layout that is word
+ * r (pairs (j, j + 4), x gathered alike: permute_x_word); in the prepacked layout slot r
+ * of the chunk's 4 words (codecs.h), i.e. the same pairs a canonical-order word would give
+ * with (2j, 2j + 1) pairing. Callers unroll over r; decoding one slot of each word costs
+ * what decoding one whole word does, and the compiler shares the common shifts. */
+template <int FMT, typename T, bool PREPACKED>
+__device__ __forceinline__ void dequant_chunk_pairs(const uint4 &q, int r, const chunk_scale &cs, uint32_t int_xor,
+                                                    uint32_t (&pairs)[4])
 {
-    const uint32_t word = r == 0 ? q.x : r == 1 ? q.y : r == 2 ? q.z : q.w;
-    dequant_word<FMT, T>(word, int_xor, pairs);
+    const uint32_t words[4] = {q.x, q.y, q.z, q.w};
+    if (PREPACKED) {
+#pragma unroll
+        for (int w = 0; w < 4; w++) {
+            uint32_t p[4];
+            dequant_word<FMT, T>(words[w], int_xor, p);
+            pairs[w] = p[r];
+        }
+    } else {
+        dequant_word<FMT, T>(words[r], int_xor, pairs);
+    }
     const uint32_t s = (FMT == W4A16_FORMAT_NVFP4 && r >= 2) ? cs.s1 : cs.s0; /* 16-element blocks */
 #pragma unroll
     for (int j = 0; j < 4; j++) {
         if (FMT == W4A16_FORMAT_INT4) pairs[j] = sub2<T>(pairs[j], cs.offset);
         pairs[j] = mul2<T>(pairs[j], s);
+    }
+}
+
+/* Scaled pairs of one word in the fragment order (word w of a 32-element chunk holds the
+ * pairs (2w + 8j, 2w + 8j + 1), j = 0..3): pairs 0 and 1 lie in the chunk's first 16
+ * elements, 2 and 3 in its second (NVFP4's two blocks). */
+template <int FMT, typename T>
+__device__ __forceinline__ void dequant_fragment_word(uint32_t word, const chunk_scale &cs, uint32_t int_xor,
+                                                      uint32_t (&pairs)[4])
+{
+    dequant_word<FMT, T>(word, int_xor, pairs);
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        if (FMT == W4A16_FORMAT_INT4) pairs[j] = sub2<T>(pairs[j], cs.offset);
+        pairs[j] = mul2<T>(pairs[j], (FMT == W4A16_FORMAT_NVFP4 && j >= 2) ? cs.s1 : cs.s0);
     }
 }
 

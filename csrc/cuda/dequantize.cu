@@ -11,8 +11,8 @@
  *   INT4:  the bf16 pair holds 128 + q exactly (q XOR 8 when symmetric, which is the signed
  *          q + 8); minus 128 + zero point (or + 8), exact in fp32, then * s.
  * The 16-bit outputs round once, to nearest even, like w4a16_f32_to_bf16 / _f16.
- * Weights whose K is not a multiple of 8 or whose pointers are not aligned take the
- * per-byte kernel, which calls the scalar codecs directly.
+ * Weights whose K is not a multiple of 8 (prepacked: 32) or whose pointers are not aligned
+ * take the per-byte kernel, which calls the scalar codecs directly.
  */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -39,7 +39,7 @@ __global__ void dequantize_bytes_kernel(w4a16_cuda_gemm_args wt, w4a16_dtype out
     float z;
     const float s = w4a16_group_scale(wt, gi, &z);
     for (int e = 0; e < 2; e++) {
-        const uint8_t q = w4a16_code_at(wt.codes + row * (wt.k / 2), k + e, wt.prepacked);
+        const uint8_t q = w4a16_code_at(wt.codes + row * (wt.k / 2), k + e, wt.k, wt.prepacked);
         const float r = (w4a16_code_value(q, wt.format == W4A16_FORMAT_INT4, wt.zero_points != NULL) - z) * s;
         const int64_t i = row * wt.k + k + e;
         if (out_dtype == W4A16_DTYPE_FLOAT32) reinterpret_cast<float *>(out)[i] = r;
@@ -56,13 +56,13 @@ __device__ __forceinline__ float2 pair_to_float2(uint32_t p)
     return make_float2(__uint_as_float(p << 16), __uint_as_float(p & 0xFFFF0000u));
 }
 
-/* One 32-bit word of 8 codes times its scale s, as 8 fp32 values in element order;
- * `offset` is INT4's 128 + zero point (or + 8), see the top of the file. */
-template <int FMT, bool PREPACKED>
-__device__ __forceinline__ void dequantize_word(uint32_t q, uint32_t int_xor, float s, float offset, float (&v)[8])
+/* 8 codes decoded into 4 bf16 pairs (dequant_word) times their scale s, as 8 fp32 values
+ * in element order: pair j holds elements (2j, 2j + 1) in PAIR_ORDER (the prepacked
+ * layout's slots), (j, j + 4) otherwise (a canonical word). `offset` is INT4's 128 + zero
+ * point (or + 8), see the top of the file. */
+template <int FMT, bool PAIR_ORDER>
+__device__ __forceinline__ void dequantize_pairs(const uint32_t (&pairs)[4], float s, float offset, float (&v)[8])
 {
-    uint32_t pairs[4];
-    dequant_word<FMT, __nv_bfloat16>(q, int_xor, pairs);
 #pragma unroll
     for (int j = 0; j < 4; j++) {
         float2 f = pair_to_float2(pairs[j]);
@@ -73,9 +73,8 @@ __device__ __forceinline__ void dequantize_word(uint32_t q, uint32_t int_xor, fl
             f.x = (f.x * 0x1p126f) * s;
             f.y = (f.y * 0x1p126f) * s;
         }
-        /* pair j holds elements (2j, 2j + 1) prepacked, (j, j + 4) canonical */
-        v[PREPACKED ? 2 * j : j] = f.x;
-        v[PREPACKED ? 2 * j + 1 : j + 4] = f.y;
+        v[PAIR_ORDER ? 2 * j : j] = f.x;
+        v[PAIR_ORDER ? 2 * j + 1 : j + 4] = f.y;
     }
 }
 
@@ -118,9 +117,11 @@ __device__ __forceinline__ float word_scale(const w4a16_cuda_gemm_args &wt, cons
                                                   : __half2float(__ushort_as_half(bits));
 }
 
-/* A warp takes 128 consecutive 32-bit words of codes (1024 elements) at a time, lane t the
- * words t, t + 32, t + 64, t + 96: four 4-byte loads in flight per thread, and every load
- * and 16-byte store of the warp is contiguous. Grid-stride over the N * K / 8 words. */
+/* A warp takes 128 consecutive 32-bit words of codes (1024 elements) at a time. Canonical:
+ * lane t the words t, t + 32, t + 64, t + 96, each 8 consecutive elements -- four 4-byte
+ * loads in flight per thread, every load and 16-byte store of the warp contiguous.
+ * Prepacked: lane t the 16-byte chunk t (words 4t .. 4t + 3, one load), whose slot r
+ * holds elements 8r .. 8r + 7 (codecs.h). Grid-stride over the N * K / 8 words. */
 template <int FMT, int OUT, bool PREPACKED>
 __global__ void __launch_bounds__(WORD_THREADS) dequantize_words_kernel(w4a16_cuda_gemm_args wt, int group_shift,
                                                                         void *out)
@@ -137,20 +138,39 @@ __global__ void __launch_bounds__(WORD_THREADS) dequantize_words_kernel(w4a16_cu
     const uint32_t *codes = reinterpret_cast<const uint32_t *>(wt.codes);
     const int lane = threadIdx.x & 31;
     const int64_t warps = (int64_t)gridDim.x * (WORD_THREADS / 32);
+    /* flat word r of the lane's four (elements 8w .. 8w + 7 of the row-major weight) */
+    auto word_index = [&](int64_t span, int r) { return PREPACKED ? span * 128 + 4 * lane + r : span * 128 + 32 * r + lane; };
     for (int64_t span = blockIdx.x * (WORD_THREADS / 32) + threadIdx.x / 32; span * 128 < words; span += warps) {
         uint32_t q[4];
+        if (PREPACKED) {
+            const int64_t w0 = word_index(span, 0); /* words % 4 == 0: whole chunks */
+            const uint4 c = w0 < words ? __ldg(reinterpret_cast<const uint4 *>(codes + w0)) : make_uint4(0u, 0u, 0u, 0u);
+            q[0] = c.x, q[1] = c.y, q[2] = c.z, q[3] = c.w;
+        } else {
 #pragma unroll
-        for (int r = 0; r < 4; r++) {
-            const int64_t w = span * 128 + 32 * r + lane;
-            q[r] = w < words ? __ldg(codes + w) : 0u;
+            for (int r = 0; r < 4; r++) {
+                const int64_t w = word_index(span, r);
+                q[r] = w < words ? __ldg(codes + w) : 0u;
+            }
         }
 #pragma unroll
         for (int r = 0; r < 4; r++) {
-            const int64_t w = span * 128 + 32 * r + lane;
+            const int64_t w = word_index(span, r);
             if (w >= words) break;
+            uint32_t pairs[4];
+            if (PREPACKED) {
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    uint32_t p[4];
+                    dequant_word<FMT, __nv_bfloat16>(q[i], int_xor, p);
+                    pairs[i] = p[r];
+                }
+            } else {
+                dequant_word<FMT, __nv_bfloat16>(q[r], int_xor, pairs);
+            }
             float offset, v[8];
             const float s = word_scale<FMT>(wt, lut, w, group_shift, &offset);
-            dequantize_word<FMT, PREPACKED>(q[r], int_xor, s, offset, v);
+            dequantize_pairs<FMT, PREPACKED>(pairs, s, offset, v);
             store_word<OUT>(out, 8 * w, v);
         }
     }
@@ -189,9 +209,12 @@ extern "C" w4a16_status w4a16_cuda_dequantize(const w4a16_cuda_gemm_args *weight
     if (guard.error != cudaSuccess) return w4a16_cuda_check(guard.error, "dequantize (set device)");
     if (weight->n == 0 || weight->k == 0) return W4A16_OK;
     cudaStream_t s = static_cast<cudaStream_t>(stream);
-    /* the word kernel: whole 32-bit words of codes (K % 8 == 0), 16-byte aligned output */
-    const bool words = weight->k % 8 == 0 && reinterpret_cast<uintptr_t>(weight->codes) % 4 == 0 &&
-                       reinterpret_cast<uintptr_t>(weight->scales) % 2 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0;
+    /* the word kernel: whole 32-bit words of codes (K % 8 == 0), 16-byte aligned output;
+     * prepacked codes in whole 16-byte chunks (K % 32 == 0), 16-byte aligned */
+    const uintptr_t codes_at = reinterpret_cast<uintptr_t>(weight->codes);
+    const bool words = weight->k % 8 == 0 && codes_at % 4 == 0 && reinterpret_cast<uintptr_t>(weight->scales) % 2 == 0 &&
+                       reinterpret_cast<uintptr_t>(out) % 16 == 0 &&
+                       (!weight->prepacked || (weight->k % 32 == 0 && codes_at % 16 == 0));
     if (words) {
         if (weight->format == W4A16_FORMAT_NVFP4) launch_words<W4A16_FORMAT_NVFP4>(*weight, out_dtype, out, s);
         else if (weight->format == W4A16_FORMAT_MXFP4) launch_words<W4A16_FORMAT_MXFP4>(*weight, out_dtype, out, s);

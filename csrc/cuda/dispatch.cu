@@ -44,12 +44,14 @@ struct device_facts {
 
 cudaError_t query_device(int device_id, device_facts *facts)
 {
-    int sms = 0, smem = 0, l2 = 0;
+    int sms = 0, smem = 0, sm_smem = 0, l2 = 0;
     cudaError_t err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device_id);
     if (err == cudaSuccess) err = cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device_id);
+    if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sm_smem, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device_id);
     if (err == cudaSuccess) err = cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device_id);
     facts->launch.sms = sms;
     facts->launch.l2_bytes = (size_t)l2;
+    facts->launch.sm_smem = (size_t)sm_smem;
     facts->launch.pdl = w4a16_device_has_pdl(device_id);
     facts->max_smem = (size_t)smem;
     facts->wgmma = w4a16_device_has_wgmma(device_id);
@@ -118,7 +120,8 @@ int choose_config(const w4a16_cuda_gemm_args &a, const device_facts &dev, size_t
             const int64_t tiles = (int64_t)w4a16_ceil_div(a.m, shape.bm) * w4a16_ceil_div(a.n, shape.bn);
             const int64_t ctas = tiles * shape.split_k;
             if (shape.wgmma) {
-                /* one CTA per SM (their shared memory). A grid of at least one tile per SM
+                /* one CTA per SM (their shared memory; the 64-row tile takes two where the
+                 * grid has more CTAs than SMs, launch_smem). A grid of at least one tile per SM
                  * runs unsplit: the partial sums cost more than the last wave saves
                  * (32768x2048 M = 968: split 8 1142 µs, split 1 240). Below that the time
                  * goes with the waves of CTAs over the SMs over the split; at a tie the

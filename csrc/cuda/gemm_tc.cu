@@ -23,8 +23,8 @@
  *   exactly as in gemv.cu: in each 128-element super-tile, thread t of a quad owns the
  *   32 elements [32t, 32t + 32) of its rows g and g + 8, and mma k-tile i takes elements
  *   32t + 4i + {0, 1, 2, 3} of them. The prepacked layout stores those as (k, k+1) pairs
- *   in nibbles (J, J + 4) of a word, so one 16-byte shared load per row gives the codes
- *   of 8 k-tiles, and one 16-byte load per 8 rows of x gives the matching B fragments of
+ *   in nibbles (J, J + 4) of the chunk's words (slot i % 4 of its 4 words, codecs.h),
+ *   so one 16-byte shared load per row gives the codes of 8 k-tiles, and one 16-byte load per 8 rows of x gives the matching B fragments of
  *   2 k-tiles, with no shuffles. Block scales (32-element chunks: 2 NVFP4 blocks, 1 MXFP4
  *   block, part of an INT4 group) are read from global memory one super-tile ahead
  *   (three in the 16-row tile).
@@ -47,6 +47,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <stdint.h>
+
+#include <type_traits>
 
 #include "cuda_common.cuh"
 #include "dequant.cuh"
@@ -353,8 +355,8 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_kernel(tc_args a)
 #pragma unroll
                 for (int f = 0; f < 2; f++) {
                     uint32_t p[2][4];
-                    dequant_chunk_word<FMT, T>(q[f][0], r, cs[f][0], int_xor, p[0]);
-                    dequant_chunk_word<FMT, T>(q[f][1], r, cs[f][1], int_xor, p[1]);
+                    dequant_chunk_pairs<FMT, T, true>(q[f][0], r, cs[f][0], int_xor, p[0]);
+                    dequant_chunk_pairs<FMT, T, true>(q[f][1], r, cs[f][1], int_xor, p[1]);
 #pragma unroll
                     for (int kk = 0; kk < 2; kk++) {
                         afrag[f][kk][0] = p[0][2 * kk];
@@ -523,8 +525,8 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_decoded_kernel(tc_args a)
 #pragma unroll
             for (int r = 0; r < 4; r++) {
                 uint32_t pg[4], ph[4]; /* elements 32 col + 8r .. + 8 in order: the layout is prepacked */
-                dequant_chunk_word<FMT, T>(qg, r, cs[0], int_xor, pg);
-                dequant_chunk_word<FMT, T>(qh, r, cs[1], int_xor, ph);
+                dequant_chunk_pairs<FMT, T, true>(qg, r, cs[0], int_xor, pg);
+                dequant_chunk_pairs<FMT, T, true>(qh, r, cs[1], int_xor, ph);
                 const int c = 4 * d_col + r;
                 *reinterpret_cast<uint4 *>(dst + decoded_unit<C>(tile, c, 0, d_g)) = make_uint4(pg[0], ph[0], pg[1], ph[1]);
                 *reinterpret_cast<uint4 *>(dst + decoded_unit<C>(tile, c, 1, d_g)) = make_uint4(pg[2], ph[2], pg[3], ph[3]);
@@ -583,26 +585,34 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_decoded_kernel(tc_args a)
 
 /* ---- the warpgroup kernel (Hopper, sm_90a; large M) -------------------------------------
  *
- * The decoded-tile idea on Hopper's asynchronous warpgroup MMA (wgmma.cuh): the CTA
- * decodes each stage's weight tile once into shared memory -- now in natural K order, as
- * the wgmma A operand wants it (K-major, 128-byte swizzle) -- and x lands in the same
- * layout as the B operand, so both come from shared memory through descriptors and the
- * decode costs no register moves. mma.sync issues one 16x8x16 product per instruction
- * from registers and stopped near 40% of its ceiling (NOTES.md); one wgmma m64nBMk16 runs
- * BM / 2 of those without the warps' issue slots.
+ * Hopper's asynchronous warpgroup MMA (wgmma.cuh): one wgmma m64nBMk16 runs BM / 2 of
+ * mma.sync's 16x8x16 products without the warps' issue slots (mma.sync stopped near 40% of
+ * its ceiling here, NOTES.md). The weights are wgmma's A operand *in registers*, x its B
+ * operand in shared memory.
  *
  * Copies: the tensor memory accelerator. One thread issues a stage's copies -- the codes
- * tile [BN rows][BK / 2 bytes] as it is, x as BK / 64 boxes of [BM rows][64 elements]
- * that the copy engine swizzles on the way in -- and they complete on the stage's
- * mbarrier; rows past N or M arrive as zeros. The warps spend no instructions on copies
- * (cp.async took a quarter of their issue slots here, NOTES.md).
+ * tile [BN rows][BK / 2 bytes] with the 64-byte (BK = 128) or 32-byte (BK = 64) swizzle,
+ * x as BK / 64 boxes of [BM rows][64 elements] with the 128-byte swizzle wgmma reads --
+ * and they complete on the stage's mbarrier; rows past N or M arrive as zeros. The warps
+ * spend no instructions on copies (cp.async took a quarter of their issue slots here).
+ *
+ * Decode: the A fragment of warp w is weight rows 16w + g and + 8 (g = lane / 4), and for
+ * each k16 step the pairs at elements 2t and 2t + 8 (t = lane % 4) -- in the prepacked
+ * layout (codecs.h) exactly word t of each 32-element chunk, whose 4 slots are the pairs of
+ * the chunk's two k16 steps. So a thread reads one 32-bit word per chunk and row (the
+ * swizzle spreads the 8 rows of a warp's read over distinct banks) and decodes it straight
+ * into fragment registers: no decoded tile in shared memory, no stores, no wgmma A reads.
+ * The 4 threads of a quad need the same block scales; each loads and resolves a quarter
+ * of them and the quad shares them by shuffles. (H100, against decoding each stage once
+ * into a shared-memory A tile: 1.00-1.16x at M = 64..968 on the Pi0.5 shapes, bitwise the
+ * same results; NOTES.md, fifteenth session.)
  *
  * Tile: BN = 128 weight rows (two warpgroups of 64, one wgmma M each) by BM rows of x
  * (the wgmma N), BK (64 or 128) of K per stage. Per stage kt (one barrier): issue the
- * copies of stage kt + STAGES - 1, issue the BK / 16 wgmma of stage kt (they run
- * asynchronously), wait for stage kt + 1's copies and decode it into the other decoded
- * buffer meanwhile, then wait for the wgmma (their x and decoded buffers are refilled
- * next). Epilogue as in the mma.sync kernels: the fragment of a warp's 16 rows is the
+ * BK / 16 wgmma of stage kt from fragment set kt & 1 (they run asynchronously), wait for
+ * those of stage kt - 1 (their set and x buffer are free then), issue the copies of stage
+ * kt + STAGES - 1 into that buffer, wait for stage kt + 1's copies and decode it into the
+ * other set. Epilogue as in the mma.sync kernels: the fragment of a warp's 16 rows is the
  * m16n8 accumulator layout. */
 template <int BM_, int BK_, int STAGES_>
 struct wgmma_tile {
@@ -614,41 +624,27 @@ struct wgmma_tile {
     static constexpr int W_STAGE = BN * W_ROW_BYTES, X_STAGE = BM * BK * 2;
     static constexpr int STAGE_BYTES = W_STAGE + X_STAGE;                /* also the bytes a stage's copies bring */
     static constexpr int X_BOX_BYTES = BM * 128;                         /* x: one 64-element column block */
-    static constexpr int DECODED_BYTES = BN * BK * 2;
     static constexpr int OUT_PITCH = BN + 8;
     static constexpr int OUT_BYTES = BM * OUT_PITCH * 4;
     static constexpr int CHUNKS_ROW = W_ROW_BYTES / 16;                /* 32-element code chunks per row */
-    static constexpr int DECODE_ROWS = BN * CHUNKS_ROW / THREADS;      /* rows each thread decodes */
-    static constexpr int DECODE_ROW_STEP = THREADS / CHUNKS_ROW;       /* between a thread's rows */
-    static constexpr int PIPE_BYTES = STAGES * STAGE_BYTES + 2 * DECODED_BYTES;
+    static constexpr int STEPS = BK / 16;                              /* wgmma k16 steps per stage */
+    static constexpr int PIPE_BYTES = STAGES * STAGE_BYTES;
     /* + alignment slack: the swizzle atoms start on 1024-byte boundaries */
     static constexpr int SMEM = (PIPE_BYTES > OUT_BYTES ? PIPE_BYTES : OUT_BYTES) + WGMMA_ATOM_BYTES;
     static_assert(STAGES >= 3, "stage kt + 1 is decoded while stage kt + STAGES - 1 loads");
     static_assert(BM == 64 || BM == 128 || BM == 256, "the wgmma N sizes of wgmma.cuh");
-    static_assert(BK == 64 || BK == 128, "whole 64-element column blocks, at most one super-tile");
+    static_assert(BK == 64 || BK == 128, "whole 64-element column blocks; a code row of at most 64 bytes");
     static_assert(STAGE_BYTES % WGMMA_ATOM_BYTES == 0 && W_STAGE % WGMMA_ATOM_BYTES == 0, "atoms stay aligned");
-    static_assert(DECODE_ROWS * DECODE_ROW_STEP == BN, "the decode covers the tile");
 };
 
-/* Which weight row (of the first DECODE_ROW_STEP) and which 32-element code chunk of it a
- * thread of the warpgroup kernel decodes. A quarter warp's 16-byte shared-memory accesses
- * take one wavefront when they hit 8 distinct 16-byte bank groups: the code reads (rows of
- * 64 or 32 bytes) when the quarter covers each (row mod 128 B, chunk) once, the decoded
- * stores (unit 4 (chunk & 1) + r of its row, XOR-swizzled by row & 7) when no two of them
- * land on the same unit mod 8. With 2 chunks a row, 4 consecutive rows x 2 chunks do both.
- * With 4 (BK = 128), 2 rows x 4 chunks put chunks 0 and 2 of a row on one bank group (a
- * 2-way conflict on 36% of the store wavefronts at M = 128, Nsight); instead rows {0, 1} of
- * a quarter take chunks {a, a + 1} and rows {2, 3} the other two. H100, A/B: M = 64 and
- * 128 7-9% faster on 16384x2048, 32768x2048 and 2048x16384 (16384x2048 M = 128 nvfp4
- * 21.6 -> 19.8 µs); BK = 64 tiles (M > 128) unchanged. */
-struct decode_slot {
-    int row, col;
-};
-template <class C> __device__ __forceinline__ decode_slot decode_slot_of(int tid)
+/* Byte offset of 16-byte chunk `chunk` of code row `row` in a stage as the TMA swizzle
+ * leaves it: bits 4 .. 4 + log2(CHUNKS_ROW) of the address XOR its bits 7 .. (the 64- and
+ * 32-byte modes), so that rows g = 0..7 of a warp's read land on 8 distinct 16-byte bank
+ * groups. */
+template <class C> __device__ __forceinline__ int codes_offset_swizzled(int row, int chunk)
 {
-    if (C::CHUNKS_ROW != 4) return decode_slot{tid / C::CHUNKS_ROW, tid % C::CHUNKS_ROW};
-    const int quarter = (tid & 31) >> 3, j = tid & 7;
-    return decode_slot{(tid >> 5) * 8 + (quarter >> 1) * 4 + (j >> 1), (j & 1) + 2 * ((j >> 2) ^ (quarter & 1))};
+    const int linear = row * C::W_ROW_BYTES + chunk * 16;
+    return linear ^ (((linear >> 7) & (C::CHUNKS_ROW - 1)) << 4);
 }
 
 #if W4A16_HAVE_WGMMA
@@ -698,21 +694,16 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
 #if W4A16_HAVE_WGMMA
     extern __shared__ __align__(16) uint8_t smem_raw[];
     __shared__ uint32_t lut[256];
-    __shared__ uint64_t landed[C::STAGES]; /* buffer b: the copies of its current stage have arrived */
+    __shared__ uint64_t landed[C::STAGES];
     const uint32_t misalign = shared_address(smem_raw) & (WGMMA_ATOM_BYTES - 1);
     uint8_t *smem = smem_raw + ((WGMMA_ATOM_BYTES - misalign) & (WGMMA_ATOM_BYTES - 1));
 
-    /* the warpgroup index through a shuffle: the compiler then knows it is the same across
-     * the warp and keeps the wgmma descriptors in uniform registers */
-    const int warp = threadIdx.x >> 5, warpgroup = __shfl_sync(0xffffffffu, warp >> 2, 0);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int64_t m0 = (int64_t)blockIdx.x * C::BM, n0 = (int64_t)blockIdx.y * C::BN;
     const int stages_total = cta_stages<C>(a.k);
     const int64_t k_begin = (int64_t)blockIdx.z * stages_total * C::BK;
-    uint8_t *decoded = smem + C::STAGES * C::STAGE_BYTES;
+    constexpr int CHUNKS = C::CHUNKS_ROW, STEPS = C::STEPS;
 
-    /* stage s into buffer s % STAGES (thread 0 only); nothing past the CTA's last stage.
-     * Coordinates are elements of K (x) or bytes (codes) and rows: w4a16_tc_unsupported
-     * keeps them within int32. */
     auto copy_stage = [&](int s) {
         if (s >= stages_total) return;
         uint8_t *buffer = smem + (s % C::STAGES) * C::STAGE_BYTES;
@@ -724,7 +715,6 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
         for (int block = 0; block < C::BK / 64; block++)
             tma_load_2d(buffer + C::W_STAGE + block * C::X_BOX_BYTES, &maps.x, bar, (int32_t)(k + 64 * block), (int32_t)m0);
     };
-    /* every thread, before it reads stage s: the lap's parity */
     auto wait_stage = [&](int s) { mbarrier_wait(&landed[s % C::STAGES], (uint32_t)(s / C::STAGES) & 1); };
 
     if (threadIdx.x == 0) {
@@ -736,47 +726,55 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
     if (threadIdx.x == 0)
         for (int s = 0; s < C::STAGES - 1; s++) copy_stage(s);
 
-    /* the decode: thread (row, col) takes code chunk col (elements 32 col .. + 32) of
-     * weight rows d_row + h * DECODE_ROW_STEP; rows past N read row N - 1's scales (their
-     * codes are 0) */
-    const decode_slot slot = decode_slot_of<C>(threadIdx.x);
-    const int d_col = slot.col, d_row = slot.row;
-    scale_cursor<FMT, T> scales[C::DECODE_ROWS];
-    raw_scale cur[C::DECODE_ROWS];
+    /* rows 16 warp + g and + 8 of the tile; rows past N read row N - 1's scales. The 4
+     * threads of a quad need the same scales (their rows and chunks are the same): thread
+     * t loads and resolves those of chunk t % CHUNKS and the quad shares them by shuffles,
+     * a quarter of the loads and table lookups of each thread doing all of them. */
+    const int rows[2] = {16 * warp + g, 16 * warp + g + 8};
+    const int own_chunk = t % CHUNKS;
+    scale_cursor<FMT, T> scales[2];
+    raw_scale own[2];
 #pragma unroll
-    for (int h = 0; h < C::DECODE_ROWS; h++) {
-        const int64_t row = min(n0 + d_row + h * C::DECODE_ROW_STEP, a.n - 1);
-        scales[h] = scale_cursor<FMT, T>(a.scales, a.zero_points, a.k, a.group, row, k_begin + 32 * d_col,
+    for (int h = 0; h < 2; h++) {
+        scales[h] = scale_cursor<FMT, T>(a.scales, a.zero_points, a.k, a.group, min(n0 + rows[h], a.n - 1), k_begin,
                                          a.chunk_shift);
-        cur[h] = scales[h].load_chunk(0);
+        own[h] = scales[h].load_chunk((uint32_t)own_chunk);
     }
     if (FMT != W4A16_FORMAT_INT4) fill_scale_lut<FMT, T>(lut);
     const uint32_t int_xor = int4_xor<T>(a.zero_points != nullptr);
 
-    /* stage s (pipeline buffer s % STAGES) -> decoded buffer s & 1: the 8 elements of word
-     * r of chunk col are K 32 col + 8r .. + 8, i.e. 16-byte chunk 4 (col & 1) + r of
-     * column block col / 2 */
-    auto decode_stage = [&](int s) {
+    uint32_t frag[2][STEPS][4]; /* [set][k16 step]: the A fragment {row g, row g + 8} x {2t, 2t + 8} */
+    /* stage s -> fragment set `set`: word t of chunk c of row h gives k16 steps 2c and 2c + 1 */
+    auto decode_stage = [&](int s, int set) {
         const uint8_t *ws = smem + (s % C::STAGES) * C::STAGE_BYTES;
-        uint8_t *dst = decoded + (s & 1) * C::DECODED_BYTES + (d_col >> 1) * (C::BN * 128);
         const bool more = s + 1 < stages_total;
+        chunk_scale mine[2];
 #pragma unroll
-        for (int h = 0; h < C::DECODE_ROWS; h++) {
-            const int row = d_row + h * C::DECODE_ROW_STEP;
-            const chunk_scale cs = scale_cursor<FMT, T>::resolve(cur[h], lut, a.other_scale_type);
-            if (more) cur[h] = scales[h].load_chunk((uint32_t)(s + 1) * C::CHUNKS_ROW);
-            const uint4 q = *reinterpret_cast<const uint4 *>(ws + row * C::W_ROW_BYTES + d_col * 16);
-#pragma unroll
-            for (int r = 0; r < 4; r++) {
-                uint32_t p[4];
-                dequant_chunk_word<FMT, T>(q, r, cs, int_xor, p);
-                uint4 *unit = reinterpret_cast<uint4 *>(dst + sw128_offset(row, 4 * (d_col & 1) + r));
-                *unit = make_uint4(p[0], p[1], p[2], p[3]);
-            }
+        for (int h = 0; h < 2; h++) {
+            mine[h] = scale_cursor<FMT, T>::resolve(own[h], lut, a.other_scale_type);
+            if (more) own[h] = scales[h].load_chunk((uint32_t)(s + 1) * CHUNKS + own_chunk);
         }
+#pragma unroll
+        for (int h = 0; h < 2; h++)
+#pragma unroll
+            for (int c = 0; c < CHUNKS; c++) {
+                const int src = (lane & ~3) | c;
+                chunk_scale cs;
+                cs.s0 = __shfl_sync(0xffffffffu, mine[h].s0, src);
+                cs.s1 = FMT == W4A16_FORMAT_NVFP4 ? __shfl_sync(0xffffffffu, mine[h].s1, src) : cs.s0;
+                cs.offset = FMT == W4A16_FORMAT_INT4 ? __shfl_sync(0xffffffffu, mine[h].offset, src) : 0u;
+                const uint32_t word =
+                    *reinterpret_cast<const uint32_t *>(ws + codes_offset_swizzled<C>(rows[h], c) + 4 * t);
+                uint32_t p[4];
+                dequant_fragment_word<FMT, T>(word, cs, int_xor, p);
+                frag[set][2 * c][h] = p[0];
+                frag[set][2 * c][2 + h] = p[1];
+                frag[set][2 * c + 1][h] = p[2];
+                frag[set][2 * c + 1][2 + h] = p[3];
+            }
     };
 
-    float acc[C::FN][C::FM][4]; /* = the wgmma fragment d[BM / 2]: d[4j + e] is acc[0][j][e] */
+    float acc[C::FN][C::FM][4];
     float(&d)[C::BM / 2] = *reinterpret_cast<float(*)[C::BM / 2]>(&acc[0][0][0]);
 #pragma unroll
     for (int i = 0; i < C::BM / 2; i++) d[i] = 0.0f;
@@ -784,30 +782,31 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
     __syncthreads(); /* the barriers are initialised, the scale table is filled */
     if (stages_total > 0) {
         wait_stage(0);
-        decode_stage(0);
+        decode_stage(0, 0);
     }
 
-    for (int kt = 0; kt < stages_total; kt++) {
-        fence_proxy_async(); /* this thread's decoded stores, for wgmma */
-        __syncthreads();     /* decoded tile kt complete; wgmma kt - 1 done, so buffer (kt - 1) % STAGES is free */
-        if (threadIdx.x == 0) copy_stage(kt + C::STAGES - 1);
-
-        /* the warpgroup's 64 decoded rows and the stage's x; k16 step j is column block j / 4,
-         * 32 (j % 4) bytes into it: constant offsets of the two descriptors */
-        const uint32_t a_low = sw128_descriptor_low(decoded + (kt & 1) * C::DECODED_BYTES + warpgroup * 64 * 128);
+    /* stage kt with fragment set `set` (a constant: the loop below is unrolled by two) */
+    auto step = [&](int kt, auto set_tag) {
+        constexpr int set = decltype(set_tag)::value;
         const uint32_t b_low = sw128_descriptor_low(smem + (kt % C::STAGES) * C::STAGE_BYTES + C::W_STAGE);
         wgmma_fence();
 #pragma unroll
-        for (int j = 0; j < C::BK / 16; j++)
-            wgmma_op<C::BM, T>::run(d, sw128_descriptor(a_low, (j >> 2) * (C::BN * 128) + (j & 3) * 32),
-                                    sw128_descriptor(b_low, (j >> 2) * C::X_BOX_BYTES + (j & 3) * 32));
+        for (int j = 0; j < STEPS; j++)
+            wgmma_op<C::BM, T>::run(d, frag[set][j], sw128_descriptor(b_low, (j >> 2) * C::X_BOX_BYTES + (j & 3) * 32));
         wgmma_commit();
+        wgmma_wait<1>(); /* wgmma kt - 1 is done: the other set and buffer (kt - 1) % STAGES are free */
+        __syncthreads();
+        if (threadIdx.x == 0) copy_stage(kt + C::STAGES - 1);
         if (kt + 1 < stages_total) {
             wait_stage(kt + 1);
-            decode_stage(kt + 1);
+            decode_stage(kt + 1, set ^ 1);
         }
-        wgmma_wait<0>();
+    };
+    for (int kt = 0; kt < stages_total; kt += 2) {
+        step(kt, std::integral_constant<int, 0>());
+        if (kt + 1 < stages_total) step(kt + 1, std::integral_constant<int, 1>());
     }
+    wgmma_wait<0>();
 
     __syncthreads(); /* every copy was waited for; the pipeline buffers become the output staging area */
     if (gridDim.z > 1 && a.partials == nullptr) reduce_tile_in_cluster<FMT, T, C>(a, acc, smem, warp);
@@ -921,21 +920,23 @@ template <typename T, class C> cudaError_t make_wgmma_maps(const tc_args &a, wgm
 {
     const uint64_t k = (uint64_t)a.k, n = (uint64_t)a.n, m = (uint64_t)a.m;
     const CUtensorMapDataType x_type = bits16<T>::IS_BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+    /* the codes with the swizzle codes_offset_swizzled undoes, x with wgmma's */
+    const CUtensorMapSwizzle codes_swizzle = C::BK == 128 ? CU_TENSOR_MAP_SWIZZLE_64B : CU_TENSOR_MAP_SWIZZLE_32B;
     const bool ok = encode_map_2d(&maps->codes, CU_TENSOR_MAP_DATA_TYPE_UINT8, a.codes, k / 2, n, k / 2, C::BK / 2,
-                                  C::BN, CU_TENSOR_MAP_SWIZZLE_NONE) &&
+                                  C::BN, codes_swizzle) &&
                     encode_map_2d(&maps->x, x_type, a.x, k, m, 2 * k, 64, C::BM, CU_TENSOR_MAP_SWIZZLE_128B);
     return ok ? cudaSuccess : cudaErrorNotSupported;
 }
 
-/* One tile kernel's launch with C::SMEM bytes of dynamic shared memory: beyond 48 KiB
- * that is opt-in per kernel, and setting it is a cheap host call. */
+/* One tile kernel's launch with `smem` (>= C::SMEM) bytes of dynamic shared memory: beyond
+ * 48 KiB that is opt-in per kernel, and setting it is a cheap host call. */
 template <class C, typename... Params, typename... Args>
-cudaError_t launch_with_smem(void (*kernel)(Params...), dim3 grid, unsigned cluster_z, bool pdl, cudaStream_t stream,
-                             Args... args)
+cudaError_t launch_with_smem(void (*kernel)(Params...), size_t smem, dim3 grid, unsigned cluster_z, bool pdl,
+                             cudaStream_t stream, Args... args)
 {
-    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
+    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (err == cudaSuccess)
-        err = w4a16_launch_clusters(pdl, cluster_z, kernel, grid, dim3(C::THREADS), C::SMEM, stream, args...);
+        err = w4a16_launch_clusters(pdl, cluster_z, kernel, grid, dim3(C::THREADS), smem, stream, args...);
     return err;
 }
 
@@ -955,11 +956,24 @@ template <int FMT, typename T, class C> auto tile_kernel()
  * 49.7 vs 24.7), while pairs do: M = 968 m256 split 2 116.0 -> 103.8 µs. */
 bool splits_in_cluster(bool wgmma, int splits) { return wgmma && splits == 2; }
 
+/* The dynamic shared memory of a launch of tile C. The 64-row warpgroup tile fits twice on
+ * an SM, which pays when the grid has more CTAs than SMs (H100, nvfp4, 32768x2048 at
+ * M = 64: 26.5 µs against 31.7 one per SM) but not below that: the CTA scheduler then puts
+ * pairs on some SMs while others idle (2048x16384 at M = 64, split 8, 128 CTAs: 24.3 µs
+ * against 18.3). Such grids ask for more than half an SM's shared memory, one CTA each. */
+template <class C> size_t launch_smem(int64_t ctas, const w4a16_launch_facts &dev)
+{
+    const size_t half_sm = dev.sm_smem / 2 + 1;
+    if (C::WGMMA && ctas <= dev.sms && (size_t)C::SMEM < half_sm) return half_sm;
+    return C::SMEM;
+}
+
 template <int FMT, typename T, class C>
-cudaError_t launch_tile(const tc_args &a, int splits, bool pdl, cudaStream_t stream)
+cudaError_t launch_tile(const tc_args &a, int splits, const w4a16_launch_facts &dev, cudaStream_t stream)
 {
     const dim3 grid(w4a16_ceil_div(a.m, C::BM), w4a16_ceil_div(a.n, C::BN), (unsigned)splits);
     const bool cluster = splits_in_cluster(C::WGMMA, splits);
+    const size_t smem = launch_smem<C>((int64_t)grid.x * grid.y * grid.z, dev);
     tc_args args = a;
     if (cluster) args.partials = nullptr; /* what tells the kernel to add up in its cluster */
     cudaError_t err;
@@ -967,13 +981,14 @@ cudaError_t launch_tile(const tc_args &a, int splits, bool pdl, cudaStream_t str
         wgmma_maps maps;
         err = make_wgmma_maps<T, C>(args, &maps);
         if (err == cudaSuccess)
-            err = launch_with_smem<C>(tile_kernel<FMT, T, C>(), grid, cluster ? (unsigned)splits : 1u, pdl, stream, args,
-                                      maps);
+            err = launch_with_smem<C>(tile_kernel<FMT, T, C>(), smem, grid, cluster ? (unsigned)splits : 1u, dev.pdl,
+                                      stream, args, maps);
     } else {
-        err = launch_with_smem<C>(tile_kernel<FMT, T, C>(), grid, 1u, pdl, stream, args);
+        err = launch_with_smem<C>(tile_kernel<FMT, T, C>(), smem, grid, 1u, dev.pdl, stream, args);
     }
     if (err == cudaSuccess && splits > 1 && !cluster)
-        err = w4a16_launch_after(pdl, reduce_split_k<FMT, T>, w4a16_ceil_div(a.m * a.n, 256), 256, 0, stream, a, splits);
+        err = w4a16_launch_after(dev.pdl, reduce_split_k<FMT, T>, w4a16_ceil_div(a.m * a.n, 256), 256, 0, stream, a,
+                                 splits);
     return err;
 }
 
@@ -1004,17 +1019,19 @@ template <int FMT, typename T, class C> int tile_resident_ctas()
 }
 
 template <int FMT, typename T>
-cudaError_t launch_shape(const tc_args &a, int tile_index, int splits, bool pdl, cudaStream_t stream)
+cudaError_t launch_shape(const tc_args &a, int tile_index, int splits, const w4a16_launch_facts &dev,
+                         cudaStream_t stream)
 {
-    return with_tile(tile_index, [&](auto tile) { return launch_tile<FMT, T, decltype(tile)>(a, splits, pdl, stream); });
+    return with_tile(tile_index, [&](auto tile) { return launch_tile<FMT, T, decltype(tile)>(a, splits, dev, stream); });
 }
 
 template <typename T>
-cudaError_t launch_format(const tc_args &a, int format, int tile_index, int splits, bool pdl, cudaStream_t stream)
+cudaError_t launch_format(const tc_args &a, int format, int tile_index, int splits, const w4a16_launch_facts &dev,
+                          cudaStream_t stream)
 {
-    if (format == W4A16_FORMAT_NVFP4) return launch_shape<W4A16_FORMAT_NVFP4, T>(a, tile_index, splits, pdl, stream);
-    if (format == W4A16_FORMAT_MXFP4) return launch_shape<W4A16_FORMAT_MXFP4, T>(a, tile_index, splits, pdl, stream);
-    return launch_shape<W4A16_FORMAT_INT4, T>(a, tile_index, splits, pdl, stream);
+    if (format == W4A16_FORMAT_NVFP4) return launch_shape<W4A16_FORMAT_NVFP4, T>(a, tile_index, splits, dev, stream);
+    if (format == W4A16_FORMAT_MXFP4) return launch_shape<W4A16_FORMAT_MXFP4, T>(a, tile_index, splits, dev, stream);
+    return launch_shape<W4A16_FORMAT_INT4, T>(a, tile_index, splits, dev, stream);
 }
 
 template <int FMT, typename T> int resident_shape(int tile_index)
@@ -1076,8 +1093,8 @@ cudaError_t w4a16_tc_launch(const w4a16_cuda_gemm_args &args, int index, void *w
      * 29.0), no gain or a loss with one (1024x4096 M = 50, split 8: 8.5 -> 9.1) */
     a.prefetch = dev.pdl && splits == 1;
     if (args.x_dtype == W4A16_DTYPE_BFLOAT16)
-        return launch_format<__nv_bfloat16>(a, args.format, tile_index, splits, dev.pdl, stream);
-    return launch_format<__half>(a, args.format, tile_index, splits, dev.pdl, stream);
+        return launch_format<__nv_bfloat16>(a, args.format, tile_index, splits, dev, stream);
+    return launch_format<__half>(a, args.format, tile_index, splits, dev, stream);
 }
 
 int w4a16_tc_resident_ctas(const w4a16_cuda_gemm_args &args, int index)

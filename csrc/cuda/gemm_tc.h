@@ -18,6 +18,7 @@
 struct w4a16_launch_facts {
     int sms;          /* streaming multiprocessors */
     size_t l2_bytes;  /* L2 cache size */
+    size_t sm_smem;   /* shared memory per SM */
     bool pdl;         /* launch as programmatic dependents (SM90 on; W4A16_PDL=0 turns it off) */
 };
 

@@ -47,8 +47,9 @@
  *
  * Stage 4 — dequantization (dequant.cuh): nibbles j and j+4 of a 32-bit word decode as
  *   one 16-bit pair. In the canonical layout they are elements (j, j+4), and x is gathered
- *   into the same pairs with byte permutes; in the prepacked layout they are (2j, 2j+1)
- *   and x is used as loaded. One 16-bit multiply per pair applies the block scale.
+ *   into the same pairs with byte permutes; in the prepacked layout slot r of a chunk's
+ *   4 words holds the pairs of elements 8r .. 8r + 7 (codecs.h) and x is used as loaded.
+ *   One 16-bit multiply per pair applies the block scale.
  *
  * Stage 5 — epilogue, once per tile. Warps put their fp32 accumulators in shared memory
  *   (two buffers, so one barrier per tile suffices), and every thread sums one output
@@ -251,8 +252,8 @@ gemv_w4_kernel(gemv_args a)
                         }
                     }
                 uint32_t pg[4], ph[4];
-                dequant_chunk_word<FMT, T>(codes_g, r, cs_g, int_xor, pg);
-                dequant_chunk_word<FMT, T>(codes_h, r, cs_h, int_xor, ph);
+                dequant_chunk_pairs<FMT, T, PREPACKED>(codes_g, r, cs_g, int_xor, pg);
+                dequant_chunk_pairs<FMT, T, PREPACKED>(codes_h, r, cs_h, int_xor, ph);
 #pragma unroll
                 for (int i = 0; i < 2; i++) {
                     /* k-tile 2r + i: pairs 2i, 2i+1 of the word (elements {0,4,1,5} or {2,6,3,7}
@@ -369,7 +370,7 @@ __global__ void gemm_w4_generic(w4a16_cuda_gemm_args a)
         float w[2];
 #pragma unroll
         for (int e = 0; e < 2; e++) {
-            const uint8_t q = w4a16_code_at(codes, k + e, a.prepacked);
+            const uint8_t q = w4a16_code_at(codes, k + e, a.k, a.prepacked);
             w[e] = (w4a16_code_value(q, a.format == W4A16_FORMAT_INT4, a.zero_points != nullptr) - z) * s;
         }
 #pragma unroll

@@ -457,20 +457,16 @@ extern "C" w4a16_status w4a16_cuda_pack_int4(const void *w, w4a16_dtype dtype, i
     return w4a16_cuda_check(cudaGetLastError(), "pack_int4 (launch)");
 }
 
-/* ---- prepack: a nibble permutation inside each 4-byte word -------------------------- */
+/* ---- prepack: a nibble permutation inside each 16-byte chunk of a row ----------------- */
 
-__global__ void prepack_kernel(const uint8_t *codes, uint8_t *out, int64_t words, int to_prepacked)
+__global__ void prepack_kernel(const uint8_t *codes, uint8_t *out, int64_t n, int64_t bytes_per_row, int to_prepacked)
 {
+    const int64_t chunks_row = (bytes_per_row + 15) / 16;
     const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-    if (i >= words) return;
-    const uint8_t *src = codes + 4 * i; /* byte by byte: views need not be 4-byte aligned */
-    const uint32_t word = src[0] | (uint32_t)src[1] << 8 | (uint32_t)src[2] << 16 | (uint32_t)src[3] << 24;
-    const uint32_t r = w4a16_prepack_word(word, to_prepacked);
-    uint8_t *dst = out + 4 * i;
-    dst[0] = (uint8_t)r;
-    dst[1] = (uint8_t)(r >> 8);
-    dst[2] = (uint8_t)(r >> 16);
-    dst[3] = (uint8_t)(r >> 24);
+    if (i >= n * chunks_row) return;
+    const int64_t row = i / chunks_row, c = i % chunks_row, at = row * bytes_per_row + 16 * c;
+    /* byte by byte: views need not be aligned */
+    w4a16_prepack_chunk(codes + at, out + at, w4a16_prepack_chunk_words(bytes_per_row, c), to_prepacked);
 }
 
 extern "C" w4a16_status w4a16_cuda_prepack(const uint8_t *codes, uint8_t *out, int64_t n, int64_t bytes_per_row,
@@ -478,9 +474,9 @@ extern "C" w4a16_status w4a16_cuda_prepack(const uint8_t *codes, uint8_t *out, i
 {
     w4a16_device_guard guard(device_id);
     if (guard.error != cudaSuccess) return w4a16_cuda_check(guard.error, "prepack (set device)");
-    const int64_t words = n * bytes_per_row / 4;
-    if (words == 0) return W4A16_OK;
-    prepack_kernel<<<w4a16_ceil_div(words, THREADS), THREADS, 0, static_cast<cudaStream_t>(stream)>>>(
-        codes, out, words, to_prepacked);
+    const int64_t chunks = n * w4a16_ceil_div(bytes_per_row, 16);
+    if (chunks == 0) return W4A16_OK;
+    prepack_kernel<<<w4a16_ceil_div(chunks, THREADS), THREADS, 0, static_cast<cudaStream_t>(stream)>>>(
+        codes, out, n, bytes_per_row, to_prepacked);
     return w4a16_cuda_check(cudaGetLastError(), "prepack (launch)");
 }

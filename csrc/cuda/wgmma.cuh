@@ -1,16 +1,16 @@
 /*
  * wgmma.cuh — the Hopper (sm_90a) pieces the large-M kernel of gemm_tc.cu uses:
- * shared-memory matrix descriptors, the fences, wgmma.mma_async m64nNk16 with both
- * operands in shared memory and fp32 accumulators, the tensor-memory-accelerator (TMA)
+ * shared-memory matrix descriptors, the fences, wgmma.mma_async m64nNk16 with A in
+ * registers, B in shared memory and fp32 accumulators, the tensor-memory-accelerator (TMA)
  * copies with the mbarriers they complete on, and the cluster barrier and distributed
  * shared-memory loads of its K split.
  *
  * The instructions here exist only where __CUDA_ARCH_FEAT_SM90_ALL is defined (nvcc for
  * sm_90a); other targets see W4A16_HAVE_WGMMA == 0 and the kernel that uses them
  * compiles to a trap that the host never launches (w4a16_tc_unsupported refuses it). The
- * layout helpers and the tensor-map struct above that guard serve every target.
+ * tensor-map struct above that guard serves every target.
  *
- * Operand layout (PTX ISA, "shared memory matrix layout", K-major with the 128-byte
+ * B operand layout (PTX ISA, "shared memory matrix layout", K-major with the 128-byte
  * swizzle): a tile is stored as atoms of 8 rows x 128 bytes (64 16-bit elements of K);
  * row r of an atom is at r * 128 and its 16-byte chunk c at (c ^ (r % 8)) * 16, and
  * atoms of consecutive 8-row groups follow each other (the stride, 1024 bytes). A
@@ -40,21 +40,17 @@ constexpr int WGMMA_ATOM_BYTES = 1024; /* 8 rows x 128 bytes */
 /* What the kernel's copies read, described for the TMA unit (built on the host per call,
  * passed as a __grid_constant__ parameter). */
 struct wgmma_maps {
-    CUtensorMap codes; /* uint8 [N][K / 2] (prepacked codes), box [BN][BK / 2], as is */
+    CUtensorMap codes; /* uint8 [N][K / 2] (prepacked codes), box [BN][BK / 2], 64- or 32-byte swizzle */
     CUtensorMap x;     /* 16-bit [M][K], box [BM][64], 128-byte swizzle */
 };
 
-/* Byte offset of 16-byte chunk `chunk` (0..7) of row `row` within a column block of
- * 128-byte rows, with the 128-byte swizzle. */
-__device__ __forceinline__ int sw128_offset(int row, int chunk) { return row * 128 + ((chunk ^ (row & 7)) << 4); }
-
 #if W4A16_HAVE_WGMMA
 
-/* Descriptor of a K-major, 128-byte-swizzled operand, as its two 32-bit halves. Low: the
+/* Descriptor of a K-major, 128-byte-swizzled operand (x), as its two 32-bit halves. Low: the
  * start address >> 4 (bits 0-13) and the leading offset, unused for this layout (1, as
  * the ISA's examples set it; bits 16-29). High: the stride between 8-row groups (1024 B)
  * >> 4 (bits 32-45) and swizzle mode 1, 128 B (bits 62-63). Only the start address
- * differs between the operands of a tile, so a kernel takes the low half of a base once
+ * differs between the k16 steps of a stage, so a kernel takes the low half of a base once
  * and adds offsets: the field cannot carry out (shared memory is below 256 KiB). */
 constexpr uint32_t SW128_DESCRIPTOR_HIGH = (WGMMA_ATOM_BYTES >> 4) | (1u << 30);
 
@@ -94,41 +90,40 @@ template <int N> __device__ __forceinline__ void wgmma_wait()
                       "%80,%81,%82,%83,%84,%85,%86,%87,%88,%89,%90,%91,%92,%93,%94,%95,"   \
                       "%96,%97,%98,%99,%100,%101,%102,%103,%104,%105,%106,%107,%108,%109,%110,%111,"   \
                       "%112,%113,%114,%115,%116,%117,%118,%119,%120,%121,%122,%123,%124,%125,%126,%127}"
-/* d (64 x N, fp32, the warpgroup's fragment) += A (64 x 16, desc a) * B (16 x N, desc b);
- * the operands after the accumulators: %R = desc a, %R+1 = desc b */
-#define W4A16_WGMMA(shape_types, regs, a_op, b_op, ...)                                                        \
+/* d (64 x N, fp32, the warpgroup's fragment) += A (64 x 16) * B (16 x N, desc b), A from
+ * registers: the m16n8k16 A fragment of each warp's 16 rows (operands after the
+ * accumulators: %R..%R+3 = a[0..3], %R+4 = desc b; no transposes). */
+#define W4A16_WGMMA_RS(shape_types, regs, a_op, b_op, ...)                                                     \
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\nwgmma.mma_async.sync.aligned." shape_types " " regs \
-                 ", " a_op ", " b_op ", p, 1, 1, 0, 0;\n}\n"                                                    \
+                 ", " a_op ", " b_op ", p, 1, 1, 0;\n}\n"                                                       \
                  : __VA_ARGS__                                                                                  \
-                 : "l"(a), "l"(b))
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b))
 
 /* wgmma_op<N, T>::run(d, a, b): the instruction above for x of either 16-bit type; the
  * macro writes both specialisations of one N, which differ only in the type suffix */
-#define W4A16_WGMMA_OPS(n, acc, regs, a_op, b_op, ...)                                                       \
-    template <> struct wgmma_op<n, __nv_bfloat16> {                                                          \
-        static __device__ __forceinline__ void run(float (&d)[acc], uint64_t a, uint64_t b)                  \
+#define W4A16_WGMMA_OPS_T(n, acc, regs, a_op, b_op, type, suffix, ...)                                        \
+    template <> struct wgmma_op<n, type> {                                                                   \
+        static __device__ __forceinline__ void run(float (&d)[acc], const uint32_t (&a)[4], uint64_t b)      \
         {                                                                                                    \
-            W4A16_WGMMA("m64n" #n "k16.f32.bf16.bf16", regs, a_op, b_op, __VA_ARGS__);                       \
-        }                                                                                                    \
-    };                                                                                                       \
-    template <> struct wgmma_op<n, __half> {                                                                 \
-        static __device__ __forceinline__ void run(float (&d)[acc], uint64_t a, uint64_t b)                  \
-        {                                                                                                    \
-            W4A16_WGMMA("m64n" #n "k16.f32.f16.f16", regs, a_op, b_op, __VA_ARGS__);                         \
+            W4A16_WGMMA_RS("m64n" #n "k16.f32." suffix, regs, a_op, b_op, __VA_ARGS__);                      \
         }                                                                                                    \
     };
+#define W4A16_WGMMA_OPS(n, acc, regs, a_op, b_op, ...)                                                       \
+    W4A16_WGMMA_OPS_T(n, acc, regs, a_op, b_op, __nv_bfloat16, "bf16.bf16", __VA_ARGS__)                      \
+    W4A16_WGMMA_OPS_T(n, acc, regs, a_op, b_op, __half, "f16.f16", __VA_ARGS__)
 
 template <int N, typename T> struct wgmma_op;
-W4A16_WGMMA_OPS(64, 32, W4A16_REGS32, "%32", "%33", W4A16_F8(d, 0), W4A16_F8(d, 8), W4A16_F8(d, 16),
+W4A16_WGMMA_OPS(64, 32, W4A16_REGS32, "{%32,%33,%34,%35}", "%36", W4A16_F8(d, 0), W4A16_F8(d, 8), W4A16_F8(d, 16),
                 W4A16_F8(d, 24))
-W4A16_WGMMA_OPS(128, 64, W4A16_REGS64, "%64", "%65", W4A16_F8(d, 0), W4A16_F8(d, 8), W4A16_F8(d, 16),
+W4A16_WGMMA_OPS(128, 64, W4A16_REGS64, "{%64,%65,%66,%67}", "%68", W4A16_F8(d, 0), W4A16_F8(d, 8), W4A16_F8(d, 16),
                 W4A16_F8(d, 24), W4A16_F8(d, 32), W4A16_F8(d, 40), W4A16_F8(d, 48), W4A16_F8(d, 56))
-W4A16_WGMMA_OPS(256, 128, W4A16_REGS128, "%128", "%129", W4A16_F8(d, 0), W4A16_F8(d, 8), W4A16_F8(d, 16),
+W4A16_WGMMA_OPS(256, 128, W4A16_REGS128, "{%128,%129,%130,%131}", "%132", W4A16_F8(d, 0), W4A16_F8(d, 8), W4A16_F8(d, 16),
                 W4A16_F8(d, 24), W4A16_F8(d, 32), W4A16_F8(d, 40), W4A16_F8(d, 48), W4A16_F8(d, 56),
                 W4A16_F8(d, 64), W4A16_F8(d, 72), W4A16_F8(d, 80), W4A16_F8(d, 88), W4A16_F8(d, 96),
                 W4A16_F8(d, 104), W4A16_F8(d, 112), W4A16_F8(d, 120))
 #undef W4A16_WGMMA_OPS
-#undef W4A16_WGMMA
+#undef W4A16_WGMMA_OPS_T
+#undef W4A16_WGMMA_RS
 #undef W4A16_REGS128
 #undef W4A16_REGS64
 #undef W4A16_REGS32

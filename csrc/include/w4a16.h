@@ -92,9 +92,10 @@ typedef enum {
 } w4a16_format;
 
 /* Order of the codes of a weight. PREPACKED is the kernels' private order (a permutation
- * of the nibbles inside each 4-byte word, rows and scales unchanged), made once by
- * w4a16_prepack so that the tensor-core GEMM needs no shuffles; save and exchange
- * weights in the CANONICAL layout (w4a16_unprepack). */
+ * of the nibbles inside each 16-byte chunk of a row, rows and scales unchanged: word t of
+ * a chunk holds what thread t of a quad holds of a tensor-core A fragment), made once by
+ * w4a16_prepack so that the GEMMs need no shuffles; save and exchange weights in the
+ * CANONICAL layout (w4a16_unprepack). */
 typedef enum {
     W4A16_LAYOUT_CANONICAL = 0,
     W4A16_LAYOUT_PREPACKED = 1

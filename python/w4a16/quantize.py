@@ -312,12 +312,15 @@ def prepack(qw: QuantizedWeight) -> QuantizedWeight:
     """The weight with its codes reordered for the GPU kernels (a new codes array; scales,
     global scale and zero points are shared).
 
-    The prepacked order permutes the 8 nibbles of each 4-byte word of a row so that
-    elements 2j and 2j + 1 sit 16 bits apart (nibbles j and j + 4): the tensor-core GEMM
-    then decodes an mma fragment with one shift and mask per pair of elements and needs
-    no data shuffles. Do it once, when a layer is built (FP4Linear / Int4Linear do); the
-    gemm, dequantize and the modules accept both layouts, and :meth:`state_dict` and the
-    exporters always write the canonical one. Needs K % 8 == 0 (true of every format).
+    The prepacked order permutes the nibbles inside each 16-byte chunk (32 elements) of a
+    row: pair p of a chunk (elements 2p, 2p + 1) goes to nibbles j and j + 4 of word
+    p % 4, j = p // 4 (16 bits apart, like the halves of a 16-bit pair register), so word
+    t holds exactly what thread t of a quad holds of a tensor-core A fragment over the
+    chunk's two k16 steps; a shorter last chunk of W < 4 words uses p % W and p // W. The
+    kernels then decode fragments with one shift and mask per pair and no data shuffles.
+    Do it once, when a layer is built (FP4Linear / Int4Linear do); the gemm, dequantize
+    and the modules accept both layouts, and :meth:`state_dict` and the exporters always
+    write the canonical one. Needs K % 8 == 0 (true of every format).
 
     Args:
         qw: a QuantizedWeight in any layout, any framework and device.
