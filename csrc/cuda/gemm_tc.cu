@@ -849,7 +849,8 @@ using tile_n64_m64_wide = tile<2, 1, 2, 8, 2, 4>;  /* 4 warps, K split over 2 wa
  * class parts). 4 stages (224 KiB) measured the same; a 128 x 64 decoded tile was never
  * the fastest (H100, benchmarks/RESULTS.md). */
 using tile_n128_m128_decoded = decoded_tile<2, 4, 4, 4, 3>;
-/* the warpgroup kernel (SM90 with an sm_90a build only): 225 / 161 / 177 KiB */
+/* the warpgroup kernel (SM90 with an sm_90a build only): 161 / 97 / 145 KiB. 5 stages for
+ * the 128-row tile measured the same (H100, M = 64 and 128 on the large Pi0.5 shapes) */
 using tile_wg_n128_m128 = wgmma_tile<128, 128, 4>;
 using tile_wg_n128_m64 = wgmma_tile<64, 128, 4>;
 using tile_wg_n128_m256 = wgmma_tile<256, 64, 4>;
