@@ -226,7 +226,8 @@ void w4a16_dequantize_row_ref(const w4a16_cpu_weight *w, int64_t row, float *dst
         const uint8_t *qg = q + g * half;
         float *d = dst + g * w->group_size;
         if (w->prepacked) {
-            for (j = 0; j < w->group_size; j++) d[j] = (values[w4a16_code_at(q, g * w->group_size + j, w->k, 1)] - z) * s;
+            for (j = 0; j < w->group_size; j++)
+                d[j] = (values[w4a16_code_at(q, g * w->group_size + j, w->k, 1)] - z) * s;
             continue;
         }
         for (j = 0; j < half; j++) {

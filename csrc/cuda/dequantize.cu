@@ -139,12 +139,15 @@ __global__ void __launch_bounds__(WORD_THREADS) dequantize_words_kernel(w4a16_cu
     const int lane = threadIdx.x & 31;
     const int64_t warps = (int64_t)gridDim.x * (WORD_THREADS / 32);
     /* flat word r of the lane's four (elements 8w .. 8w + 7 of the row-major weight) */
-    auto word_index = [&](int64_t span, int r) { return PREPACKED ? span * 128 + 4 * lane + r : span * 128 + 32 * r + lane; };
+    auto word_index = [&](int64_t span, int r) {
+        return PREPACKED ? span * 128 + 4 * lane + r : span * 128 + 32 * r + lane;
+    };
     for (int64_t span = blockIdx.x * (WORD_THREADS / 32) + threadIdx.x / 32; span * 128 < words; span += warps) {
         uint32_t q[4];
         if (PREPACKED) {
             const int64_t w0 = word_index(span, 0); /* words % 4 == 0: whole chunks */
-            const uint4 c = w0 < words ? __ldg(reinterpret_cast<const uint4 *>(codes + w0)) : make_uint4(0u, 0u, 0u, 0u);
+            const uint4 c =
+                w0 < words ? __ldg(reinterpret_cast<const uint4 *>(codes + w0)) : make_uint4(0u, 0u, 0u, 0u);
             q[0] = c.x, q[1] = c.y, q[2] = c.z, q[3] = c.w;
         } else {
 #pragma unroll
