@@ -277,6 +277,19 @@ template <int FMT, typename T> struct scale_cursor {
     }
 };
 
+/* The raw pairs of slot r of a prepacked chunk's 4 words: elements 8r .. 8r + 7 of the
+ * chunk in pair order (codecs.h). */
+template <int FMT, typename T>
+__device__ __forceinline__ void dequant_slot(const uint32_t (&words)[4], int r, uint32_t int_xor, uint32_t (&pairs)[4])
+{
+#pragma unroll
+    for (int w = 0; w < 4; w++) {
+        uint32_t p[4];
+        dequant_word<FMT, T>(words[w], int_xor, p);
+        pairs[w] = p[r];
+    }
+}
+
 /* Scaled A-operand pairs of elements 8r .. 8r + 7 of one row chunk (16 bytes of codes),
  * in pair order: the pairs of k-tiles 2r and 2r + 1. In the canonical layout that is word
  * r (pairs (j, j + 4), x gathered alike: permute_x_word); in the prepacked layout slot r
@@ -288,16 +301,8 @@ __device__ __forceinline__ void dequant_chunk_pairs(const uint4 &q, int r, const
                                                     uint32_t (&pairs)[4])
 {
     const uint32_t words[4] = {q.x, q.y, q.z, q.w};
-    if (PREPACKED) {
-#pragma unroll
-        for (int w = 0; w < 4; w++) {
-            uint32_t p[4];
-            dequant_word<FMT, T>(words[w], int_xor, p);
-            pairs[w] = p[r];
-        }
-    } else {
-        dequant_word<FMT, T>(words[r], int_xor, pairs);
-    }
+    if (PREPACKED) dequant_slot<FMT, T>(words, r, int_xor, pairs);
+    else dequant_word<FMT, T>(words[r], int_xor, pairs);
     const uint32_t s = (FMT == W4A16_FORMAT_NVFP4 && r >= 2) ? cs.s1 : cs.s0; /* 16-element blocks */
 #pragma unroll
     for (int j = 0; j < 4; j++) {

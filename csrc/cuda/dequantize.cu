@@ -161,16 +161,8 @@ __global__ void __launch_bounds__(WORD_THREADS) dequantize_words_kernel(w4a16_cu
             const int64_t w = word_index(span, r);
             if (w >= words) break;
             uint32_t pairs[4];
-            if (PREPACKED) {
-#pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    uint32_t p[4];
-                    dequant_word<FMT, __nv_bfloat16>(q[i], int_xor, p);
-                    pairs[i] = p[r];
-                }
-            } else {
-                dequant_word<FMT, __nv_bfloat16>(q[r], int_xor, pairs);
-            }
+            if (PREPACKED) dequant_slot<FMT, __nv_bfloat16>(q, r, int_xor, pairs);
+            else dequant_word<FMT, __nv_bfloat16>(q[r], int_xor, pairs);
             float offset, v[8];
             const float s = word_scale<FMT>(wt, lut, w, group_shift, &offset);
             dequantize_pairs<FMT, PREPACKED>(pairs, s, offset, v);
