@@ -277,6 +277,15 @@ template <int FMT, typename T> struct scale_cursor {
     }
 };
 
+/* One raw pair scaled: INT4 first loses its magic number and zero point; NVFP4 takes the
+ * chunk's second block scale for the pairs of its second 16 elements. */
+template <int FMT, typename T>
+__device__ __forceinline__ uint32_t scale_pair(uint32_t pair, const chunk_scale &cs, bool second_block)
+{
+    if (FMT == W4A16_FORMAT_INT4) pair = sub2<T>(pair, cs.offset);
+    return mul2<T>(pair, (FMT == W4A16_FORMAT_NVFP4 && second_block) ? cs.s1 : cs.s0);
+}
+
 /* The raw pairs of slot r of a prepacked chunk's 4 words: elements 8r .. 8r + 7 of the
  * chunk in pair order (codecs.h). */
 template <int FMT, typename T>
@@ -303,12 +312,8 @@ __device__ __forceinline__ void dequant_chunk_pairs(const uint4 &q, int r, const
     const uint32_t words[4] = {q.x, q.y, q.z, q.w};
     if (PREPACKED) dequant_slot<FMT, T>(words, r, int_xor, pairs);
     else dequant_word<FMT, T>(words[r], int_xor, pairs);
-    const uint32_t s = (FMT == W4A16_FORMAT_NVFP4 && r >= 2) ? cs.s1 : cs.s0; /* 16-element blocks */
 #pragma unroll
-    for (int j = 0; j < 4; j++) {
-        if (FMT == W4A16_FORMAT_INT4) pairs[j] = sub2<T>(pairs[j], cs.offset);
-        pairs[j] = mul2<T>(pairs[j], s);
-    }
+    for (int j = 0; j < 4; j++) pairs[j] = scale_pair<FMT, T>(pairs[j], cs, r >= 2); /* elements 8r .. 8r + 7 */
 }
 
 /* Scaled pairs of one word in the fragment order (word w of a 32-element chunk holds the
@@ -320,10 +325,7 @@ __device__ __forceinline__ void dequant_fragment_word(uint32_t word, const chunk
 {
     dequant_word<FMT, T>(word, int_xor, pairs);
 #pragma unroll
-    for (int j = 0; j < 4; j++) {
-        if (FMT == W4A16_FORMAT_INT4) pairs[j] = sub2<T>(pairs[j], cs.offset);
-        pairs[j] = mul2<T>(pairs[j], (FMT == W4A16_FORMAT_NVFP4 && j >= 2) ? cs.s1 : cs.s0);
-    }
+    for (int j = 0; j < 4; j++) pairs[j] = scale_pair<FMT, T>(pairs[j], cs, j >= 2); /* elements 2w + 8j */
 }
 
 /* The scale table: code byte -> 16-bit scale * 2^SCALE_LOG2 in both halves (unused

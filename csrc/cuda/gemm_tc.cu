@@ -694,7 +694,7 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
 #if W4A16_HAVE_WGMMA
     extern __shared__ __align__(16) uint8_t smem_raw[];
     __shared__ uint32_t lut[256];
-    __shared__ uint64_t landed[C::STAGES];
+    __shared__ uint64_t landed[C::STAGES]; /* buffer b: the copies of its current stage have arrived */
     const uint32_t misalign = shared_address(smem_raw) & (WGMMA_ATOM_BYTES - 1);
     uint8_t *smem = smem_raw + ((WGMMA_ATOM_BYTES - misalign) & (WGMMA_ATOM_BYTES - 1));
 
@@ -704,6 +704,9 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
     const int64_t k_begin = (int64_t)blockIdx.z * stages_total * C::BK;
     constexpr int CHUNKS = C::CHUNKS_ROW, STEPS = C::STEPS;
 
+    /* stage s into buffer s % STAGES (thread 0 only); nothing past the CTA's last stage.
+     * Coordinates are elements of K (x) or bytes (codes) and rows: w4a16_tc_unsupported
+     * keeps them within int32. */
     auto copy_stage = [&](int s) {
         if (s >= stages_total) return;
         uint8_t *buffer = smem + (s % C::STAGES) * C::STAGE_BYTES;
@@ -715,6 +718,7 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
         for (int block = 0; block < C::BK / 64; block++)
             tma_load_2d(buffer + C::W_STAGE + block * C::X_BOX_BYTES, &maps.x, bar, (int32_t)(k + 64 * block), (int32_t)m0);
     };
+    /* every thread, before it reads stage s: the lap's parity */
     auto wait_stage = [&](int s) { mbarrier_wait(&landed[s % C::STAGES], (uint32_t)(s / C::STAGES) & 1); };
 
     if (threadIdx.x == 0) {
@@ -774,7 +778,7 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
             }
     };
 
-    float acc[C::FN][C::FM][4];
+    float acc[C::FN][C::FM][4]; /* = the wgmma fragment d[BM / 2]: d[4j + e] is acc[0][j][e] */
     float(&d)[C::BM / 2] = *reinterpret_cast<float(*)[C::BM / 2]>(&acc[0][0][0]);
 #pragma unroll
     for (int i = 0; i < C::BM / 2; i++) d[i] = 0.0f;
