@@ -21,3 +21,7 @@ python3 "$OLDPWD/benchmarks/bench_pdl.py" --out "$OUT" 2>&1
  echo "## W4A16_PDL=0"; W4A16_PDL=0 python3 "$OLDPWD/examples/pi05_mlp.py") 2>&1 | tee "$OUT/pi05_mlp.log"
 # what a kernel that only reads the same bytes achieves (calibrates the % of roofline column)
 nvcc -O3 -arch=sm_90 -o /tmp/read_floor "$OLDPWD/benchmarks/bench_read_floor.cu" && /tmp/read_floor | tee "$OUT/read_floor.txt"
+# whether the decode hides under the warpgroup MMA, without memory traffic (sm_90a only)
+nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -I"$OLDPWD/csrc/include" -I"$OLDPWD/csrc" \
+    -o /tmp/wgmma_overlap "$OLDPWD/benchmarks/bench_wgmma_overlap.cu" > /dev/null 2>&1 &&
+    /tmp/wgmma_overlap | tee "$OUT/wgmma_overlap.txt"
