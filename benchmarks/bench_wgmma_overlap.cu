@@ -6,7 +6,8 @@
 // set s ^ 1 with the kernel's own E2M1 -> bf16 decode (12 integer ops and 4 HMUL2 a word,
 // dequant.cuh). Three runs per N: wgmma only, decode only, both. If "both" takes as long as
 // the larger of the two, the decode hides; if it takes their sum, the SM runs them one
-// after the other.
+// after the other. (Alone, ptxas issues half of the decode's multiplies as HFMA2.MMA; beside
+// the wgmma it keeps them all HMUL2, as in the kernel.)
 //   nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Icsrc/include -Icsrc \
 //        -o /tmp/wgmma_overlap benchmarks/bench_wgmma_overlap.cu && /tmp/wgmma_overlap
 #include <cstdio>
@@ -40,7 +41,7 @@ __global__ void __launch_bounds__(256) overlap_loop(float *out, int iters, uint3
 #pragma unroll
         for (int j = 0; j < STEPS; j++)
 #pragma unroll
-            for (int e = 0; e < 4; e++) frag[s][j][e] = code + 4 * j + e;
+            for (int e = 0; e < 4; e++) frag[s][j][e] = 0x3f803f80u ^ ((code + 4 * j + e) & 0x007f007fu); // bf16 in [1, 2)
     float d[N / 2];
 #pragma unroll
     for (int i = 0; i < N / 2; i++) d[i] = 0.0f;
