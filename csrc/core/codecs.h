@@ -207,14 +207,20 @@ W4A16_HD int w4a16_prepacked_chunk_nibble(int e, int words)
     return 8 * (p % words) + p / words + 4 * (e & 1);
 }
 
+/* The words of chunk c (16 bytes each) of a row of bytes_per_row bytes (a multiple of 4). */
+W4A16_HD int w4a16_prepack_chunk_words(int64_t bytes_per_row, int64_t c)
+{
+    const int64_t left = bytes_per_row - 16 * c;
+    return left >= 16 ? 4 : (int)(left / 4);
+}
+
 /* The 4-bit code of element k of a row of codes (row_k elements) in either layout. */
 W4A16_HD uint8_t w4a16_code_at(const uint8_t *row, int64_t k, int64_t row_k, int prepacked)
 {
     int64_t nibble = k;
     if (prepacked) {
         const int64_t base = k & ~(int64_t)31;
-        const int words = row_k - base >= 32 ? 4 : (int)((row_k - base) / 8);
-        nibble = base + w4a16_prepacked_chunk_nibble((int)(k - base), words);
+        nibble = base + w4a16_prepacked_chunk_nibble((int)(k - base), w4a16_prepack_chunk_words(row_k / 2, k >> 5));
     }
     return (uint8_t)((row[nibble >> 1] >> (4 * (nibble & 1))) & 0xF);
 }
@@ -231,13 +237,6 @@ W4A16_HD void w4a16_prepack_chunk(const uint8_t *src, uint8_t *dst, int words, i
         const uint8_t code = (uint8_t)((src[from >> 1] >> (4 * (from & 1))) & 0xF);
         dst[to >> 1] = (uint8_t)(dst[to >> 1] | (code << (4 * (to & 1))));
     }
-}
-
-/* The words of chunk c (16 bytes each) of a row of bytes_per_row bytes (a multiple of 4). */
-W4A16_HD int w4a16_prepack_chunk_words(int64_t bytes_per_row, int64_t c)
-{
-    const int64_t left = bytes_per_row - 16 * c;
-    return left >= 16 ? 4 : (int)(left / 4);
 }
 
 /* ---- per-block scale rules ------------------------------------------------------ */
