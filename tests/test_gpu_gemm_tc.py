@@ -72,6 +72,38 @@ def test_every_tc_config_against_float64(rng, config, fmt, n):
     assert ours <= 2 * theirs + 1e-6, (m, dtype, ours, theirs)
 
 
+@pytest.mark.parametrize("config,bm,bk", [("tc_wg_n128_m128_split1", 128, 128), ("tc_wg_n128_m256_split1", 256, 64)])
+@pytest.mark.parametrize("fmt", ["nvfp4", "int4-g64-asym"])
+@pytest.mark.parametrize("stages", [4, 3])
+def test_warpgroup_ctas_walking_several_tiles(rng, config, bm, bk, fmt, stages):
+    """More output tiles than SMs: with an even stage count per tile each CTA walks several
+    tiles through one pipeline (the next tile's copies and scales start during the last
+    stages of the current one, y is staged apart); with an odd count the grid takes a CTA
+    per tile. Partial last tiles in M and N; every 128-column block of y against float64."""
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the warpgroup (wgmma) configs run on SM 9.0 only")
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    m = 2 * bm - 9
+    n = 128 * ((sms + 8) // 2 + 1) - 45  # 2 x tiles and tiles > SMs
+    k = stages * bk
+    dtype = torch.bfloat16 if rng.integers(2) else torch.float16
+    qw = w4a16.prepack(QUANTIZERS[fmt](random_weight(rng, n, k, dtype)))
+    x, bias = random_x(rng, m, k, dtype), random_x(rng, 1, n, dtype)[0]
+    out = torch.full((m, n), float("nan"), device="cuda", dtype=dtype)
+    y = w4a16.gemm(x, qw, bias=bias, alpha=0.75, out=out, config=config)
+    assert torch.isfinite(y).all(), dtype
+    w64 = qw.dequantize().double()
+    ref = 0.75 * (x.double() @ w64.T) + bias.double()
+    theirs = torch.nn.functional.linear(x, qw.dequantize(str(dtype).removeprefix("torch.")) * 0.75, bias)
+    for n0 in range(0, n, 128):
+        block = ref[:, n0 : n0 + 128]
+
+        def rel(a):
+            return (torch.linalg.norm(a[:, n0 : n0 + 128].double() - block) / torch.linalg.norm(block)).item()
+
+        assert rel(y) <= 2 * rel(theirs) + 1e-6, (n0, dtype, rel(y), rel(theirs))
+
+
 @pytest.mark.parametrize("fmt", list(QUANTIZERS))
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("m", [17, 50, 64, 128, 968])

@@ -7,7 +7,8 @@
  * Stage 1 — tiles. A CTA computes a BN x BM tile of y^T (BN weight rows, BM rows of x).
  *   Its warps form a WN x WM x WK grid: each warp owns 32 weight rows (two mma row
  *   tiles) by 8*FM rows of x, and the WK warps of one (wn, wm) split each pipeline stage
- *   along K and add their sums at the end. blockIdx.x walks the M tiles, so the CTAs
+ *   along K and add their sums at the end. blockIdx.x walks the M tiles (the warpgroup
+ *   kernel: all tiles, M first, and its CTAs may take several), so the CTAs
  *   that share a weight tile run together and read it from DRAM once; blockIdx.z splits
  *   K across CTAs when the grid would otherwise leave SMs idle (fp32 partial sums in the
  *   caller's workspace, added by reduce_split_k; the warpgroup kernel's split 2 adds up
@@ -165,16 +166,27 @@ template <class C> struct stage_copier {
     }
 };
 
+/* Where a CTA's output tile starts: row m0 of x (and y), weight row n0. */
+struct tile_origin {
+    int64_t m0, n0;
+};
+
+/* The mma.sync kernels' tile: blockIdx.x walks the M tiles, blockIdx.y the N tiles. */
+template <class C> __device__ __forceinline__ tile_origin grid_tile()
+{
+    return tile_origin{(int64_t)blockIdx.x * C::BM, (int64_t)blockIdx.y * C::BN};
+}
+
 /* Stage 5, the output of a CTA (every kernel), in two steps. First the accumulators
  * acc[f][jm] of warp (wn, wm) go to shared memory as rows of the tile [BM][OUT_PITCH]:
  * times alpha, 2^10 and the NVFP4 global scale, plus bias, rounded to 16 bits -- or, as
  * `sums` (a K split), the fp32 sums as they are. */
 template <int FMT, typename T, class C>
 __device__ __forceinline__ void stage_tile(const tc_args &a, const float (&acc)[C::FN][C::FM][4], uint8_t *out, int wn,
-                                           int wm, bool sums)
+                                           int wm, bool sums, tile_origin at)
 {
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const int64_t n0 = (int64_t)blockIdx.y * C::BN;
+    const int64_t n0 = at.n0;
     const float factor = sums ? 1.0f : epilogue_factor<FMT>(a.alpha, a.global_scale);
 #pragma unroll
     for (int f = 0; f < C::FN; f++)
@@ -210,11 +222,11 @@ __device__ __forceinline__ void store_16_bytes(E *dst, const E *src, int64_t lef
  * `owner` warps stage (the k-warps that added theirs into them do not). */
 template <int FMT, typename T, class C>
 __device__ __forceinline__ void store_tile(const tc_args &a, const float (&acc)[C::FN][C::FM][4], uint8_t *out, int wn,
-                                           int wm, bool owner)
+                                           int wm, bool owner, tile_origin at)
 {
     const bool split = gridDim.z > 1;
-    const int64_t m0 = (int64_t)blockIdx.x * C::BM, n0 = (int64_t)blockIdx.y * C::BN;
-    if (owner) stage_tile<FMT, T, C>(a, acc, out, wn, wm, split);
+    const int64_t m0 = at.m0, n0 = at.n0;
+    if (owner) stage_tile<FMT, T, C>(a, acc, out, wn, wm, split, at);
     __syncthreads();
     /* 16-byte stores of whole rows of the tile */
     const int elems = split ? 4 : 8; /* per 16-byte chunk */
@@ -242,14 +254,15 @@ template <class C> __device__ __forceinline__ int cta_stages(int64_t k) { return
 /* Every kernel starts here, before it reads anything. Until the prior kernel on the stream
  * has finished (programmatic dependent launch, SM90 on) a CTA only asks L2 for the codes
  * of its first STAGES - 1 stages, a weight row per thread -- when a.prefetch is set, and
- * only the CTAs of the first x tile, so that no line is asked for twice. Then it lets the
- * next kernel be scheduled, which in turn waits for this one to finish. */
+ * only the CTAs whose first tile is the first x tile (at.m0 == 0), so that no line is asked
+ * for twice. Then it lets the next kernel be scheduled, which in turn waits for this one
+ * to finish. */
 template <class C>
-__device__ __forceinline__ void wait_for_prior_kernel(const tc_args &a, int64_t n0, int64_t k_begin, int stages_total)
+__device__ __forceinline__ void wait_for_prior_kernel(const tc_args &a, tile_origin at, int64_t k_begin, int stages_total)
 {
     static_assert(C::THREADS >= C::BN, "a thread per weight row");
-    const int64_t row = n0 + threadIdx.x;
-    if (a.prefetch && blockIdx.x == 0 && threadIdx.x < C::BN && row < a.n)
+    const int64_t row = at.n0 + threadIdx.x;
+    if (a.prefetch && at.m0 == 0 && threadIdx.x < C::BN && row < a.n)
         w4a16_prefetch_l2(a.codes + row * (a.k / 2) + k_begin / 2, (size_t)min(C::STAGES - 1, stages_total) * (C::BK / 2));
     w4a16_wait_for_prior();
     w4a16_allow_next();
@@ -257,11 +270,11 @@ __device__ __forceinline__ void wait_for_prior_kernel(const tc_args &a, int64_t 
 
 /* The mma.sync kernels' start: the CTA's copier, with the first STAGES - 1 stages issued. */
 template <class C>
-__device__ __forceinline__ stage_copier<C> start_pipeline(const tc_args &a, uint8_t *smem, int64_t n0, int64_t m0,
+__device__ __forceinline__ stage_copier<C> start_pipeline(const tc_args &a, uint8_t *smem, tile_origin at,
                                                           int64_t k_begin, int stages_total)
 {
-    wait_for_prior_kernel<C>(a, n0, k_begin, stages_total);
-    const stage_copier<C> copier(a, n0, m0, k_begin);
+    wait_for_prior_kernel<C>(a, at, k_begin, stages_total);
+    const stage_copier<C> copier(a, at.n0, at.m0, k_begin);
 #pragma unroll
     for (int s = 0; s < C::STAGES - 1; s++) copier.issue(a, smem, s, stages_total);
     return copier;
@@ -276,11 +289,12 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_kernel(tc_args a)
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;
     const int wk = warp % C::WK, wm = (warp / C::WK) % C::WM, wn = warp / (C::WK * C::WM);
-    const int64_t m0 = (int64_t)blockIdx.x * C::BM, n0 = (int64_t)blockIdx.y * C::BN;
+    const tile_origin at = grid_tile<C>();
+    const int64_t n0 = at.n0;
     const int stages_total = cta_stages<C>(a.k);
     const int64_t k_begin = (int64_t)blockIdx.z * stages_total * C::BK;
 
-    const stage_copier<C> copier = start_pipeline<C>(a, smem, n0, m0, k_begin, stages_total);
+    const stage_copier<C> copier = start_pipeline<C>(a, smem, at, k_begin, stages_total);
 
     /* scales of the thread's 4 weight rows (tile f, half h): rows past N read row N - 1 */
     scale_cursor<FMT, T> scales[2][2];
@@ -417,7 +431,7 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_kernel(tc_args a)
             }
         }
     }
-    store_tile<FMT, T, C>(a, acc, smem + C::RED_BYTES, wn, wm, wk == 0);
+    store_tile<FMT, T, C>(a, acc, smem + C::RED_BYTES, wn, wm, wk == 0, at);
 }
 
 /* ---- the decoded-tile kernel (large M) -------------------------------------------------
@@ -479,12 +493,13 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_decoded_kernel(tc_args a)
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;
     const int wm = warp % C::WM, wn = warp / C::WM;
-    const int64_t m0 = (int64_t)blockIdx.x * C::BM, n0 = (int64_t)blockIdx.y * C::BN;
+    const tile_origin at = grid_tile<C>();
+    const int64_t n0 = at.n0;
     const int stages_total = cta_stages<C>(a.k);
     const int64_t k_begin = (int64_t)blockIdx.z * stages_total * C::BK;
     uint8_t *decoded = smem + C::STAGES * C::STAGE_BYTES;
 
-    const stage_copier<C> copier = start_pipeline<C>(a, smem, n0, m0, k_begin, stages_total);
+    const stage_copier<C> copier = start_pipeline<C>(a, smem, at, k_begin, stages_total);
 
     /* the decode: per pass, thread (tile, g, col) takes code chunk col (elements 32 col ..
      * + 32) of weight rows 16 tile + g and 16 tile + g + 8, so that it holds whole A
@@ -580,7 +595,7 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_decoded_kernel(tc_args a)
 
     cp_async_wait<0>();
     __syncthreads(); /* the pipeline buffers become the output staging area */
-    store_tile<FMT, T, C>(a, acc, smem, wn, wm, true);
+    store_tile<FMT, T, C>(a, acc, smem, wn, wm, true, at);
 }
 
 /* ---- the warpgroup kernel (Hopper, sm_90a; large M) -------------------------------------
@@ -613,7 +628,17 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_decoded_kernel(tc_args a)
  * those of stage kt - 1 (their set and x buffer are free then), issue the copies of stage
  * kt + STAGES - 1 into that buffer, wait for stage kt + 1's copies and decode it into the
  * other set. Epilogue as in the mma.sync kernels: the fragment of a warp's 16 rows is the
- * m16n8 accumulator layout. */
+ * m16n8 accumulator layout.
+ *
+ * Tiles per CTA: the output tiles are numbered along blockIdx.x (wgmma_tile_at). When
+ * there are more of them than SMs, the tiles of 128 and 256 rows of x (PERSISTENT) run one
+ * CTA per SM, each walking tiles blockIdx.x, + gridDim.x, ... through one pipeline
+ * (the kernel's WALK): stages are numbered across the CTA's tiles, so the copies and
+ * scales of the next tile's first stages are on their way while the current one finishes,
+ * and y goes through a staging area of its own. Against waves of one-tile CTAs (H100,
+ * nvfp4): 16384x2048 M = 968 110.5 -> 103.0 µs; 32768x2048 M = 128 39.1 -> 38.3, M = 256
+ * 59.2 -> 56.3, M = 968 228.9 -> 207.4 (NOTES.md, seventeenth session). The 64-row tile
+ * fits twice on an SM instead and keeps one tile per CTA, as do K splits. */
 template <int BM_, int BK_, int STAGES_>
 struct wgmma_tile {
     static constexpr int FN = 1, FM = BM_ / 8, STAGES = STAGES_; /* a warp's 16 rows x BM: store_tile's view */
@@ -624,13 +649,16 @@ struct wgmma_tile {
     static constexpr int W_STAGE = BN * W_ROW_BYTES, X_STAGE = BM * BK * 2;
     static constexpr int STAGE_BYTES = W_STAGE + X_STAGE;                /* also the bytes a stage's copies bring */
     static constexpr int X_BOX_BYTES = BM * 128;                         /* x: one 64-element column block */
+    static constexpr bool PERSISTENT = BM >= 128;
     static constexpr int OUT_PITCH = BN + 8;
-    static constexpr int OUT_BYTES = BM * OUT_PITCH * 4;
+    static constexpr int OUT_BYTES = BM * OUT_PITCH * 4;                /* fp32 sums: in the drained pipeline */
+    static constexpr int Y_BYTES = PERSISTENT ? BM * OUT_PITCH * 2 : 0; /* 16-bit y: after the pipeline */
     static constexpr int CHUNKS_ROW = W_ROW_BYTES / 16;                /* 32-element code chunks per row */
     static constexpr int STEPS = BK / 16;                              /* wgmma k16 steps per stage */
     static constexpr int PIPE_BYTES = STAGES * STAGE_BYTES;
     /* + alignment slack: the swizzle atoms start on 1024-byte boundaries */
-    static constexpr int SMEM = (PIPE_BYTES > OUT_BYTES ? PIPE_BYTES : OUT_BYTES) + WGMMA_ATOM_BYTES;
+    static constexpr int SMEM =
+        (PIPE_BYTES + Y_BYTES > OUT_BYTES ? PIPE_BYTES + Y_BYTES : OUT_BYTES) + WGMMA_ATOM_BYTES;
     static_assert(STAGES >= 3, "stage kt + 1 is decoded while stage kt + STAGES - 1 loads");
     static_assert(BM == 64 || BM == 128 || BM == 256, "the wgmma N sizes of wgmma.cuh");
     static_assert(BK == 64 || BK == 128, "whole 64-element column blocks; a code row of at most 64 bytes");
@@ -647,6 +675,19 @@ template <class C> __device__ __forceinline__ int codes_offset_swizzled(int row,
     return linear ^ (((linear >> 7) & (C::CHUNKS_ROW - 1)) << 4);
 }
 
+/* Output tiles of the warpgroup kernel, in launch order: tile t is x tile t % tiles_m of
+ * weight tile t / tiles_m, so that the CTAs sharing a weight tile run side by side and read
+ * it from DRAM once. */
+template <class C> __host__ __device__ __forceinline__ int64_t wgmma_tile_count(int64_t m, int64_t n)
+{
+    return ((m + C::BM - 1) / C::BM) * ((n + C::BN - 1) / C::BN);
+}
+template <class C> __device__ __forceinline__ tile_origin wgmma_tile_at(const tc_args &a, int t)
+{
+    const int tiles_m = (int)((a.m + C::BM - 1) / C::BM); /* 32-bit: w4a16_tc_unsupported */
+    return tile_origin{(int64_t)(t % tiles_m) * C::BM, (int64_t)(t / tiles_m) * C::BN};
+}
+
 #if W4A16_HAVE_WGMMA
 /* The warpgroup kernel's K split: the gridDim.z CTAs of one output tile run as a
  * thread-block cluster. Each stages its fp32 sums in its own shared memory; after the
@@ -658,11 +699,11 @@ template <class C> __device__ __forceinline__ int codes_offset_swizzled(int row,
  * 2048x16384 at M = 968, H100) are gone. Used for split 2 (splits_in_cluster). */
 template <int FMT, typename T, class C>
 __device__ __forceinline__ void reduce_tile_in_cluster(const tc_args &a, const float (&acc)[C::FN][C::FM][4],
-                                                       uint8_t *out, int wn)
+                                                       uint8_t *out, int wn, tile_origin at)
 {
-    stage_tile<FMT, T, C>(a, acc, out, wn, 0, true);
+    stage_tile<FMT, T, C>(a, acc, out, wn, 0, true, at);
     cluster_sync();
-    const int64_t m0 = (int64_t)blockIdx.x * C::BM, n0 = (int64_t)blockIdx.y * C::BN;
+    const int64_t m0 = at.m0, n0 = at.n0;
     const uint32_t splits = gridDim.z, rank = cluster_rank();
     const float factor = epilogue_factor<FMT>(a.alpha, a.global_scale);
     const bool vector = a.n % 8 == 0;
@@ -688,7 +729,7 @@ __device__ __forceinline__ void reduce_tile_in_cluster(const tc_args &a, const f
 }
 #endif
 
-template <int FMT, typename T, class C>
+template <int FMT, typename T, class C, bool WALK>
 __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const __grid_constant__ wgmma_maps maps)
 {
 #if W4A16_HAVE_WGMMA
@@ -697,26 +738,39 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
     __shared__ uint64_t landed[C::STAGES]; /* buffer b: the copies of its current stage have arrived */
     const uint32_t misalign = shared_address(smem_raw) & (WGMMA_ATOM_BYTES - 1);
     uint8_t *smem = smem_raw + ((WGMMA_ATOM_BYTES - misalign) & (WGMMA_ATOM_BYTES - 1));
+    static_assert(!WALK || C::PERSISTENT, "only the PERSISTENT tiles stage y apart from the pipeline");
 
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const int64_t m0 = (int64_t)blockIdx.x * C::BM, n0 = (int64_t)blockIdx.y * C::BN;
-    const int stages_total = cta_stages<C>(a.k);
-    const int64_t k_begin = (int64_t)blockIdx.z * stages_total * C::BK;
+    /* WALK: the CTA's tiles are blockIdx.x, + gridDim.x, ... (no K split; tile_stages is
+     * even, tile_grid), its stages numbered 0 .. stages_total - 1 across them. Otherwise a
+     * CTA computes tile blockIdx.x, split blockIdx.z. */
+    const int tile_stages = cta_stages<C>(a.k);
+    const int cta_tiles = WALK ? ((int)wgmma_tile_count<C>(a.m, a.n) - 1 - (int)blockIdx.x) / (int)gridDim.x + 1 : 1;
+    const int stages_total = cta_tiles * tile_stages;
+    const int64_t k_begin = (int64_t)blockIdx.z * tile_stages * C::BK;
     constexpr int CHUNKS = C::CHUNKS_ROW, STEPS = C::STEPS;
 
-    /* stage s into buffer s % STAGES (thread 0 only); nothing past the CTA's last stage.
-     * Coordinates are elements of K (x) or bytes (codes) and rows: w4a16_tc_unsupported
-     * keeps them within int32. */
+    /* where thread 0 copies to next (WALK): stage copy_kt of tile copy_tile */
+    int copy_kt = 0, copy_tile = blockIdx.x;
+    tile_origin copy_at = wgmma_tile_at<C>(a, copy_tile);
+    /* stage s into buffer s % STAGES (thread 0 only, for s = 0, 1, 2, ... in turn); nothing
+     * past the CTA's last stage. Coordinates are elements of K (x) or bytes (codes) and rows:
+     * w4a16_tc_unsupported keeps them within int32. */
     auto copy_stage = [&](int s) {
         if (s >= stages_total) return;
         uint8_t *buffer = smem + (s % C::STAGES) * C::STAGE_BYTES;
         uint64_t *bar = &landed[s % C::STAGES];
-        const int64_t k = k_begin + (int64_t)s * C::BK;
+        const int64_t k = k_begin + (int64_t)(WALK ? copy_kt : s) * C::BK;
         mbarrier_arrive_expect_tx(bar, C::STAGE_BYTES);
-        tma_load_2d(buffer, &maps.codes, bar, (int32_t)(k / 2), (int32_t)n0);
+        tma_load_2d(buffer, &maps.codes, bar, (int32_t)(k / 2), (int32_t)copy_at.n0);
 #pragma unroll
         for (int block = 0; block < C::BK / 64; block++)
-            tma_load_2d(buffer + C::W_STAGE + block * C::X_BOX_BYTES, &maps.x, bar, (int32_t)(k + 64 * block), (int32_t)m0);
+            tma_load_2d(buffer + C::W_STAGE + block * C::X_BOX_BYTES, &maps.x, bar, (int32_t)(k + 64 * block),
+                        (int32_t)copy_at.m0);
+        if (WALK && ++copy_kt == tile_stages) {
+            copy_kt = 0, copy_tile += gridDim.x;
+            copy_at = wgmma_tile_at<C>(a, copy_tile);
+        }
     };
     /* every thread, before it reads stage s: the lap's parity */
     auto wait_stage = [&](int s) { mbarrier_wait(&landed[s % C::STAGES], (uint32_t)(s / C::STAGES) & 1); };
@@ -726,37 +780,48 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
         for (int b = 0; b < C::STAGES; b++) mbarrier_init(&landed[b], 1);
         fence_mbarrier_init();
     }
-    wait_for_prior_kernel<C>(a, n0, k_begin, stages_total);
+    wait_for_prior_kernel<C>(a, copy_at, k_begin, tile_stages);
     if (threadIdx.x == 0)
         for (int s = 0; s < C::STAGES - 1; s++) copy_stage(s);
 
     /* rows 16 warp + g and + 8 of the tile; rows past N read row N - 1's scales. The 4
      * threads of a quad need the same scales (their rows and chunks are the same): thread
      * t loads and resolves those of chunk t % CHUNKS and the quad shares them by shuffles,
-     * a quarter of the loads and table lookups of each thread doing all of them. */
+     * a quarter of the loads and table lookups of each thread doing all of them. `own`
+     * holds the raw scales of the next stage to decode, of tile scale_tile. */
     const int rows[2] = {16 * warp + g, 16 * warp + g + 8};
     const int own_chunk = t % CHUNKS;
     scale_cursor<FMT, T> scales[2];
     raw_scale own[2];
+    int scale_tile = blockIdx.x;
+    auto start_scales = [&]() { /* the cursors at stage 0 of scale_tile */
+        const int64_t n0 = wgmma_tile_at<C>(a, scale_tile).n0;
 #pragma unroll
-    for (int h = 0; h < 2; h++) {
-        scales[h] = scale_cursor<FMT, T>(a.scales, a.zero_points, a.k, a.group, min(n0 + rows[h], a.n - 1), k_begin,
-                                         a.chunk_shift);
-        own[h] = scales[h].load_chunk((uint32_t)own_chunk);
-    }
+        for (int h = 0; h < 2; h++) {
+            scales[h] = scale_cursor<FMT, T>(a.scales, a.zero_points, a.k, a.group, min(n0 + rows[h], a.n - 1),
+                                             k_begin, a.chunk_shift);
+            own[h] = scales[h].load_chunk((uint32_t)own_chunk);
+        }
+    };
+    start_scales();
     if (FMT != W4A16_FORMAT_INT4) fill_scale_lut<FMT, T>(lut);
     const uint32_t int_xor = int4_xor<T>(a.zero_points != nullptr);
 
     uint32_t frag[2][STEPS][4]; /* [set][k16 step]: the A fragment {row g, row g + 8} x {2t, 2t + 8} */
-    /* stage s -> fragment set `set`: word t of chunk c of row h gives k16 steps 2c and 2c + 1 */
-    auto decode_stage = [&](int s, int set) {
+    /* stage s (stage s_kt of its tile) -> fragment set `set`: word t of chunk c of row h
+     * gives k16 steps 2c and 2c + 1 */
+    auto decode_stage = [&](int s, int s_kt, int set) {
         const uint8_t *ws = smem + (s % C::STAGES) * C::STAGE_BYTES;
-        const bool more = s + 1 < stages_total;
         chunk_scale mine[2];
 #pragma unroll
-        for (int h = 0; h < 2; h++) {
-            mine[h] = scale_cursor<FMT, T>::resolve(own[h], lut, a.other_scale_type);
-            if (more) own[h] = scales[h].load_chunk((uint32_t)(s + 1) * CHUNKS + own_chunk);
+        for (int h = 0; h < 2; h++) mine[h] = scale_cursor<FMT, T>::resolve(own[h], lut, a.other_scale_type);
+        if (!WALK || s_kt + 1 < tile_stages) {
+            if (s + 1 < stages_total)
+#pragma unroll
+                for (int h = 0; h < 2; h++) own[h] = scales[h].load_chunk((uint32_t)(s_kt + 1) * CHUNKS + own_chunk);
+        } else if (s + 1 < stages_total) {
+            scale_tile += gridDim.x; /* stage s + 1 starts the CTA's next tile */
+            start_scales();
         }
 #pragma unroll
         for (int h = 0; h < 2; h++)
@@ -780,41 +845,71 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
 
     float acc[C::FN][C::FM][4]; /* = the wgmma fragment d[BM / 2]: d[4j + e] is acc[0][j][e] */
     float(&d)[C::BM / 2] = *reinterpret_cast<float(*)[C::BM / 2]>(&acc[0][0][0]);
+    if (!WALK)
 #pragma unroll
-    for (int i = 0; i < C::BM / 2; i++) d[i] = 0.0f;
+        for (int i = 0; i < C::BM / 2; i++) d[i] = 0.0f;
 
     __syncthreads(); /* the barriers are initialised, the scale table is filled */
     if (stages_total > 0) {
         wait_stage(0);
-        decode_stage(0, 0);
+        decode_stage(0, 0, 0);
     }
 
-    /* stage kt with fragment set `set` (a constant: the loop below is unrolled by two) */
-    auto step = [&](int kt, auto set_tag) {
+    /* stage s, stage kt of its tile, with fragment set `set` (a constant: the loops below
+     * are unrolled by two) */
+    auto step = [&](int s, int kt, auto set_tag) {
         constexpr int set = decltype(set_tag)::value;
-        const uint32_t b_low = sw128_descriptor_low(smem + (kt % C::STAGES) * C::STAGE_BYTES + C::W_STAGE);
+        const uint32_t b_low = sw128_descriptor_low(smem + (s % C::STAGES) * C::STAGE_BYTES + C::W_STAGE);
         wgmma_fence();
 #pragma unroll
         for (int j = 0; j < STEPS; j++)
             wgmma_op<C::BM, T>::run(d, frag[set][j], sw128_descriptor(b_low, (j >> 2) * C::X_BOX_BYTES + (j & 3) * 32));
         wgmma_commit();
-        wgmma_wait<1>(); /* wgmma kt - 1 is done: the other set and buffer (kt - 1) % STAGES are free */
+        wgmma_wait<1>(); /* wgmma s - 1 is done: the other set and buffer (s - 1) % STAGES are free */
         __syncthreads();
-        if (threadIdx.x == 0) copy_stage(kt + C::STAGES - 1);
-        if (kt + 1 < stages_total) {
-            wait_stage(kt + 1);
-            decode_stage(kt + 1, set ^ 1);
+        if (threadIdx.x == 0) copy_stage(s + C::STAGES - 1);
+        if (s + 1 < stages_total) {
+            wait_stage(s + 1);
+            decode_stage(s + 1, WALK && kt + 1 == tile_stages ? 0 : kt + 1, set ^ 1);
         }
     };
-    for (int kt = 0; kt < stages_total; kt += 2) {
-        step(kt, std::integral_constant<int, 0>());
-        if (kt + 1 < stages_total) step(kt + 1, std::integral_constant<int, 1>());
+    /* A finished tile's y. A walking CTA's pipeline already holds stages of its next tile,
+     * so y is staged in a region of its own after the pipeline (no wait for the other
+     * warps); with one tile per CTA every copy has been waited for, and the pipeline buffers
+     * stage y -- or a K split's fp32 sums. Walking grids have no K split, but the test is
+     * made at run time all the same: with both ways compiled in, ptxas gives the walking
+     * kernel ~250 registers instead of ~205, and it runs 2-9% faster (H100, nvfp4, the same
+     * loop otherwise: 16384x2048 M = 968 113.0 -> 103.0 µs, 32768x2048 M = 968 227.0 ->
+     * 207.4; NOTES.md, seventeenth session). */
+    auto finish_tile = [&](tile_origin at) {
+        wgmma_wait<0>();
+        if (WALK && gridDim.z == 1) {
+            store_tile<FMT, T, C>(a, acc, smem + C::PIPE_BYTES, warp, 0, true, at);
+        } else {
+            __syncthreads();
+            if (gridDim.z > 1 && a.partials == nullptr) reduce_tile_in_cluster<FMT, T, C>(a, acc, smem, warp, at);
+            else store_tile<FMT, T, C>(a, acc, smem, warp, 0, true, at);
+        }
+    };
+    if constexpr (WALK) {
+        int s = 0;
+        for (int i = 0; i < cta_tiles; i++) {
+            const tile_origin at = wgmma_tile_at<C>(a, (int)blockIdx.x + i * (int)gridDim.x);
+#pragma unroll
+            for (int e = 0; e < C::BM / 2; e++) d[e] = 0.0f;
+            for (int kt = 0; kt < tile_stages; kt += 2, s += 2) {
+                step(s, kt, std::integral_constant<int, 0>());
+                if (kt + 1 < tile_stages) step(s + 1, kt + 1, std::integral_constant<int, 1>());
+            }
+            finish_tile(at);
+        }
+    } else {
+        for (int kt = 0; kt < stages_total; kt += 2) {
+            step(kt, kt, std::integral_constant<int, 0>());
+            if (kt + 1 < stages_total) step(kt + 1, kt + 1, std::integral_constant<int, 1>());
+        }
+        finish_tile(copy_at);
     }
-    wgmma_wait<0>();
-
-    __syncthreads(); /* every copy was waited for; the pipeline buffers become the output staging area */
-    if (gridDim.z > 1 && a.partials == nullptr) reduce_tile_in_cluster<FMT, T, C>(a, acc, smem, warp);
-    else store_tile<FMT, T, C>(a, acc, smem, warp, 0, true);
 #else
     (void)maps;
     __trap(); /* not built for sm_90a: the host never launches it (w4a16_tc_unsupported) */
@@ -945,10 +1040,11 @@ cudaError_t launch_with_smem(void (*kernel)(Params...), size_t smem, dim3 grid, 
     return err;
 }
 
-/* The kernel that runs tile C: the warpgroup, the decoded-tile or the mma.sync one. */
-template <int FMT, typename T, class C> auto tile_kernel()
+/* The kernel that runs tile C: the warpgroup (its CTAs walking several tiles or not), the
+ * decoded-tile or the mma.sync one. */
+template <int FMT, typename T, class C, bool WALK = false> auto tile_kernel()
 {
-    if constexpr (C::WGMMA) return gemm_wgmma_kernel<FMT, T, C>;
+    if constexpr (C::WGMMA) return gemm_wgmma_kernel<FMT, T, C, WALK>;
     else if constexpr (C::DECODED) return gemm_tc_decoded_kernel<FMT, T, C>;
     else return gemm_tc_kernel<FMT, T, C>;
 }
@@ -973,10 +1069,31 @@ template <class C> size_t launch_smem(int64_t ctas, const w4a16_launch_facts &de
     return C::SMEM;
 }
 
+/* Whether the warpgroup kernel's CTAs walk several tiles each (gemm_wgmma_kernel's WALK):
+ * PERSISTENT tiles, no K split, more tiles than SMs, and an even count of stages per tile
+ * (the kernel's loop is unrolled by two). */
+template <class C> bool walks_tiles(const tc_args &a, int splits, const w4a16_launch_facts &dev)
+{
+    return C::PERSISTENT && splits == 1 && (a.k / C::BK) % 2 == 0 && wgmma_tile_count<C>(a.m, a.n) > dev.sms;
+}
+
+/* The grid of tile C: the mma.sync kernels take a CTA per tile, M tiles along x and N tiles
+ * along y; the warpgroup kernel numbers its tiles along x (wgmma_tile_at), a CTA per SM
+ * when they walk. */
+template <class C> dim3 tile_grid(const tc_args &a, int splits, const w4a16_launch_facts &dev)
+{
+    if constexpr (C::WGMMA) {
+        const int64_t ctas = walks_tiles<C>(a, splits, dev) ? dev.sms : wgmma_tile_count<C>(a.m, a.n);
+        return dim3((unsigned)ctas, 1, (unsigned)splits);
+    } else {
+        return dim3(w4a16_ceil_div(a.m, C::BM), w4a16_ceil_div(a.n, C::BN), (unsigned)splits);
+    }
+}
+
 template <int FMT, typename T, class C>
 cudaError_t launch_tile(const tc_args &a, int splits, const w4a16_launch_facts &dev, cudaStream_t stream)
 {
-    const dim3 grid(w4a16_ceil_div(a.m, C::BM), w4a16_ceil_div(a.n, C::BN), (unsigned)splits);
+    const dim3 grid = tile_grid<C>(a, splits, dev);
     const bool cluster = splits_in_cluster(C::WGMMA, splits);
     const size_t smem = launch_smem<C>((int64_t)grid.x * grid.y * grid.z, dev);
     tc_args args = a;
@@ -985,7 +1102,10 @@ cudaError_t launch_tile(const tc_args &a, int splits, const w4a16_launch_facts &
     if constexpr (C::WGMMA) {
         wgmma_maps maps;
         err = make_wgmma_maps<T, C>(args, &maps);
-        if (err == cudaSuccess)
+        if (err == cudaSuccess && C::PERSISTENT && walks_tiles<C>(a, splits, dev))
+            err = launch_with_smem<C>(tile_kernel<FMT, T, C, C::PERSISTENT>(), smem, grid, 1u, dev.pdl, stream, args,
+                                      maps);
+        else if (err == cudaSuccess)
             err = launch_with_smem<C>(tile_kernel<FMT, T, C>(), smem, grid, cluster ? (unsigned)splits : 1u, dev.pdl,
                                       stream, args, maps);
     } else {
@@ -1073,6 +1193,8 @@ const char *w4a16_tc_unsupported(const w4a16_cuda_gemm_args &a, const w4a16_tc_s
         return "the warpgroup (wgmma) kernels need an SM 9.0 GPU (H100, H200) and a build for sm_90a";
     if (shape.wgmma && (a.m > INT32_MAX || a.n > INT32_MAX || a.k > INT32_MAX))
         return "the warpgroup kernels' copies address M, N and K as 32-bit coordinates";
+    if (shape.wgmma && (int64_t)w4a16_ceil_div(a.m, shape.bm) * w4a16_ceil_div(a.n, shape.bn) * (a.k / shape.bk) > INT32_MAX)
+        return "the warpgroup kernels count their tiles' stages with 32-bit integers";
     if (!a.prepacked) return "the tensor-core GEMM reads prepacked weights (w4a16_prepack)";
     if (a.k % ((int64_t)shape.bk * shape.split_k) != 0) return "K is not a multiple of the tile's K per stage times its split";
     if (!aligned(a.x, 16) || !aligned(a.codes, 16)) return "x and the codes must be 16-byte aligned";
