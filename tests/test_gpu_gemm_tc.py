@@ -73,7 +73,7 @@ def test_every_tc_config_against_float64(rng, config, fmt, n):
 
 
 @pytest.mark.parametrize("config,bm,bk", [("tc_wg_n128_m128_split1", 128, 128), ("tc_wg_n128_m256_split1", 256, 64)])
-@pytest.mark.parametrize("fmt", ["nvfp4", "int4-g64-asym"])
+@pytest.mark.parametrize("fmt", ["nvfp4", "mxfp4", "int4-g64-asym"])
 @pytest.mark.parametrize("stages", [4, 3])
 def test_warpgroup_ctas_walking_several_tiles(rng, config, bm, bk, fmt, stages):
     """More output tiles than SMs: with an even stage count per tile each CTA walks several
