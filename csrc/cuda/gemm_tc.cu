@@ -750,9 +750,10 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
     const int64_t k_begin = (int64_t)blockIdx.z * tile_stages * C::BK;
     constexpr int CHUNKS = C::CHUNKS_ROW, STEPS = C::STEPS;
 
+    const tile_origin first = wgmma_tile_at<C>(a, blockIdx.x); /* the CTA's (first) tile */
     /* where thread 0 copies to next (WALK): stage copy_kt of tile copy_tile */
     int copy_kt = 0, copy_tile = blockIdx.x;
-    tile_origin copy_at = wgmma_tile_at<C>(a, copy_tile);
+    tile_origin copy_at = first;
     /* stage s into buffer s % STAGES (thread 0 only, for s = 0, 1, 2, ... in turn); nothing
      * past the CTA's last stage. Coordinates are elements of K (x) or bytes (codes) and rows:
      * w4a16_tc_unsupported keeps them within int32. */
@@ -780,7 +781,7 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
         for (int b = 0; b < C::STAGES; b++) mbarrier_init(&landed[b], 1);
         fence_mbarrier_init();
     }
-    wait_for_prior_kernel<C>(a, copy_at, k_begin, tile_stages);
+    wait_for_prior_kernel<C>(a, first, k_begin, tile_stages);
     if (threadIdx.x == 0)
         for (int s = 0; s < C::STAGES - 1; s++) copy_stage(s);
 
@@ -909,7 +910,7 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
             step(kt, kt, std::integral_constant<int, 0>());
             if (kt + 1 < stages_total) step(kt + 1, kt + 1, std::integral_constant<int, 1>());
         }
-        finish_tile(copy_at);
+        finish_tile(first);
     }
 #else
     (void)maps;
@@ -1080,11 +1081,11 @@ template <class C> bool walks_tiles(const tc_args &a, int splits, const w4a16_la
 
 /* The grid of tile C: the mma.sync kernels take a CTA per tile, M tiles along x and N tiles
  * along y; the warpgroup kernel numbers its tiles along x (wgmma_tile_at), a CTA per SM
- * when they walk. */
-template <class C> dim3 tile_grid(const tc_args &a, int splits, const w4a16_launch_facts &dev)
+ * when they walk (`walk`, walks_tiles). */
+template <class C> dim3 tile_grid(const tc_args &a, int splits, bool walk, const w4a16_launch_facts &dev)
 {
     if constexpr (C::WGMMA) {
-        const int64_t ctas = walks_tiles<C>(a, splits, dev) ? dev.sms : wgmma_tile_count<C>(a.m, a.n);
+        const int64_t ctas = walk ? dev.sms : wgmma_tile_count<C>(a.m, a.n);
         return dim3((unsigned)ctas, 1, (unsigned)splits);
     } else {
         return dim3(w4a16_ceil_div(a.m, C::BM), w4a16_ceil_div(a.n, C::BN), (unsigned)splits);
@@ -1094,7 +1095,9 @@ template <class C> dim3 tile_grid(const tc_args &a, int splits, const w4a16_laun
 template <int FMT, typename T, class C>
 cudaError_t launch_tile(const tc_args &a, int splits, const w4a16_launch_facts &dev, cudaStream_t stream)
 {
-    const dim3 grid = tile_grid<C>(a, splits, dev);
+    bool walk = false;
+    if constexpr (C::WGMMA) walk = walks_tiles<C>(a, splits, dev);
+    const dim3 grid = tile_grid<C>(a, splits, walk, dev);
     const bool cluster = splits_in_cluster(C::WGMMA, splits);
     const size_t smem = launch_smem<C>((int64_t)grid.x * grid.y * grid.z, dev);
     tc_args args = a;
@@ -1103,7 +1106,7 @@ cudaError_t launch_tile(const tc_args &a, int splits, const w4a16_launch_facts &
     if constexpr (C::WGMMA) {
         wgmma_maps maps;
         err = make_wgmma_maps<T, C>(args, &maps);
-        if (err == cudaSuccess && C::PERSISTENT && walks_tiles<C>(a, splits, dev))
+        if (err == cudaSuccess && walk)
             err = launch_with_smem<C>(tile_kernel<FMT, T, C, C::PERSISTENT>(), smem, grid, 1u, dev.pdl, stream, args,
                                       maps);
         else if (err == cudaSuccess)
