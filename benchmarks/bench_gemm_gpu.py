@@ -30,7 +30,8 @@ import w4a16
 from w4a16 import torch_ops
 from w4a16.timing import capture, replay_seconds
 
-SHAPES = [(16384, 2048), (32768, 2048), (2048, 16384), (4096, 1024), (1024, 4096)]  # (N, K)
+# (N, K): the issues' shapes, then the action expert's gate and up fused as patch_mlp runs them
+SHAPES = [(16384, 2048), (32768, 2048), (2048, 16384), (4096, 1024), (1024, 4096), (8192, 1024)]
 BATCHES = [1, 2, 4, 8, 10, 16, 32, 50, 64, 128, 256, 968]
 FORMATS = {
     "nvfp4": w4a16.quantize_nvfp4,

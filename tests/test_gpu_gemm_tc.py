@@ -193,6 +193,22 @@ def test_default_dispatch_leaves_a_full_grid_unsplit(rng, tmp_path):
     assert list(gemms.values())[0][2] == 1, gemms
 
 
+@pytest.mark.parametrize("fmt", ["nvfp4", "int4-g128"])
+@pytest.mark.parametrize("m", [17, 32])
+def test_default_dispatch_of_a_large_weight_at_m_17_to_32(rng, tmp_path, fmt, m):
+    """Weights of more than 4 M elements at M = 17..32 take the 32-row warpgroup tile on
+    SM 9.0 (an mma.sync tile elsewhere); either way within 2x torch's error, y fully written."""
+    n, k = 4096, 2048
+    qw = w4a16.prepack(QUANTIZERS[fmt](random_weight(rng, n, k, torch.bfloat16)))
+    x = random_x(rng, m, k, torch.bfloat16)
+    out = torch.full((m, n), float("nan"), device="cuda", dtype=torch.bfloat16)
+    grids = launched_grids(lambda: w4a16.gemm(x, qw, out=out), tmp_path)
+    wgmma = "tc_wg_n128_m32_split1" in w4a16.gemm_configs() and torch.cuda.get_device_capability() == (9, 0)
+    assert any("gemm_wgmma" in name for name in grids) == wgmma, grids
+    ours, theirs = errors(x, qw, out)
+    assert torch.isfinite(out).all() and ours <= 2 * theirs + 1e-6, (ours, theirs)
+
+
 @pytest.mark.parametrize("m", [40, 200])
 def test_warpgroup_split_in_a_cluster_or_through_the_workspace(rng, tmp_path, m):
     """A K split of the warpgroup kernel adds up either in a thread-block cluster (one

@@ -33,7 +33,7 @@ constexpr int64_t GEMV_SMALL_WEIGHT = (int64_t)1 << 22;
 /* Tiles of gemm_tc.cu (config index = 1 + tile * 4 + split index). */
 constexpr int TILE_N128_M64 = 0, TILE_N128_M32 = 2, TILE_N64_M64 = 3, TILE_N64_M32 = 4, TILE_N64_M16 = 5,
               TILE_N128_M64_WIDE = 6, TILE_N128_M128_DECODED = 8, TILE_WG_N128_M128 = 9, TILE_WG_N128_M64 = 10,
-              TILE_WG_N128_M256 = 11, TILE_N64_M32_K4 = 12;
+              TILE_WG_N128_M256 = 11, TILE_N64_M32_K4 = 12, TILE_WG_N128_M32 = 13;
 constexpr int SPLITS_PER_TILE = 4;
 
 struct device_facts {
@@ -89,14 +89,31 @@ int choose_config(const w4a16_cuda_gemm_args &a, const device_facts &dev, size_t
         order[0] = TILE_WG_N128_M256, order[1] = TILE_WG_N128_M128, order[2] = TILE_N128_M128_DECODED;
     else if (dev.wgmma && !small_weight && a.m > 64)
         order[0] = TILE_WG_N128_M128, order[1] = TILE_WG_N128_M64, order[2] = TILE_N128_M128_DECODED;
+    else if (dev.wgmma && !small_weight && a.m > 32 && a.k <= 1024)
+        /* ... but with a short K (the action expert's fused gate and up, 8192x1024) two M
+         * tiles of the 32-row one: the 64-row tiles would leave half the SMs idle and a split
+         * of 8 stages gains nothing (nvfp4 / int4, M = 50: 7.7 / 7.7 µs vs 8.1 / 8.4 for the
+         * 64-row tile unsplit, 8.2 / 8.2 split 2; M = 64: 7.6 / 7.7 vs 8.1 / 8.2). With K >=
+         * 2048 they lose (16384x2048 M = 50 18.9 vs 14.9; 2048x16384 split 8 20.9 vs 17.9). */
+        order[0] = TILE_WG_N128_M32, order[1] = TILE_WG_N128_M64, order[2] = TILE_N128_M64_WIDE;
     else if (dev.wgmma && !small_weight && a.m > 32)
         order[0] = TILE_WG_N128_M64, order[1] = TILE_N128_M64_WIDE, order[2] = TILE_N128_M64;
+    /* ... and the 32-row one from M = 17 where K >= 2048 (nvfp4, M = 24 / 32: 16384x2048 13.1
+     * / 13.3 µs vs n64_m32 14.3 / 14.7; 32768x2048 21.2 / 22.1 vs 29.2 / 29.0; 2048x16384
+     * split 8 15.1 / 15.2 vs 16.6 / 16.8), not on 8192x1024 (M = 32: 7.0 vs n64_m32 6.1) */
+    else if (dev.wgmma && !small_weight && a.m > 16 && a.k >= 2048)
+        order[0] = TILE_WG_N128_M32, order[1] = TILE_N64_M32, order[2] = TILE_N128_M32;
     else if (dev.wgmma && small_weight && a.m >= 768)
         order[0] = TILE_WG_N128_M256, order[1] = TILE_WG_N128_M128, order[2] = TILE_N128_M64_WIDE;
     else if (dev.wgmma && small_weight && a.m >= 384)
         order[0] = TILE_WG_N128_M128, order[1] = TILE_WG_N128_M64, order[2] = TILE_N128_M64_WIDE;
     else if (dev.wgmma && small_weight && a.m >= 192)
         order[0] = TILE_WG_N128_M64, order[1] = TILE_N128_M64_WIDE, order[2] = TILE_N128_M64;
+    else if (dev.wgmma && small_weight && a.k >= 4096 && a.m > 32 && a.m <= 64)
+        /* the expert's down projection at M = 33..64: the 32-row warpgroup tile, two M tiles
+         * split 8 ways (H100, nvfp4, 1024x4096 at M = 50 / 64: 6.4 / 6.6 µs vs n64_m32k4 7.2 /
+         * 7.2; at M = 32 6.2 vs 5.9) */
+        order[0] = TILE_WG_N128_M32, order[1] = TILE_N64_M32_K4, order[2] = TILE_N64_M32;
     else if (small_weight && a.k >= 4096 && a.m <= 64)
         /* the expert's down projection: the 8-warp 32-row tile, split across CTAs (H100, nvfp4,
          * 1024x4096 at M = 32 / 50 / 64: 5.8 / 7.2 / 7.1 µs vs 6.5 / 7.4 / 7.5 with the orders

@@ -637,8 +637,8 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_decoded_kernel(tc_args a)
  * scales of the next tile's first stages are on their way while the current one finishes,
  * and y goes through a staging area of its own. Against waves of one-tile CTAs (H100,
  * nvfp4): 16384x2048 M = 968 110.5 -> 103.0 µs; 32768x2048 M = 128 39.1 -> 38.3, M = 256
- * 59.2 -> 56.3, M = 968 228.9 -> 207.4 (NOTES.md, seventeenth session). The 64-row tile
- * fits twice on an SM instead and keeps one tile per CTA, as do K splits. */
+ * 59.2 -> 56.3, M = 968 228.9 -> 207.4 (NOTES.md, seventeenth session). The 64- and
+ * 32-row tiles fit twice on an SM instead and keep one tile per CTA, as do K splits. */
 template <int BM_, int BK_, int STAGES_>
 struct wgmma_tile {
     static constexpr int FN = 1, FM = BM_ / 8, STAGES = STAGES_; /* a warp's 16 rows x BM: store_tile's view */
@@ -660,7 +660,7 @@ struct wgmma_tile {
     static constexpr int SMEM =
         (PIPE_BYTES + Y_BYTES > OUT_BYTES ? PIPE_BYTES + Y_BYTES : OUT_BYTES) + WGMMA_ATOM_BYTES;
     static_assert(STAGES >= 3, "stage kt + 1 is decoded while stage kt + STAGES - 1 loads");
-    static_assert(BM == 64 || BM == 128 || BM == 256, "the wgmma N sizes of wgmma.cuh");
+    static_assert(BM == 32 || BM == 64 || BM == 128 || BM == 256, "the wgmma N sizes of wgmma.cuh");
     static_assert(BK == 64 || BK == 128, "whole 64-element column blocks; a code row of at most 64 bytes");
     static_assert(STAGE_BYTES % WGMMA_ATOM_BYTES == 0 && W_STAGE % WGMMA_ATOM_BYTES == 0, "atoms stay aligned");
 };
@@ -955,11 +955,17 @@ using tile_n64_m64_wide = tile<2, 1, 2, 8, 2, 4>;  /* 4 warps, K split over 2 wa
  * class parts). 4 stages (224 KiB) measured the same; a 128 x 64 decoded tile was never
  * the fastest (H100, benchmarks/RESULTS.md). */
 using tile_n128_m128_decoded = decoded_tile<2, 4, 4, 4, 3>;
-/* the warpgroup kernel (SM90 with an sm_90a build only): 161 / 97 / 145 KiB. 5 stages for
- * the 128-row tile measured the same (H100, M = 64 and 128 on the large Pi0.5 shapes) */
+/* the warpgroup kernel (SM90 with an sm_90a build only): 161 / 97 / 145 / 65 KiB. 5 stages
+ * for the 128-row tile measured the same (H100, M = 64 and 128 on the large Pi0.5 shapes).
+ * The 32-row tile (~120 registers, so two CTAs fit on an SM) against the best mma.sync
+ * config at M = 17..32 (H100, nvfp4, benchmarks/sweep_configs.py): 16384x2048 M = 32 14.7
+ * -> 13.3 µs, 32768x2048 29.0 -> 22.1, 2048x16384 (split 8) 16.8 -> 15.2. A 16-row one
+ * (M = 16: 12.7 vs 11.8 on 16384x2048, 21.8 vs 23.7 on 32768x2048) and a 32-row one with
+ * 64-element stages (17.5 at M = 32 on 16384x2048) are not kept. */
 using tile_wg_n128_m128 = wgmma_tile<128, 128, 4>;
 using tile_wg_n128_m64 = wgmma_tile<64, 128, 4>;
 using tile_wg_n128_m256 = wgmma_tile<256, 64, 4>;
+using tile_wg_n128_m32 = wgmma_tile<32, 128, 4>;
 
 /* config names: tile name + K split */
 #define W4A16_TILE_NAMES(t) t "_split1", t "_split2", t "_split4", t "_split8"
@@ -968,7 +974,7 @@ const char *const CONFIG_NAMES[] = {
     W4A16_TILE_NAMES("tc_n64_m64"),  W4A16_TILE_NAMES("tc_n64_m32"),  W4A16_TILE_NAMES("tc_n64_m16"),
     W4A16_TILE_NAMES("tc_n128_m64w"), W4A16_TILE_NAMES("tc_n64_m64w"),
     W4A16_TILE_NAMES("tc_n128_m128d"), W4A16_TILE_NAMES("tc_wg_n128_m128"), W4A16_TILE_NAMES("tc_wg_n128_m64"),
-    W4A16_TILE_NAMES("tc_wg_n128_m256"), W4A16_TILE_NAMES("tc_n64_m32k4"),
+    W4A16_TILE_NAMES("tc_wg_n128_m256"), W4A16_TILE_NAMES("tc_n64_m32k4"), W4A16_TILE_NAMES("tc_wg_n128_m32"),
 };
 #undef W4A16_TILE_NAMES
 
@@ -982,7 +988,7 @@ const w4a16_tc_shape TILES[] = {
     describe<tile_n64_m64>(nullptr),  describe<tile_n64_m32>(nullptr),  describe<tile_n64_m16>(nullptr),
     describe<tile_n128_m64_wide>(nullptr), describe<tile_n64_m64_wide>(nullptr),
     describe<tile_n128_m128_decoded>(nullptr), describe<tile_wg_n128_m128>(nullptr), describe<tile_wg_n128_m64>(nullptr),
-    describe<tile_wg_n128_m256>(nullptr), describe<tile_n64_m32_k4>(nullptr),
+    describe<tile_wg_n128_m256>(nullptr), describe<tile_n64_m32_k4>(nullptr), describe<tile_wg_n128_m32>(nullptr),
 };
 constexpr int TILE_COUNT = (int)(sizeof TILES / sizeof TILES[0]);
 /* every tile runs with each of these K splits across CTAs: config = tile * 4 + split index */
@@ -1064,8 +1070,8 @@ template <int FMT, typename T, class C, bool WALK = false> auto tile_kernel()
  * 49.7 vs 24.7), while pairs do: M = 968 m256 split 2 116.0 -> 103.8 µs. */
 bool splits_in_cluster(bool wgmma, int splits) { return wgmma && splits == 2; }
 
-/* The dynamic shared memory of a launch of tile C. The 64-row warpgroup tile fits twice on
- * an SM, which pays when the grid has more CTAs than SMs (H100, nvfp4, 32768x2048 at
+/* The dynamic shared memory of a launch of tile C. The 64- and 32-row warpgroup tiles fit
+ * twice on an SM, which pays when the grid has more CTAs than SMs (H100, nvfp4, 32768x2048 at
  * M = 64: 26.5 µs against 31.7 one per SM) but not below that: the CTA scheduler then puts
  * pairs on some SMs while others idle (2048x16384 at M = 64, split 8, 128 CTAs: 24.3 µs
  * against 18.3). Such grids ask for more than half an SM's shared memory, one CTA each. */
@@ -1142,7 +1148,8 @@ template <typename F> auto with_tile(int tile_index, F &&f)
     case 9: return f(tile_wg_n128_m128());
     case 10: return f(tile_wg_n128_m64());
     case 11: return f(tile_wg_n128_m256());
-    default: return f(tile_n64_m32_k4());
+    case 12: return f(tile_n64_m32_k4());
+    default: return f(tile_wg_n128_m32());
     }
 }
 

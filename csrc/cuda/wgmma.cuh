@@ -77,6 +77,7 @@ template <int N> __device__ __forceinline__ void wgmma_wait()
 
 #define W4A16_F8(d, i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
                        "+f"(d[i + 6]), "+f"(d[i + 7])
+#define W4A16_REGS16 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}"
 #define W4A16_REGS32 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24," \
                      "%25,%26,%27,%28,%29,%30,%31}"
 #define W4A16_REGS64 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24," \
@@ -113,6 +114,7 @@ template <int N> __device__ __forceinline__ void wgmma_wait()
     W4A16_WGMMA_OPS_T(n, acc, regs, a_op, b_op, __half, "f16.f16", __VA_ARGS__)
 
 template <int N, typename T> struct wgmma_op;
+W4A16_WGMMA_OPS(32, 16, W4A16_REGS16, "{%16,%17,%18,%19}", "%20", W4A16_F8(d, 0), W4A16_F8(d, 8))
 W4A16_WGMMA_OPS(64, 32, W4A16_REGS32, "{%32,%33,%34,%35}", "%36", W4A16_F8(d, 0), W4A16_F8(d, 8), W4A16_F8(d, 16),
                 W4A16_F8(d, 24))
 W4A16_WGMMA_OPS(128, 64, W4A16_REGS64, "{%64,%65,%66,%67}", "%68", W4A16_F8(d, 0), W4A16_F8(d, 8), W4A16_F8(d, 16),
@@ -127,6 +129,7 @@ W4A16_WGMMA_OPS(256, 128, W4A16_REGS128, "{%128,%129,%130,%131}", "%132", W4A16_
 #undef W4A16_REGS128
 #undef W4A16_REGS64
 #undef W4A16_REGS32
+#undef W4A16_REGS16
 #undef W4A16_F8
 
 /* ---- the copies: TMA (cp.async.bulk.tensor) completing on an mbarrier -------------------
