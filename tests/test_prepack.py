@@ -146,6 +146,21 @@ def test_cache_lookup_picks_the_next_tuned_m(tmp_path, monkeypatch):
     tuning.forget()
 
 
+@pytest.mark.parametrize("weight_bytes", [500_000, 2_359_296, 4_718_592, 18_874_368, 120_000_000])
+@pytest.mark.parametrize("l2_bytes", [4 << 20, 50 << 20, 60 << 20])
+def test_tuner_rotates_weights_past_twice_the_l2_cache(weight_bytes, l2_bytes):
+    """The copies a tuning timing rotates through hold at least 2x the L2 cache (so every
+    call reads its weight from DRAM), down to weights where the 256-copy bound binds, and
+    not many more than needed. 2_359_296 bytes: the nvfp4 4096x1024 expert weight."""
+    copies = tuning.weight_copies(weight_bytes, l2_bytes)
+    assert 1 <= copies <= 256
+    if weight_bytes * 256 >= 2 * l2_bytes:
+        assert copies * weight_bytes >= 2 * l2_bytes
+        assert (copies - 1) * weight_bytes < 2 * l2_bytes or copies == 1
+    else:
+        assert copies == 256
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU error")
 def test_tune_without_a_gpu_says_so():
     with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
