@@ -12,7 +12,8 @@
  * whatever M is. On an H100 it still reaches only 48-65% of the copy-rate roofline at
  * M = 1: without the decode and mma it runs near a bare read, and with them the warps
  * wait mostly on their own dependent instruction chains (issue slots ~40% busy, DRAM
- * ~36%); more warps or more loads in flight measured slower (benchmarks/NOTES.md).
+ * ~36%); more warps, more loads in flight, or a producer warp feeding the warps by bulk
+ * copies all measured slower (benchmarks/NOTES.md).
  *
  * Stage 0 — overlap with the kernel before (SM90 on: programmatic dependent launch). A CTA
  *   may start while the prior kernel on the stream drains; until that one has finished it
