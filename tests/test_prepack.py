@@ -152,7 +152,7 @@ def test_tuner_rotates_weights_past_twice_the_l2_cache(weight_bytes, l2_bytes):
     """The copies a tuning timing rotates through hold at least 2x the L2 cache (so every
     call reads its weight from DRAM), down to weights where the 256-copy bound binds, and
     not many more than needed. 2_359_296 bytes: the nvfp4 4096x1024 expert weight."""
-    copies = tuning.weight_copies(weight_bytes, l2_bytes)
+    copies = tuning._weight_copies(weight_bytes, l2_bytes)
     assert 1 <= copies <= 256
     if weight_bytes * 256 >= 2 * l2_bytes:
         assert copies * weight_bytes >= 2 * l2_bytes

@@ -34,7 +34,7 @@ from . import _C
 
 SCHEMA = 1
 _FORMATS = {"nvfp4", "mxfp4", "int4"}
-_MAX_COPIES = 256  # see weight_copies
+_MAX_COPIES = 256  # see _weight_copies
 # In-process copy of each device's cache: {gpu name: {(format, dtype, layout, n, k): ([m...], [config...])}}
 _loaded: dict[str, dict[tuple, tuple[list[int], list[int]]]] = {}
 
@@ -125,7 +125,7 @@ def forget() -> None:
     _loaded.clear()
 
 
-def weight_copies(weight_bytes: int, l2_bytes: int) -> int:
+def _weight_copies(weight_bytes: int, l2_bytes: int) -> int:
     """How many copies of a weight of `weight_bytes` a timing rotates through: together at
     least twice the L2 cache, so that every call reads its weight from DRAM as it does in a
     model much larger than L2 (the Pi0.5 expert weights, 2.4 MB, took 15 copies before:
@@ -163,7 +163,7 @@ def tune(shapes: Iterable[tuple[int, int]], ms: Sequence[int] = (1, 4, 16, 32, 6
     format, with prepacked weights (the layout FP4Linear / Int4Linear use), and stores the
     winners in the cache (merged with what is there). int4 is tuned with group 128.
 
-    Weights rotate through copies that together exceed twice the L2 cache (weight_copies),
+    Weights rotate through copies that together exceed twice the L2 cache (_weight_copies),
     each timing is the median of `repeats` CUDA-graph replays. Returns the new entries:
     {key: {"config": name, "us": time, "timings_us": {name: time}}}.
     """
@@ -191,7 +191,7 @@ def tune(shapes: Iterable[tuple[int, int]], ms: Sequence[int] = (1, 4, 16, 32, 6
                 w = torch.randn(n, k, device=dev, dtype=torch_dtype) * 0.05
                 qw = prepack(quantizers[fmt](w))
                 del w
-                extra = weight_copies(qw.nbytes, l2) - 1
+                extra = _weight_copies(qw.nbytes, l2) - 1
                 copies = [qw] + [replace(qw, codes=qw.codes.clone(), scales=qw.scales.clone()) for _ in range(extra)]
                 for m in ms:
                     x = torch.randn(m, k, device=dev, dtype=torch_dtype)
