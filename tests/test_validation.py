@@ -37,6 +37,8 @@ BAD_QUANTIZE_INPUTS = [
     ("unsupported group size", lambda w: w4a16.pack_int4(w, 48), ValueError, ["group_size", "48"]),
     ("group that does not divide K", lambda w: w4a16.pack_int4(np.ascontiguousarray(w[:, :32]).repeat(3, 1), 64),
      ValueError, ["K = 96", "group_size 64"]),
+    ("empty K, one group per channel", lambda w: w4a16.pack_int4(np.ascontiguousarray(w[:, :0]), -1), ValueError,
+     ["w", "non-empty", "[32, 0]"]),
     ("group size of the wrong type", lambda w: w4a16.pack_int4(w, 32.0), TypeError, ["group_size"]),
     ("bad scale dtype", lambda w: w4a16.pack_int4(w, 32, scale_dtype="float32"), ValueError, ["scale_dtype"]),
     ("NaN in weight", lambda w: w4a16.quantize_nvfp4(np.where(np.arange(64) == 5, np.nan, w).astype(np.float32)),
@@ -126,6 +128,34 @@ def test_quantize_rejects_a_global_scale_output_inside_codes(rng):
     with pytest.raises(ValueError, match="global_scale_out: overlaps codes"):
         _C.quantize_nvfp4(w, codes, scales, buffer[:4].view(np.float32).reshape(()), None, None)
     assert not buffer.any()
+
+
+def _state_with(state, key, value):
+    changed = dict(state)
+    changed[key] = value
+    return changed
+
+
+BAD_STATES = [
+    # (description, state from a good nvfp4 state, exception, words the message must contain)
+    ("missing weight_scale", lambda s: {"weight": s["weight"]}, KeyError, ["weight_scale"]),
+    ("codes as a list", lambda s: _state_with(s, "weight", s["weight"].tolist()), TypeError, ["state['weight']", "list"]),
+    ("rank-1 codes", lambda s: _state_with(s, "weight", s["weight"].reshape(-1)), ValueError,
+     ["state['weight']", "2 dimensions", "[1024]"]),
+    ("rank-3 scales", lambda s: _state_with(s, "weight_scale", s["weight_scale"][None]), ValueError,
+     ["state['weight_scale']", "2 dimensions"]),
+    ("float32 scales and no format", lambda s: {"weight": s["weight"], "weight_scale": np.ones((32, 4), np.float32)},
+     TypeError, ["state['weight_scale']", "float32", "format"]),
+]
+
+
+@pytest.mark.parametrize("case", BAD_STATES, ids=[c[0] for c in BAD_STATES])
+def test_from_state_dict_rejects_bad_state(w, case):
+    _, make, exc, words = case
+    with pytest.raises(exc) as info:
+        w4a16.QuantizedWeight.from_state_dict(make(w4a16.quantize_nvfp4(w).state_dict()))
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
 
 
 def test_c_layer_checks_weight_views(x, qw):

@@ -118,21 +118,23 @@ class QuantizedWeight:
     def from_state_dict(cls, state: Mapping[str, Array], format: str | None = None) -> "QuantizedWeight":
         """Rebuilds a QuantizedWeight from :meth:`state_dict` output (or a ModelOpt
         checkpoint's tensors for one Linear). The format is inferred when not given:
-        weight_scale_2 present -> nvfp4; 16-bit scales -> int4; byte scales -> mxfp4."""
-        for key in ("weight", "weight_scale"):
-            if key not in state:
-                raise KeyError(f"state: missing '{key}'")
-        codes, scales = state["weight"], state["weight_scale"]
+        weight_scale_2 present or float8_e4m3fn scales -> nvfp4; 16-bit scales or zero points -> int4;
+        uint8 or float8_e8m0fnu scales -> mxfp4."""
+        codes, scales = _state_matrix(state, "weight"), _state_matrix(state, "weight_scale")
         n, half_k = shape_of(codes)
         k = 2 * half_k
         scale_dtype = dtype_name(scales)
         if format is None:
-            if "weight_scale_2" in state:
+            if "weight_scale_2" in state or scale_dtype == "float8_e4m3fn":
                 format = "nvfp4"
-            elif scale_dtype in HALF_DTYPES:
+            elif scale_dtype in HALF_DTYPES or "weight_zero_point" in state:
                 format = "int4"
-            else:
+            elif scale_dtype in ("uint8", "float8_e8m0fnu"):
                 format = "mxfp4"
+            else:
+                raise TypeError(f"state['weight_scale']: dtype {scale_dtype} names no format: expected "
+                                "float8_e4m3fn or uint8 with weight_scale_2 (nvfp4), uint8 or float8_e8m0fnu "
+                                "(mxfp4), float16 or bfloat16 (int4)")
         if format not in FORMATS:
             raise ValueError(f"format: expected one of {FORMATS}, got {format!r}")
         scale_cols = shape_of(scales)[1]
@@ -170,6 +172,17 @@ def _itemsize(array: Array) -> int:
     if itemsize is None:
         itemsize = array.element_size()  # torch
     return int(itemsize)
+
+
+def _state_matrix(state: Mapping[str, Array], key: str) -> Array:
+    """state[key], checked to be a 2-D array (the C layer checks dtype, shape and device)."""
+    if key not in state:
+        raise KeyError(f"state: missing '{key}'")
+    array = state[key]
+    framework_of(array, f"state['{key}']")
+    if len(shape_of(array)) != 2:
+        raise ValueError(f"state['{key}']: expected 2 dimensions, got shape {list(shape_of(array))}")
+    return array
 
 
 def _check_weight(weight: QuantizedWeight) -> None:
@@ -258,6 +271,8 @@ def pack_int4(w: Array, group_size: int | None = 128, symmetric: bool = True,
     """
     check_input(w, "w", FLOAT_DTYPES, ndim=2)
     n, k = shape_of(w)
+    if n == 0 or k == 0:  # checked here too: group_size = K below would divide by zero
+        raise ValueError(f"w4a16.pack_int4: w: expected a non-empty [N, K] matrix, got [{n}, {k}]")
     if group_size is None or group_size == -1:
         group_size = k
     if isinstance(group_size, bool) or not isinstance(group_size, int):
