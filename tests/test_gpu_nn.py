@@ -106,3 +106,20 @@ def test_module_moves_between_cpu_and_gpu(fmt):
         assert (torch.linalg.norm(y.double() - ref) / torch.linalg.norm(ref)).item() < 1e-2
     module.to("cpu")
     assert torch.equal(module(x), on_cpu)
+
+
+@pytest.mark.parametrize("fmt", ["nvfp4", "mxfp4", "int4"])
+@pytest.mark.parametrize("m", [1, 50, 1024])  # the small-M kernel, the tensor-core GEMM, dequantize + cuBLAS
+def test_backward_on_the_gpu_matches_float64_reference(fmt, m):
+    torch.manual_seed(3)
+    linear = torch.nn.Linear(1024, 512).to(torch.bfloat16)
+    module = (w4a16.Int4Linear.from_linear(linear, 64, symmetric=False) if fmt == "int4" else
+              w4a16.FP4Linear.from_linear(linear, fmt)).cuda()
+    module.bias.requires_grad_()
+    x = torch.randn(m, 1024, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    grad_y = torch.randn(m, 512, device="cuda", dtype=torch.bfloat16)
+    module(x).backward(grad_y)
+    w = module.quantized_weight().to("cpu").dequantize().double()  # the C reference dequantizer
+    want_x, want_bias = grad_y.double().cpu() @ w, grad_y.double().cpu().sum(0)
+    assert (x.grad.double().cpu() - want_x).abs().max() <= 2e-2 * want_x.abs().max()
+    assert (module.bias.grad.double().cpu() - want_bias).abs().max() <= 2e-2 * want_bias.abs().max()

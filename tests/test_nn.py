@@ -89,6 +89,55 @@ def test_custom_op_passes_opcheck(rng):
     torch.library.opcheck(torch.ops.w4a16.gemm.default, args)
 
 
+def test_custom_ops_pass_opcheck_with_gradients(rng):
+    # int4: opcheck's schema test multiplies inputs, which torch cannot do for float8 scales
+    module = w4a16.Int4Linear.from_linear(make_linear(rng, 64, 40, dtype=torch.float32), 32, symmetric=False)
+    weight = (module.weight, module.weight_scale, None, module.weight_zero_point)
+    bias = module.bias.detach().clone().requires_grad_()
+    x = torch.randn(3, 64, requires_grad=True)
+    fmt, P = torch_ops.FORMAT_CODES["int4"], w4a16._C.LAYOUT_PREPACKED
+    torch.library.opcheck(torch.ops.w4a16.gemm.default, (x, *weight, bias, fmt, 32, 0.5, P))
+    torch.library.opcheck(torch.ops.w4a16.dequantize.default, (*weight, fmt, 32, P, torch.bfloat16))
+
+
+@pytest.mark.parametrize("kind", list(MODULE_MAKERS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_backward_matches_float64_reference(rng, kind, dtype):
+    """A quantized layer inside a model that is trained (frozen 4-bit MLPs, trained
+    adapters): dx = dy @ dequant(W), dbias = dy summed over rows, no gradient for W."""
+    module = MODULE_MAKERS[kind](make_linear(rng, 128, 48, dtype=dtype))
+    module.bias.requires_grad_()
+    x = torch.from_numpy(rng.standard_normal((2, 5, 128)).astype(np.float32)).to(dtype).requires_grad_()
+    grad_y = torch.from_numpy(rng.standard_normal((2, 5, 48)).astype(np.float32)).to(dtype)
+    module(x).backward(grad_y)
+    w = module.quantized_weight().dequantize().double()  # the C reference dequantizer
+    want_x, want_bias = grad_y.double() @ w, grad_y.double().sum((0, 1))
+    assert x.grad.dtype == dtype and x.grad.shape == x.shape and module.bias.grad.dtype == dtype
+    tol = 1e-5 if dtype == torch.float32 else 2e-2  # bf16: one rounding of W, of dy and of the product
+    assert (x.grad.double() - want_x).abs().max() <= tol * want_x.abs().max()
+    assert (module.bias.grad.double() - want_bias).abs().max() <= tol * want_bias.abs().max()
+    assert all(t.grad is None for t in (module.weight, module.weight_scale))
+
+
+def test_backward_scales_by_alpha_and_compiles(rng):
+    module = w4a16.Int4Linear.from_linear(make_linear(rng, 64, 24, dtype=torch.float32), 32, symmetric=False)
+    fmt, P = torch_ops.FORMAT_CODES["int4"], w4a16._C.LAYOUT_PREPACKED
+
+    def layer(x):
+        return torch.ops.w4a16.gemm(x, module.weight, module.weight_scale, None, module.weight_zero_point, None, fmt,
+                                    32, 0.25, P)
+
+    x = torch.randn(4, 64, requires_grad=True)
+    grad_y = torch.randn(4, 24)
+    layer(x).backward(grad_y)
+    w = module.quantized_weight().dequantize().double()
+    assert torch.allclose(x.grad.double(), 0.25 * grad_y.double() @ w, rtol=1e-5, atol=1e-6)
+    eager_grad = x.grad.clone()
+    x.grad = None
+    torch.compile(layer, fullgraph=True, backend="aot_eager")(x).backward(grad_y)
+    assert torch.equal(x.grad, eager_grad)
+
+
 def test_compile_fullgraph_has_no_graph_break(rng):
     block = torch.nn.Sequential(w4a16.FP4Linear.from_linear(make_linear(rng, 64, 64)), torch.nn.GELU(),
                                 w4a16.Int4Linear.from_linear(make_linear(rng, 64, 32), 32))

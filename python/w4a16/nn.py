@@ -13,7 +13,10 @@ back in the canonical layout and load_state_dict() prepacks what it reads:
     bias               [N]                   optional, the activation dtype
 
 forward(x) has nn.Linear's contract: x [..., K] float16/bfloat16 (float32 too on the CPU)
--> [..., N] of x's dtype, through the custom op torch.ops.w4a16.gemm.
+-> [..., N] of x's dtype, through the custom op torch.ops.w4a16.gemm. Its backward gives x
+(and the bias, once it is set to require grad) their gradients, dy @ dequant(W) in x's dtype;
+the quantized weight itself is frozen, so a model can train other layers (adapters, the
+unquantized parts) through it.
 """
 
 from __future__ import annotations

@@ -5,7 +5,10 @@ CUDA-graph capture see one opaque op per quantized matmul.
 group_size, alpha, layout)`` -> y [..., N]: the op launches on
 ``torch.cuda.current_stream()`` for CUDA tensors and allocates its output (and the split-K
 workspace, when the chosen kernel has one) with torch's caching allocator. The kernel is
-the tuning cache's choice (w4a16.tuning) or the library's heuristic.
+the tuning cache's choice (w4a16.tuning) or the library's heuristic. Gradients flow to x
+(alpha * dy @ dequant(W)) and to bias (dy summed over rows); the quantized weight is a
+constant. ``torch.ops.w4a16.dequantize`` (same weight arguments, then a dtype) gives
+dequant(W) [N, K] for that backward.
 """
 
 from __future__ import annotations
@@ -84,6 +87,45 @@ def _pointer(t: Optional[torch.Tensor], name: str, device: torch.device) -> int:
     return t.data_ptr()
 
 
+def _check_weight_shapes(codes: torch.Tensor, scales: torch.Tensor, global_scale: Optional[torch.Tensor],
+                         zero_points: Optional[torch.Tensor], format: int, group_size: int, layout: int) -> None:
+    """The raw-pointer calls trust the weight's shapes: checks every one."""
+    n, k = codes.shape[0], codes.shape[1] * 2
+    if group_size <= 0 or k % group_size:
+        raise ValueError(f"group_size: {group_size} does not divide K = {k}")
+    groups = (n, k // group_size)
+    if tuple(scales.shape) != groups:
+        raise ValueError(f"scales: expected shape {list(groups)}, got {list(scales.shape)}")
+    if zero_points is not None and tuple(zero_points.shape) != groups:
+        raise ValueError(f"zero_points: expected shape {list(groups)}, got {list(zero_points.shape)}")
+    if layout not in _LAYOUT_NAMES or format not in _FORMAT_NAMES:
+        raise ValueError(f"layout / format: unknown codes {layout} / {format}")
+    if global_scale is not None and global_scale.numel() != 1:
+        raise ValueError(f"global_scale: expected one element, got shape {list(global_scale.shape)}")
+
+
+def _weight_pointers(codes: torch.Tensor, scales: torch.Tensor, global_scale: Optional[torch.Tensor],
+                     zero_points: Optional[torch.Tensor], format: int, group_size: int, layout: int,
+                     device: torch.device) -> tuple:
+    """The weight as the raw-pointer calls take it: (codes, scales, scale dtype, global
+    scale, zero points, format, group size, layout). Raw pointers, not DLPack: the tensors
+    are held by the caller for the whole call, and five capsules per call would cost more
+    than a small GEMV (the C API still checks dtypes)."""
+    return (_pointer(codes, "codes", device), _pointer(scales, "scales", device), _dtype_code(scales, "scales"),
+            _pointer(global_scale, "global_scale", device), _pointer(zero_points, "zero_points", device),
+            format, group_size, layout)
+
+
+def _place(device: torch.device) -> tuple[int, int]:
+    """(DLPack device type, index) of a torch device."""
+    return (2 if device.type == "cuda" else 1, device.index or 0)
+
+
+def _stream(device: torch.device) -> int:
+    """The stream to launch on: torch's current one on CUDA, 0 on the CPU."""
+    return torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
+
+
 @torch.library.custom_op("w4a16::gemm", mutates_args=())
 def gemm(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, global_scale: Optional[torch.Tensor],
          zero_points: Optional[torch.Tensor], bias: Optional[torch.Tensor], format: int, group_size: int,
@@ -97,28 +139,12 @@ def gemm(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, global_scal
     x2 = x.reshape(-1, k)
     if not x2.is_contiguous():
         x2 = x2.contiguous()  # documented copy: the op takes any strided activation
-    # the raw-pointer call below trusts these shapes: check every one
-    if group_size <= 0 or k % group_size:
-        raise ValueError(f"group_size: {group_size} does not divide K = {k}")
-    groups = (n, k // group_size)
-    if tuple(scales.shape) != groups:
-        raise ValueError(f"scales: expected shape {list(groups)}, got {list(scales.shape)}")
-    if zero_points is not None and tuple(zero_points.shape) != groups:
-        raise ValueError(f"zero_points: expected shape {list(groups)}, got {list(zero_points.shape)}")
-    if layout not in _LAYOUT_NAMES or format not in _FORMAT_NAMES:
-        raise ValueError(f"layout / format: unknown codes {layout} / {format}")
-    if global_scale is not None and global_scale.numel() != 1:
-        raise ValueError(f"global_scale: expected one element, got shape {list(global_scale.shape)}")
+    _check_weight_shapes(codes, scales, global_scale, zero_points, format, group_size, layout)
     if bias is not None and tuple(bias.shape) != (n,):
         raise ValueError(f"bias: expected shape [{n}], got {list(bias.shape)}")
-    # raw pointers, not DLPack: the tensors are held here for the whole call, and five
-    # capsules per call would cost more than a small GEMV (the C API still checks dtypes)
     device = x.device
-    weight = (_pointer(codes, "codes", device), _pointer(scales, "scales", device), _dtype_code(scales, "scales"),
-              _pointer(global_scale, "global_scale", device), _pointer(zero_points, "zero_points", device),
-              format, group_size, layout)
-    place = (2 if x.is_cuda else 1, device.index or 0)
-    stream = torch.cuda.current_stream(device).cuda_stream if x.is_cuda else 0
+    weight = _weight_pointers(codes, scales, global_scale, zero_points, format, group_size, layout, device)
+    place, stream = _place(device), _stream(device)
     m, act_dtype = x2.shape[0], _dtype_code(x2, "x")
     if x.is_cuda and m >= (LARGE_M if layout == _C.LAYOUT_CANONICAL else _large_m_prepacked(place[1])):
         y = _dequantize_matmul(x2, act_dtype, codes, scales, global_scale, zero_points, bias, format, group_size,
@@ -153,13 +179,12 @@ def _dequantize_matmul(x2: torch.Tensor, act_dtype: int, codes: torch.Tensor, sc
     rows = min(n, max(DEQUANT_SLICE_MIN_ROWS, DEQUANT_SLICE_BYTES // (2 * k) // 64 * 64))
     w16 = torch.empty((rows, k), dtype=x2.dtype, device=x2.device)
     y = torch.empty((m, n), dtype=x2.dtype, device=x2.device)
-    scale_dtype, gs_ptr = _dtype_code(scales, "scales"), _pointer(global_scale, "global_scale", x2.device)
     for n0 in range(0, n, rows):
         n1 = min(n, n0 + rows)
         zp = zero_points[n0:n1] if zero_points is not None else None
-        _C._dequantize_raw(w16.data_ptr(), act_dtype, n1 - n0, k, codes[n0:n1].data_ptr(), scales[n0:n1].data_ptr(),
-                           scale_dtype, gs_ptr, zp.data_ptr() if zp is not None else 0, format, group_size, layout,
-                           *place, stream)
+        _C._dequantize_raw(w16.data_ptr(), act_dtype, n1 - n0, k,
+                           *_weight_pointers(codes[n0:n1], scales[n0:n1], global_scale, zp, format, group_size, layout,
+                                             x2.device), *place, stream)
         out = y[:, n0:n1]
         if bias is not None:
             torch.addmm(bias[n0:n1], x2, w16[: n1 - n0].t(), alpha=alpha, out=out)
@@ -173,3 +198,52 @@ def _dequantize_matmul(x2: torch.Tensor, act_dtype: int, codes: torch.Tensor, sc
 @gemm.register_fake
 def _gemm_fake(x, codes, scales, global_scale, zero_points, bias, format, group_size, alpha, layout):
     return x.new_empty((*x.shape[:-1], codes.shape[0]))
+
+
+@torch.library.custom_op("w4a16::dequantize", mutates_args=())
+def dequantize(codes: torch.Tensor, scales: torch.Tensor, global_scale: Optional[torch.Tensor],
+               zero_points: Optional[torch.Tensor], format: int, group_size: int, layout: int,
+               dtype: torch.dtype) -> torch.Tensor:
+    """dequant(W) [N, K] of `dtype` (float32, float16 or bfloat16) on the weight's device,
+    W given by its tensors as `gemm` takes them."""
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise TypeError(f"dtype: expected torch.float32, float16 or bfloat16, got {dtype}")
+    _check_weight_shapes(codes, scales, global_scale, zero_points, format, group_size, layout)
+    device = codes.device
+    w = torch.empty((codes.shape[0], codes.shape[1] * 2), dtype=dtype, device=device)
+    _C._dequantize_raw(w.data_ptr(), _dtype_code(w, "dtype"), w.shape[0], w.shape[1],
+                       *_weight_pointers(codes, scales, global_scale, zero_points, format, group_size, layout, device),
+                       *_place(device), _stream(device))
+    return w
+
+
+@dequantize.register_fake
+def _dequantize_fake(codes, scales, global_scale, zero_points, format, group_size, layout, dtype):
+    return codes.new_empty((codes.shape[0], codes.shape[1] * 2), dtype=dtype)
+
+
+def _gemm_setup_context(ctx, inputs, output) -> None:
+    x, codes, scales, global_scale, zero_points, bias, format, group_size, alpha, layout = inputs
+    ctx.save_for_backward(codes, scales, global_scale, zero_points)
+    ctx.weight_args = (format, group_size, layout)
+    ctx.alpha, ctx.x_dtype = alpha, x.dtype
+    ctx.bias_dtype = None if bias is None else bias.dtype
+
+
+def _gemm_backward(ctx, grad_y: torch.Tensor):
+    """dx [..., K] = alpha * dy [..., N] @ dequant(W) [N, K], in x's dtype (as a 16-bit
+    Linear's backward: W dequantized to that dtype, one matmul); dbias [N] = dy summed over
+    its rows. The weight's tensors get none: a quantized weight is frozen."""
+    codes, scales, global_scale, zero_points = ctx.saved_tensors
+    grad_x = grad_bias = None
+    if ctx.needs_input_grad[0]:
+        w = torch.ops.w4a16.dequantize(codes, scales, global_scale, zero_points, *ctx.weight_args, ctx.x_dtype)
+        grad_x = torch.matmul(grad_y.to(ctx.x_dtype), w)
+        if ctx.alpha != 1.0:
+            grad_x = grad_x * ctx.alpha
+    if ctx.bias_dtype is not None and ctx.needs_input_grad[5]:
+        grad_bias = grad_y.reshape(-1, codes.shape[0]).sum(0).to(ctx.bias_dtype)
+    return grad_x, None, None, None, None, grad_bias, None, None, None, None
+
+
+gemm.register_autograd(_gemm_backward, setup_context=_gemm_setup_context)
