@@ -1,4 +1,4 @@
-"""python -m w4a16 info prints the build facts."""
+"""python -m w4a16: info prints the build facts; errors are one line, not a traceback."""
 
 import json
 import subprocess
@@ -38,3 +38,15 @@ def test_info_json_is_parseable():
     facts = json.loads(run_cli("info", "--json"))
     assert facts["version"] == w4a16.__version__
     assert isinstance(facts["cuda"], bool) and isinstance(facts["devices"], list)
+
+
+def test_tune_without_a_gpu_says_so_in_one_line():
+    import pytest
+
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: tune runs")
+    done = subprocess.run([sys.executable, "-m", "w4a16", "tune", "--shapes", "256x128"], capture_output=True,
+                          text=True)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == "python -m w4a16 tune: error: w4a16.tune: needs a CUDA GPU"

@@ -139,6 +139,35 @@ def test_cli_exports_a_generated_checkpoint(rng, tmp_path):
     assert done.returncode == 2 and "--module" in done.stderr
 
 
+def test_cli_keeps_weights_the_format_cannot_take_and_reports_errors_in_one_line(rng, tmp_path):
+    import subprocess
+    import sys
+
+    from safetensors.torch import save_file
+
+    # K = 80 is a multiple of NVFP4's block (16) but not of MXFP4's (32)
+    tensors = {"model.layers.0.mlp.gate_proj.weight": weight(rng, 64, 128),
+               "model.layers.0.mlp.down_proj.weight": weight(rng, 128, 80)}
+    save_file(tensors, str(tmp_path / "in.safetensors"))
+
+    def export(*args):
+        return subprocess.run([sys.executable, "-m", "w4a16", "export", "--checkpoint", str(tmp_path / "in.safetensors"),
+                               *args], capture_output=True, text=True)
+
+    done = export("--format", "mxfp4", "--output", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    assert "kept model.layers.0.mlp.down_proj.weight unquantized: K = 80" in done.stderr
+    weights, others, _ = load_modelopt(str(tmp_path / "out"))
+    assert set(weights) == {"model.layers.0.mlp.gate_proj"}
+    assert torch.equal(others["model.layers.0.mlp.down_proj.weight"], tensors["model.layers.0.mlp.down_proj.weight"])
+    done = export("--format", "mxfp4", "--output", str(tmp_path / "out"))  # exists, no --overwrite
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "python -m w4a16 export: error:" in done.stderr and "--overwrite" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "w4a16", "check", str(tmp_path / "missing.safetensors")],
+                          capture_output=True, text=True)
+    assert done.returncode == 1 and "Traceback" not in done.stderr and "missing.safetensors" in done.stderr
+
+
 def test_cli_exports_a_module_to_onnx(tmp_path):
     import pathlib
     import subprocess

@@ -21,7 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--checkpoint", help="a .safetensors file (tensor by tensor)")
     source.add_argument("--module", help="'package.module:function' returning (model, example_input)")
     export.add_argument("--format", choices=("nvfp4", "mxfp4", "int4"), default="nvfp4")
-    export.add_argument("--group-size", type=int, default=None, help="int4 group: 32, 64, 128 or -1")
+    export.add_argument("--group-size", type=int, choices=(32, 64, 128, -1), default=None,
+                        help="int4 group: 32, 64, 128 or -1 (one per output channel); default 128")
     export.add_argument("--to", choices=("modelopt", "onnx"), default="modelopt")
     export.add_argument("--include", nargs="*", default=["*mlp.gate_proj.weight", "*mlp.up_proj.weight",
                                                          "*mlp.down_proj.weight"],
@@ -43,15 +44,20 @@ def main(argv: list[str] | None = None) -> int:
     tune.add_argument("--device", type=int, default=0)
     tune.add_argument("--repeats", type=int, default=20, help="CUDA-graph replays per timing (median)")
     args = parser.parse_args(argv)
-    if args.command == "tune":
-        return run_tune(args)
-    if args.command == "check":
-        return run_check(args)
-    if args.command == "info":
-        facts = build_info()
-        print(json.dumps(facts, indent=2) if args.json else format_info(facts))
-    elif args.command == "export":
-        return run_export(args)
+    try:
+        if args.command == "tune":
+            return run_tune(args)
+        if args.command == "check":
+            return run_check(args)
+        if args.command == "export":
+            return run_export(args)
+    except (ValueError, TypeError, RuntimeError, OSError, ImportError) as err:
+        # what the user can mend (a missing file, no GPU, a weight the format cannot take):
+        # one line, as argparse reports bad arguments, not a traceback
+        print(f"python -m w4a16 {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    facts = build_info()
+    print(json.dumps(facts, indent=2) if args.json else format_info(facts))
     return 0
 
 
@@ -100,10 +106,16 @@ def run_export(args: argparse.Namespace) -> int:
     from . import pack_int4, patch_mlp, quantize_mxfp4, quantize_nvfp4
     from .export import save_modelopt, to_onnx
 
+    group_size = 128 if args.group_size is None else args.group_size
+
     def quantize(weight):
         if args.format == "int4":
-            return pack_int4(weight, 128 if args.group_size is None else args.group_size)
+            return pack_int4(weight, group_size)
         return quantize_nvfp4(weight) if args.format == "nvfp4" else quantize_mxfp4(weight)
+
+    def block_of(k: int) -> int:
+        """Elements per scale of the format along K (a weight's K must be a multiple)."""
+        return {"nvfp4": 16, "mxfp4": 32}.get(args.format) or (k if group_size == -1 else group_size)
 
     if args.checkpoint:
         if args.to != "modelopt":
@@ -116,6 +128,11 @@ def run_export(args: argparse.Namespace) -> int:
             for name in f.keys():  # one tensor at a time: a large file is never held twice
                 tensor = f.get_tensor(name)
                 chosen = tensor.dim() == 2 and any(fnmatch.fnmatch(name, p) for p in args.include)
+                if chosen and tensor.shape[1] % block_of(tensor.shape[1]):
+                    # kept as it is, as patch_mlp skips such a Linear: padding K is not supported
+                    print(f"export: kept {name} unquantized: K = {tensor.shape[1]} is not a multiple of the "
+                          f"{args.format} block {block_of(tensor.shape[1])}", file=sys.stderr)
+                    chosen = False
                 entries[name[: -len(".weight")] if chosen else name] = quantize(tensor) if chosen else tensor
         config = save_modelopt(entries, args.output, overwrite=args.overwrite, swizzle=args.swizzle)
         count = sum(1 for v in entries.values() if not isinstance(v, torch.Tensor))
