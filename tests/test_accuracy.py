@@ -52,6 +52,18 @@ def test_compare_weights_report(rng):
     assert set(summary) == {"nvfp4", "int4-g32", "int4-channel", "mxfp4", "int4-g128"}
     with pytest.raises(ValueError, match="unknown format"):
         accuracy.compare_weights(model, formats=("fp3",))
+    one = accuracy.compare_weights(model, formats="mxfp4")  # one name, not its letters
+    assert [r["format"] for r in one.rows] == ["mxfp4"] * 3
+
+
+def test_compare_outputs_rejects_what_is_not_a_pair_of_models(rng):
+    model = small_model(rng)
+    x = torch.randn(2, 256, dtype=torch.bfloat16)
+    with pytest.raises(TypeError, match="reference_model: expected a torch.nn.Module, got NoneType"):
+        accuracy.compare_outputs(None, model, x)
+    with pytest.raises(ValueError, match="names: \\['7'\\] are not modules of both models"):
+        accuracy.compare_outputs(model, model, x, names=["0", "7"])
+    assert [r["name"] for r in accuracy.compare_outputs(model, model, x, names="2").rows] == ["2", "output"]
 
 
 def test_compare_weights_on_a_state_dict_and_plot(rng, tmp_path):

@@ -70,6 +70,9 @@ def test_swizzle_layout_by_hand():
         assert flat[tile * 512 + (rr % 32) * 16 + (rr // 32) * 4 + cc] == scales[r, c]
     assert flat[512 * 3 + 16 * 5] == 0  # padding rows are zero
     assert torch.equal(unswizzle_scales_128x4(flat, rows, cols), scales)
+    for bad in (scales.view(-1), scales.to(torch.float16)):
+        with pytest.raises(ValueError, match="scales: expected a 2-D tensor of one-byte scales"):
+            swizzle_scales_128x4(bad)
 
 
 def tiny_patched_gemma():
@@ -108,6 +111,10 @@ def test_bad_input_leaves_nothing_half_written(rng, tmp_path):
         save_modelopt(torch.nn.Linear(4, 4), str(tmp_path / "y"))
     with pytest.raises(ValueError, match="one format"):
         save_modelopt({"a": qw, "b": w4a16.quantize_mxfp4(weight(rng))}, str(tmp_path / "z"))
+    with pytest.raises(TypeError, match="model_or_weights\\['b'\\]: expected a QuantizedWeight or a torch / numpy"):
+        save_modelopt({"a": qw, "b": [1.0, 2.0]}, str(tmp_path / "z"))
+    with pytest.raises(TypeError, match="names must be strings"):
+        save_modelopt({"a": qw, 5: torch.ones(2)}, str(tmp_path / "z"))
     assert sorted(os.listdir(tmp_path)) == ["out"]  # no staging directories left behind
     save_modelopt({"a": qw}, str(target), overwrite=True)
     assert sorted(os.listdir(target)) == ["hf_quant_config.json", "model.safetensors", "quantization_config.json"]

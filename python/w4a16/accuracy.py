@@ -191,10 +191,13 @@ def compare_weights(model_or_state_dict: Any, formats: Sequence[str] = ("nvfp4",
     Args:
         model_or_state_dict: a torch module (its nn.Linear weights) or a mapping of tensors
             (2-D tensors named *.weight).
-        formats: "nvfp4", "mxfp4", "int4-g32/g64/g128/channel", "-asym" for zero points.
+        formats: "nvfp4", "mxfp4", "int4-g32/g64/g128/channel", "-asym" for zero points;
+            one name or a sequence of them.
         include: fnmatch patterns on layer names.
         progress: a tqdm bar (default: when there are 50+ weights and tqdm is installed).
     """
+    if isinstance(formats, str):
+        formats = (formats,)
     for spec in formats:
         _quantizer(spec)  # reject unknown formats before any work
     report = Report("weight quantization error")
@@ -230,11 +233,19 @@ def compare_outputs(reference_model: Any, patched_model: Any, inputs: Any, names
                 return getattr(out, attr)
         return None
 
+    for label, model in (("reference_model", reference_model), ("patched_model", patched_model)):
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"{label}: expected a torch.nn.Module, got {type(model).__name__}")
     ref_modules = dict(reference_model.named_modules())
     patched_modules = dict(patched_model.named_modules())
     if names is None:
         names = [n for n in ref_modules if n and n in patched_modules
                  and (n.endswith("mlp") or isinstance(ref_modules[n], torch.nn.Linear))]
+    elif isinstance(names, str):
+        names = [names]
+    missing = [n for n in names if n not in ref_modules or n not in patched_modules]
+    if missing:
+        raise ValueError(f"names: {missing} are not modules of both models")
     captured: dict[str, dict] = {"ref": {}, "patched": {}}
     handles = []
     for side, modules in (("ref", ref_modules), ("patched", patched_modules)):

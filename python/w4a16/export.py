@@ -32,6 +32,7 @@ import shutil
 import tempfile
 from typing import Any, Mapping, Union
 
+import numpy as np
 import torch
 
 from .info import build_info
@@ -50,6 +51,9 @@ def swizzle_scales_128x4(scales: torch.Tensor) -> torch.Tensor:
     same dtype). Tile (rb, cb) covers rows 128rb.. and columns 4cb..; tiles are stored in
     row-major tile order, 512 bytes each, and inside a tile element (r, c) sits at
     (r % 32) * 16 + (r // 32) * 4 + c."""
+    if not isinstance(scales, torch.Tensor) or scales.dim() != 2 or scales.element_size() != 1:
+        raise ValueError(f"scales: expected a 2-D tensor of one-byte scales, got "
+                         f"{getattr(scales, 'dtype', type(scales).__name__)} {list(getattr(scales, 'shape', []))}")
     rows, cols = scales.shape
     rows_p, cols_p = -(-rows // 128) * 128, -(-cols // 4) * 4
     raw = scales.view(torch.uint8) if scales.dtype != torch.uint8 else scales
@@ -156,6 +160,12 @@ def save_modelopt(model_or_weights: Union[torch.nn.Module, Mapping[str, Any]], d
         weights = {k: v for k, v in model_or_weights.items() if isinstance(v, QuantizedWeight)}
         others = {k: v for k, v in model_or_weights.items() if not isinstance(v, QuantizedWeight)}
         excluded = []
+        for name, value in model_or_weights.items():
+            if not isinstance(name, str):
+                raise TypeError(f"model_or_weights: names must be strings, got {name!r}")
+            if not isinstance(value, (QuantizedWeight, torch.Tensor, np.ndarray)):
+                raise TypeError(f"model_or_weights[{name!r}]: expected a QuantizedWeight or a torch / numpy "
+                                f"tensor, got {type(value).__name__}")
     else:
         raise TypeError(f"model_or_weights: expected a torch module or a mapping of names to QuantizedWeights, "
                         f"got {type(model_or_weights).__name__}")
@@ -184,8 +194,6 @@ def save_modelopt(model_or_weights: Union[torch.nn.Module, Mapping[str, Any]], d
             tensors[f"{name}.weight_zero_point"] = weight.zero_points
     for name, tensor in others.items():
         if not isinstance(tensor, torch.Tensor):
-            import numpy as np
-
             tensor = torch.from_numpy(np.ascontiguousarray(tensor))
         tensors[name] = tensor
     # own copies: safetensors refuses tensors that share memory (tied embeddings, the
