@@ -85,3 +85,15 @@ def test_siglip_mlp_only_on_request_and_skipped_with_reason():
     assert [n for n, _, _ in report.converted] == ["vision.mlp.fc1"]
     assert report.skipped[0][0] == "vision.mlp.fc2" and "4304" in report.skipped[0][1]
     assert isinstance(model.vision.mlp.fc2, torch.nn.Linear)  # left as it was
+
+
+def test_patch_rejects_arguments_it_would_otherwise_ignore_or_misread():
+    with pytest.raises(TypeError, match="model: expected a torch.nn.Module, got NoneType"):
+        w4a16.patch_mlp(None)
+    with pytest.raises(ValueError, match="group_size: only int4 takes one; nvfp4 scales blocks of 16, got 32"):
+        w4a16.patch_mlp(tiny_gemma(), format="nvfp4", group_size=32)
+    with pytest.raises(TypeError, match="include: expected fnmatch patterns"):
+        w4a16.patch_mlp(tiny_gemma(), include=[3])
+    # one string is one pattern, not a pattern per letter
+    report = w4a16.patch_mlp(tiny_gemma(), exclude="*layers.0.mlp", fuse_gate_up=False)
+    assert report.converted and all("layers.0." not in n for n, _, _ in report.converted)

@@ -62,6 +62,17 @@ class GatedMLP(torch.nn.Module):
         return self.down_proj(self.act_fn(gate) * up)
 
 
+def _patterns(patterns: Optional[Sequence[str]], name: str) -> Optional[list[str]]:
+    """fnmatch patterns as a list: one string is one pattern, not its letters."""
+    if patterns is None:
+        return None
+    patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+    for p in patterns:
+        if not isinstance(p, str):
+            raise TypeError(f"{name}: expected fnmatch patterns (strings), got {type(p).__name__} {p!r}")
+    return patterns
+
+
 def _matches(name: str, patterns: Optional[Sequence[str]]) -> bool:
     return patterns is not None and any(fnmatch.fnmatch(name, p) for p in patterns)
 
@@ -95,19 +106,26 @@ def patch_mlp(model: torch.nn.Module, format: str = "nvfp4", include: Optional[S
 
     Args:
         format: "nvfp4", "mxfp4" or "int4".
-        include: fnmatch patterns on MLP module names; when given only matching MLPs are
-            converted (and fc1/fc2 MLPs become eligible).
-        exclude: fnmatch patterns on MLP or Linear names never to convert.
-        group_size: int4 group (32, 64, 128, -1 per channel; default 128).
+        include: fnmatch patterns (one string or a list) on MLP module names; when given
+            only matching MLPs are converted (and fc1/fc2 MLPs become eligible).
+        exclude: fnmatch patterns (one string or a list) on MLP or Linear names never to convert.
+        group_size: int4 group (32, 64, 128, -1 per channel; default 128); None (or the
+            format's own block) for nvfp4 / mxfp4.
         fuse_gate_up: gate and up become one quantized GEMM (and one global scale for nvfp4).
         symmetric: int4 without zero points.
     Returns:
         PatchReport (converted, skipped with reasons, bytes before and after).
     """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
     if format not in FORMATS:
         raise ValueError(f"format: expected one of {FORMATS}, got {format!r}")
     if format == "int4" and group_size not in (None, -1, 32, 64, 128):
         raise ValueError(f"group_size: expected 32, 64, 128 or -1 (per channel), got {group_size}")
+    if format != "int4" and group_size not in (None, _BLOCK[format]):
+        raise ValueError(f"group_size: only int4 takes one; {format} scales blocks of {_BLOCK[format]}, "
+                         f"got {group_size}")
+    include, exclude = _patterns(include, "include"), _patterns(exclude, "exclude")
     report = PatchReport()
     mlps = []
     for name, module in model.named_modules():
