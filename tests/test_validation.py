@@ -87,6 +87,7 @@ BAD_GEMM_INPUTS = [
     ("bias of the wrong dtype", lambda x, qw: w4a16.gemm(x, qw, bias=np.zeros(32, np.float16)), TypeError,
      ["bias", "float16"]),
     ("NaN alpha", lambda x, qw: w4a16.gemm(x, qw, alpha=float("nan")), ValueError, ["alpha"]),
+    ("alpha as a string", lambda x, qw: w4a16.gemm(x, qw, alpha="2"), TypeError, ["alpha", "real number", "str"]),
     ("dequantize to an unknown dtype", lambda x, qw: w4a16.dequantize(qw, "int8"), ValueError, ["dtype", "int8"]),
 ]
 

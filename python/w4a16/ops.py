@@ -47,6 +47,8 @@ def gemm(x: Array, qw: QuantizedWeight, bias: Array | None = None, alpha: float 
     n, k = qw.shape
     if len(x_shape) < 1 or x_shape[-1] != k:
         raise ValueError(f"x: expected shape [..., {k}] to match the weight's K, got {list(x_shape)}")
+    if isinstance(alpha, (str, bytes, bool)) or not hasattr(alpha, "__float__"):
+        raise TypeError(f"alpha: expected a real number, got {type(alpha).__name__}")
     alpha = float(alpha)
     if not math.isfinite(alpha):
         raise ValueError(f"alpha: must be finite, got {alpha}")
