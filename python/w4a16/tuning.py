@@ -28,12 +28,13 @@ import re
 import warnings
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from . import _C
 
 SCHEMA = 1
 _FORMATS = {"nvfp4", "mxfp4", "int4"}
+_TUNED_BLOCK = {"nvfp4": 16, "mxfp4": 32, "int4": 128}  # int4 is tuned with group 128
 _MAX_COPIES = 256  # see _weight_copies
 # In-process copy of each device's cache: {gpu name: {(format, dtype, layout, n, k): ([m...], [config...])}}
 _loaded: dict[str, dict[tuple, tuple[list[int], list[int]]]] = {}
@@ -156,6 +157,35 @@ def _time_config(x, config: int, copies: list, repeats: int) -> float | None:
     return replay_seconds(graph, repeats=repeats) / len(copies) * 1e6
 
 
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _check_tune_arguments(shapes: Iterable[tuple[int, int]], ms: Sequence[int], formats: Sequence[str], dtype: str,
+                          repeats: int) -> tuple[list, list, list]:
+    """tune's arguments as lists, or a clear exception (before any GPU work)."""
+    formats = [formats] if isinstance(formats, str) else list(formats)
+    for fmt in formats:
+        if fmt not in _FORMATS:
+            raise ValueError(f"formats: expected names from {sorted(_FORMATS)}, got {fmt!r}")
+    shapes = list(shapes)
+    for shape in shapes:
+        if not (isinstance(shape, (tuple, list)) and len(shape) == 2 and all(_positive_int(d) for d in shape)):
+            raise ValueError(f"shapes: expected (N, K) pairs of positive ints, got {shape!r}")
+        for fmt in formats:
+            if shape[1] % _TUNED_BLOCK[fmt]:
+                raise ValueError(f"shapes: K = {shape[1]} of {tuple(shape)} is not a multiple of {fmt}'s "
+                                 f"block {_TUNED_BLOCK[fmt]}")
+    ms = list(ms)
+    if not ms or not all(_positive_int(m) for m in ms):
+        raise ValueError(f"ms: expected positive row counts, got {ms!r}")
+    if dtype not in ("float16", "bfloat16"):
+        raise ValueError(f"dtype: expected 'float16' or 'bfloat16', got {dtype!r}")
+    if not _positive_int(repeats):
+        raise ValueError(f"repeats: expected a positive int, got {repeats!r}")
+    return shapes, ms, formats
+
+
 def tune(shapes: Iterable[tuple[int, int]], ms: Sequence[int] = (1, 4, 16, 32, 64, 128, 256, 968),
          formats: Sequence[str] = ("nvfp4",), dtype: str = "bfloat16", device: int = 0,
          repeats: int = 20, save: bool = True, verbose: bool = False) -> dict[str, dict]:
@@ -171,13 +201,9 @@ def tune(shapes: Iterable[tuple[int, int]], ms: Sequence[int] = (1, 4, 16, 32, 6
 
     from .quantize import pack_int4, prepack, quantize_mxfp4, quantize_nvfp4
 
+    shapes, ms, formats = _check_tune_arguments(shapes, ms, formats, dtype, repeats)
     if not torch.cuda.is_available():
         raise RuntimeError("w4a16.tune: needs a CUDA GPU")
-    if dtype not in ("float16", "bfloat16"):
-        raise ValueError(f"dtype: expected 'float16' or 'bfloat16', got {dtype!r}")
-    for fmt in formats:
-        if fmt not in _FORMATS:
-            raise ValueError(f"formats: expected names from {sorted(_FORMATS)}, got {fmt!r}")
     names = _C.gemm_configs()
     quantizers = {"nvfp4": quantize_nvfp4, "mxfp4": quantize_mxfp4, "int4": lambda w: pack_int4(w, 128)}
     torch_dtype = getattr(torch, dtype)
