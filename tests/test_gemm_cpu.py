@@ -37,6 +37,23 @@ def test_gemm_float32_matches_float64(rng, fmt, m, n, k):
 
 
 @pytest.mark.parametrize("fmt", list(MAKERS))
+@pytest.mark.parametrize("k", [80, 128, 2048])  # K = 80: nvfp4 rows end in a 2-word chunk
+@pytest.mark.parametrize("layout", ["canonical", "prepacked"])
+def test_gemm_decodes_the_weight_as_the_reference_does(rng, fmt, k, layout):
+    """x = the identity, so y^T is W as the gemm decoded it: bit for bit the reference
+    dequantizer's (a plain loop over codes), in both layouts, though the gemm decodes a
+    byte at a time and first puts a prepacked row back in canonical order."""
+    block = {"nvfp4": 16, "mxfp4": 32, "int4-g128": 128, "int4-g32-asym": 32, "int4-channel": 2}[fmt]
+    if k % block:
+        pytest.skip(f"K = {k} is not a multiple of {fmt}'s block")
+    qw = MAKERS[fmt](rng.standard_normal((40, k)).astype(np.float32))
+    if layout == "prepacked":
+        qw = w4a16.prepack(qw)
+    y = w4a16.gemm(np.eye(k, dtype=np.float32), qw)
+    assert np.array_equal(y.T, np.asarray(qw.dequantize()))
+
+
+@pytest.mark.parametrize("fmt", list(MAKERS))
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("m", [1, 5, 17, 64])
 def test_gemm_16_bit_within_twice_torch_error(rng, fmt, dtype, m):

@@ -69,6 +69,10 @@ w4a16_status w4a16_pack_int4_ref(const void *w, w4a16_dtype dtype, int64_t n, in
 /* Dequantizes row `row` of the weight into dst[0..k). */
 void w4a16_dequantize_row_ref(const w4a16_cpu_weight *w, int64_t row, float *dst);
 
+/* The scale of group `index` (row * groups + group): NVFP4's e4m3 scale times the global
+ * scale, MXFP4's power of two, or INT4's fp16/bf16 scale, as fp32. */
+float w4a16_cpu_scale(const w4a16_cpu_weight *w, size_t index);
+
 /* codes [n, bytes_per_row] -> out in the prepacked order (to_prepacked) or back. */
 void w4a16_prepack_ref(const uint8_t *codes, uint8_t *out, int64_t n, int64_t bytes_per_row, int to_prepacked);
 

@@ -204,7 +204,7 @@ void w4a16_cpu_weight_tables(w4a16_cpu_weight *w)
     }
 }
 
-static float scale_value(const w4a16_cpu_weight *w, size_t index)
+float w4a16_cpu_scale(const w4a16_cpu_weight *w, size_t index)
 {
     if (w->format != W4A16_FORMAT_INT4) return w->byte_scales[((const uint8_t *)w->scales)[index]];
     if (w->scale_dtype == W4A16_DTYPE_BFLOAT16) return w4a16_bf16_to_f32(((const uint16_t *)w->scales)[index]);
@@ -221,7 +221,7 @@ void w4a16_dequantize_row_ref(const w4a16_cpu_weight *w, int64_t row, float *dst
 
     for (g = 0; g < groups; g++) {
         size_t index = (size_t)row * (size_t)groups + (size_t)g;
-        const float s = scale_value(w, index);
+        const float s = w4a16_cpu_scale(w, index);
         const float z = w->zero_points ? (float)w->zero_points[index] : 0.0f;
         const uint8_t *qg = q + g * half;
         float *d = dst + g * w->group_size;
