@@ -49,6 +49,7 @@ BAD_QUANTIZE_INPUTS = [
      ValueError, ["w", "Inf"]),
     ("non-contiguous weight", lambda w: w4a16.quantize_nvfp4(np.ascontiguousarray(w[:, :32].repeat(2, 0)).T),
      ValueError, ["w", "contiguous"]),
+    ("big-endian weight", lambda w: w4a16.quantize_mxfp4(w.astype(">f4")), ValueError, ["w", "byte order", ">f4"]),
     ("weight requiring grad", lambda w: w4a16.quantize_nvfp4(torch.from_numpy(w).requires_grad_()), ValueError,
      ["w", "requires grad", "detach"]),
     ("weight on an unsupported device", lambda w: w4a16.quantize_nvfp4(torch.empty(32, 64, device="meta")),

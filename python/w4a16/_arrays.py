@@ -80,6 +80,9 @@ def check_input(obj: Array, name: str, dtypes: tuple[str, ...] | None = None, nd
         raise ValueError(f"{name}: requires grad; w4a16 does not propagate gradients, pass {name}.detach()")
     if dtypes is not None and dtype_name(obj) not in dtypes:
         raise TypeError(f"{name}: expected dtype {' or '.join(dtypes)}, got {dtype_name(obj)}")
+    if isinstance(obj, np.ndarray) and not obj.dtype.isnative:
+        raise ValueError(f"{name}: has non-native byte order ({obj.dtype.str}), which DLPack cannot share; "
+                         "use a native one (array.astype(array.dtype.newbyteorder('=')))")
     if ndim is not None and len(shape_of(obj)) != ndim:
         raise ValueError(f"{name}: expected {ndim} dimensions, got shape {list(shape_of(obj))}")
     if not is_c_contiguous(obj):
