@@ -165,6 +165,29 @@ def test_op_checks_every_shape_it_passes_as_a_raw_pointer(rng):
     with pytest.raises(TypeError, match="x: dtype torch.int32"):
         op(x.to(torch.int32), module.weight, module.weight_scale, None, module.weight_zero_point, module.bias, fmt,
            32, 1.0, P)
+    # byte sizes: the kernels would read past a 2-byte global scale, or misread codes
+    with pytest.raises(TypeError, match="zero_points: expected dtype torch.uint8, got torch.int32"):
+        op(x, module.weight, module.weight_scale, None, module.weight_zero_point.to(torch.int32), module.bias, fmt,
+           32, 1.0, P)
+    with pytest.raises(TypeError, match="codes: expected dtype torch.uint8, got torch.int8"):
+        op(x, module.weight.view(torch.int8), module.weight_scale, None, module.weight_zero_point, module.bias, fmt,
+           32, 1.0, P)
+    nv = w4a16.FP4Linear.from_linear(make_linear(rng, 128, 24))
+    with pytest.raises(TypeError, match="global_scale: expected dtype torch.float32, got torch.float16"):
+        op(x, nv.weight, nv.weight_scale, nv.weight_scale_2.half(), None, None, torch_ops.FORMAT_CODES["nvfp4"], 16,
+           1.0, P)
+
+
+def test_bias_of_another_dtype_than_x_is_read_in_x_dtype(rng):
+    # a bf16 module called with float32 x: the kernel reads bias in x's dtype, so the op
+    # converts it (it once read the bf16 bias as float32: garbage, and past its end)
+    module = w4a16.FP4Linear.from_linear(make_linear(rng, 128, 40, dtype=torch.bfloat16))
+    assert module.bias.dtype == torch.bfloat16
+    x = torch.from_numpy(rng.standard_normal((3, 128)).astype(np.float32))
+    y = module(x)
+    assert y.dtype == torch.float32
+    ref = reference(module, x)
+    assert (y.double() - ref).abs().max() <= 1e-5 * ref.abs().max()
 
 
 BAD_ARGUMENTS = [

@@ -87,9 +87,16 @@ def _pointer(t: Optional[torch.Tensor], name: str, device: torch.device) -> int:
     return t.data_ptr()
 
 
-def _check_weight_shapes(codes: torch.Tensor, scales: torch.Tensor, global_scale: Optional[torch.Tensor],
+def _check_weight_tensors(codes: torch.Tensor, scales: torch.Tensor, global_scale: Optional[torch.Tensor],
                          zero_points: Optional[torch.Tensor], format: int, group_size: int, layout: int) -> None:
-    """The raw-pointer calls trust the weight's shapes: checks every one."""
+    """The raw-pointer calls trust the weight's shapes and byte sizes: checks every one (the
+    C layer checks the scales' dtype, which it is told)."""
+    for name, t, dtype in (("codes", codes, torch.uint8), ("global_scale", global_scale, torch.float32),
+                           ("zero_points", zero_points, torch.uint8)):
+        if t is not None and t.dtype != dtype:
+            raise TypeError(f"{name}: expected dtype {dtype}, got {t.dtype}")
+    if codes.dim() != 2:
+        raise ValueError(f"codes: expected [N, K/2], got shape {list(codes.shape)}")
     n, k = codes.shape[0], codes.shape[1] * 2
     if group_size <= 0 or k % group_size:
         raise ValueError(f"group_size: {group_size} does not divide K = {k}")
@@ -139,9 +146,11 @@ def gemm(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, global_scal
     x2 = x.reshape(-1, k)
     if not x2.is_contiguous():
         x2 = x2.contiguous()  # documented copy: the op takes any strided activation
-    _check_weight_shapes(codes, scales, global_scale, zero_points, format, group_size, layout)
+    _check_weight_tensors(codes, scales, global_scale, zero_points, format, group_size, layout)
     if bias is not None and tuple(bias.shape) != (n,):
         raise ValueError(f"bias: expected shape [{n}], got {list(bias.shape)}")
+    if bias is not None and bias.dtype != x.dtype:
+        bias = bias.to(x.dtype)  # the kernels read bias in x's dtype (a module's bias may be another)
     device = x.device
     weight = _weight_pointers(codes, scales, global_scale, zero_points, format, group_size, layout, device)
     place, stream = _place(device), _stream(device)
@@ -208,7 +217,7 @@ def dequantize(codes: torch.Tensor, scales: torch.Tensor, global_scale: Optional
     W given by its tensors as `gemm` takes them."""
     if dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise TypeError(f"dtype: expected torch.float32, float16 or bfloat16, got {dtype}")
-    _check_weight_shapes(codes, scales, global_scale, zero_points, format, group_size, layout)
+    _check_weight_tensors(codes, scales, global_scale, zero_points, format, group_size, layout)
     device = codes.device
     w = torch.empty((codes.shape[0], codes.shape[1] * 2), dtype=dtype, device=device)
     _C._dequantize_raw(w.data_ptr(), _dtype_code(w, "dtype"), w.shape[0], w.shape[1],
