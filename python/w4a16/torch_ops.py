@@ -140,13 +140,13 @@ def gemm(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, global_scal
     """y [..., N] = alpha * x [..., K] @ dequant(W)^T + bias, W given by its tensors (codes
     uint8 [N, K/2] in `layout` order, scales [N, K/group_size], ...); format is a
     FORMAT_CODES value, layout _C.LAYOUT_CANONICAL or _C.LAYOUT_PREPACKED."""
+    _check_weight_tensors(codes, scales, global_scale, zero_points, format, group_size, layout)
     n, k = codes.shape[0], codes.shape[1] * 2
-    if x.shape[-1] != k:
+    if x.dim() == 0 or x.shape[-1] != k:
         raise ValueError(f"x: expected [..., {k}] to match the weight's K, got {list(x.shape)}")
     x2 = x.reshape(-1, k)
     if not x2.is_contiguous():
         x2 = x2.contiguous()  # documented copy: the op takes any strided activation
-    _check_weight_tensors(codes, scales, global_scale, zero_points, format, group_size, layout)
     if bias is not None and tuple(bias.shape) != (n,):
         raise ValueError(f"bias: expected shape [{n}], got {list(bias.shape)}")
     if bias is not None and bias.dtype != x.dtype:
