@@ -41,6 +41,11 @@ class QuantizedLinear(torch.nn.Module):
                  symmetric: bool = True, scale_dtype: torch.dtype = torch.float16,
                  device: Optional[torch.device] = None, bias_dtype: torch.dtype = torch.bfloat16) -> None:
         super().__init__()
+        for name, value in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name}: expected a positive int, got {value!r}")
+        if format == "int4" and scale_dtype not in (torch.float16, torch.bfloat16):
+            raise ValueError(f"scale_dtype: expected torch.float16 or torch.bfloat16, got {scale_dtype}")
         if in_features % 2:
             raise ValueError(f"in_features: must be even to pack two 4-bit codes per byte, got {in_features}")
         if group_size <= 0 or in_features % group_size:
