@@ -105,6 +105,7 @@ def run_export(args: argparse.Namespace) -> int:
 
     from . import pack_int4, patch_mlp, quantize_mxfp4, quantize_nvfp4
     from .export import save_modelopt, to_onnx
+    from .quantize import MXFP4_BLOCK, NVFP4_BLOCK
 
     group_size = 128 if args.group_size is None else args.group_size
 
@@ -115,7 +116,8 @@ def run_export(args: argparse.Namespace) -> int:
 
     def block_of(k: int) -> int:
         """Elements per scale of the format along K (a weight's K must be a multiple)."""
-        return {"nvfp4": 16, "mxfp4": 32}.get(args.format) or (k if group_size == -1 else group_size)
+        fp4_block = {"nvfp4": NVFP4_BLOCK, "mxfp4": MXFP4_BLOCK}.get(args.format)
+        return fp4_block or (k if group_size == -1 else group_size)
 
     if args.checkpoint:
         if args.to != "modelopt":

@@ -178,7 +178,8 @@ def save_modelopt(model_or_weights: Union[torch.nn.Module, Mapping[str, Any]], d
                          f"and {sorted(groups)}")
     fmt, group = formats.pop(), groups.pop()
     if os.path.isdir(directory) and os.listdir(directory) and not overwrite:
-        raise FileExistsError(f"directory: {directory} exists and is not empty; pass overwrite=True (--overwrite on the command line)")
+        raise FileExistsError(f"directory: {directory} exists and is not empty; pass overwrite=True "
+                              "(--overwrite on the command line)")
 
     tensors: dict[str, torch.Tensor] = {}
     for name, weight in weights.items():

@@ -31,10 +31,11 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from . import _C
+from .quantize import MXFP4_BLOCK, NVFP4_BLOCK
 
 SCHEMA = 1
 _FORMATS = {"nvfp4", "mxfp4", "int4"}
-_TUNED_BLOCK = {"nvfp4": 16, "mxfp4": 32, "int4": 128}  # int4 is tuned with group 128
+_TUNED_BLOCK = {"nvfp4": NVFP4_BLOCK, "mxfp4": MXFP4_BLOCK, "int4": 128}  # int4 is tuned with group 128
 _MAX_COPIES = 256  # see _weight_copies
 # In-process copy of each device's cache: {gpu name: {(format, dtype, layout, n, k): ([m...], [config...])}}
 _loaded: dict[str, dict[tuple, tuple[list[int], list[int]]]] = {}
