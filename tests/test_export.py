@@ -170,6 +170,8 @@ def test_cli_keeps_weights_the_format_cannot_take_and_reports_errors_in_one_line
     done = export("--format", "mxfp4", "--output", str(tmp_path / "out"))  # exists, no --overwrite
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "python -m w4a16 export: error:" in done.stderr and "--overwrite" in done.stderr
+    done = export("--format", "nvfp4", "--group-size", "32", "--output", str(tmp_path / "out2"))
+    assert done.returncode == 1 and "--group-size: only int4 takes one" in done.stderr
     done = subprocess.run([sys.executable, "-m", "w4a16", "check", str(tmp_path / "missing.safetensors")],
                           capture_output=True, text=True)
     assert done.returncode == 1 and "Traceback" not in done.stderr and "missing.safetensors" in done.stderr

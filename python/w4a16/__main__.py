@@ -107,6 +107,8 @@ def run_export(args: argparse.Namespace) -> int:
     from .export import save_modelopt, to_onnx
     from .quantize import MXFP4_BLOCK, NVFP4_BLOCK
 
+    if args.group_size is not None and args.format != "int4":
+        raise ValueError(f"--group-size: only int4 takes one ({args.format} has a fixed block)")
     group_size = 128 if args.group_size is None else args.group_size
 
     def quantize(weight):
