@@ -169,7 +169,6 @@ def test_tune_without_a_gpu_says_so():
 
 @pytest.mark.parametrize("arguments, words", [
     (dict(shapes=[(256, 100)]), ["shapes", "K = 100", "nvfp4", "16"]),
-    (dict(shapes=[(256, 512)], formats=["int4"], ms=[1]), None),  # valid: reaches the GPU check
     (dict(shapes=[(256, 320)], formats="int4"), ["K = 320", "int4", "128"]),
     (dict(shapes=[256]), ["shapes", "(N, K) pairs"]),
     (dict(shapes=[(256, 512)], ms=[0]), ["ms", "positive"]),
@@ -178,12 +177,7 @@ def test_tune_without_a_gpu_says_so():
     (dict(shapes=[(256, 512)], dtype="float32"), ["dtype"]),
 ])
 def test_tune_checks_its_arguments_before_any_gpu_work(arguments, words):
-    if words is None:
-        if torch.cuda.is_available():
-            pytest.skip("a GPU is present: the valid call would tune")
-        with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
-            w4a16.tune(**arguments)
-        return
+    # (a valid call reaches the GPU check: test_tune_without_a_gpu_says_so)
     with pytest.raises(ValueError) as info:
         w4a16.tune(**arguments)
     for word in words:

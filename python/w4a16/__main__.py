@@ -105,7 +105,7 @@ def run_export(args: argparse.Namespace) -> int:
 
     from . import pack_int4, patch_mlp, quantize_mxfp4, quantize_nvfp4
     from .export import save_modelopt, to_onnx
-    from .quantize import MXFP4_BLOCK, NVFP4_BLOCK
+    from .quantize import _scale_block
 
     if args.group_size is not None and args.format != "int4":
         raise ValueError(f"--group-size: only int4 takes one ({args.format} has a fixed block)")
@@ -115,11 +115,6 @@ def run_export(args: argparse.Namespace) -> int:
         if args.format == "int4":
             return pack_int4(weight, group_size)
         return quantize_nvfp4(weight) if args.format == "nvfp4" else quantize_mxfp4(weight)
-
-    def block_of(k: int) -> int:
-        """Elements per scale of the format along K (a weight's K must be a multiple)."""
-        fp4_block = {"nvfp4": NVFP4_BLOCK, "mxfp4": MXFP4_BLOCK}.get(args.format)
-        return fp4_block or (k if group_size == -1 else group_size)
 
     if args.checkpoint:
         if args.to != "modelopt":
@@ -132,10 +127,11 @@ def run_export(args: argparse.Namespace) -> int:
             for name in f.keys():  # one tensor at a time: a large file is never held twice
                 tensor = f.get_tensor(name)
                 chosen = tensor.dim() == 2 and any(fnmatch.fnmatch(name, p) for p in args.include)
-                if chosen and tensor.shape[1] % block_of(tensor.shape[1]):
+                k = tensor.shape[1] if chosen else 0
+                if chosen and k % _scale_block(args.format, k, group_size):
                     # kept as it is, as patch_mlp skips such a Linear: padding K is not supported
-                    print(f"export: kept {name} unquantized: K = {tensor.shape[1]} is not a multiple of the "
-                          f"{args.format} block {block_of(tensor.shape[1])}", file=sys.stderr)
+                    print(f"export: kept {name} unquantized: K = {k} is not a multiple of the {args.format} block "
+                          f"{_scale_block(args.format, k, group_size)}", file=sys.stderr)
                     chosen = False
                 entries[name[: -len(".weight")] if chosen else name] = quantize(tensor) if chosen else tensor
         config = save_modelopt(entries, args.output, overwrite=args.overwrite, swizzle=args.swizzle)

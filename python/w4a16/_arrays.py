@@ -73,6 +73,11 @@ def is_c_contiguous(obj: Array) -> bool:
     return True  # jax arrays are always dense row-major
 
 
+def is_positive_int(value: Any) -> bool:
+    """An int above zero (not a bool, which Python counts as an int)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
 def check_input(obj: Array, name: str, dtypes: tuple[str, ...] | None = None, ndim: int | None = None) -> None:
     """Raises a clear exception for inputs w4a16 cannot take, before any work is done."""
     framework_of(obj, name)

@@ -26,7 +26,7 @@ from typing import Optional
 import torch
 
 from . import _C, torch_ops
-from ._arrays import cuda_stream
+from ._arrays import cuda_stream, is_positive_int
 from .quantize import QuantizedWeight, pack_int4, prepack, quantize_mxfp4, quantize_nvfp4, unprepack
 
 _QUANTIZED_BUFFERS = ("weight", "weight_scale", "weight_scale_2", "weight_zero_point")
@@ -42,7 +42,7 @@ class QuantizedLinear(torch.nn.Module):
                  device: Optional[torch.device] = None, bias_dtype: torch.dtype = torch.bfloat16) -> None:
         super().__init__()
         for name, value in (("in_features", in_features), ("out_features", out_features)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            if not is_positive_int(value):
                 raise ValueError(f"{name}: expected a positive int, got {value!r}")
         if format == "int4" and scale_dtype not in (torch.float16, torch.bfloat16):
             raise ValueError(f"scale_dtype: expected torch.float16 or torch.bfloat16, got {scale_dtype}")

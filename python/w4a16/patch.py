@@ -20,9 +20,9 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from .nn import FP4Linear, Int4Linear, QuantizedLinear
+from .quantize import _scale_block
 
 FORMATS = ("nvfp4", "mxfp4", "int4")
-_BLOCK = {"nvfp4": 16, "mxfp4": 32}
 
 
 @dataclass
@@ -89,7 +89,7 @@ def _why_not(linear: torch.nn.Module, format: str, group_size: Optional[int]) ->
     if not isinstance(linear, torch.nn.Linear):
         return f"not an nn.Linear ({type(linear).__name__})"
     k = linear.in_features
-    block = _BLOCK.get(format) or (128 if group_size is None else (k if group_size == -1 else group_size))
+    block = _scale_block(format, k, group_size)
     if k % block:
         return f"in_features {k} is not a multiple of the {format} block {block} (padding not supported yet)"
     return None
@@ -122,8 +122,8 @@ def patch_mlp(model: torch.nn.Module, format: str = "nvfp4", include: Optional[S
         raise ValueError(f"format: expected one of {FORMATS}, got {format!r}")
     if format == "int4" and group_size not in (None, -1, 32, 64, 128):
         raise ValueError(f"group_size: expected 32, 64, 128 or -1 (per channel), got {group_size}")
-    if format != "int4" and group_size not in (None, _BLOCK[format]):
-        raise ValueError(f"group_size: only int4 takes one; {format} scales blocks of {_BLOCK[format]}, "
+    if format != "int4" and group_size not in (None, _scale_block(format, 0)):
+        raise ValueError(f"group_size: only int4 takes one; {format} scales blocks of {_scale_block(format, 0)}, "
                          f"got {group_size}")
     include, exclude = _patterns(include, "include"), _patterns(exclude, "exclude")
     report = PatchReport()

@@ -45,6 +45,16 @@ MXFP4_BLOCK = 32
 INT4_GROUPS = (32, 64, 128)
 
 
+def _scale_block(format: str, k: int, group_size: int | None = None) -> int:
+    """Elements of a row per scale for `format` (a weight's K must be a multiple of it):
+    NVFP4 16, MXFP4 32, INT4 its group (128 when None, K for -1 = one group per row)."""
+    if format == "nvfp4":
+        return NVFP4_BLOCK
+    if format == "mxfp4":
+        return MXFP4_BLOCK
+    return 128 if group_size is None else (k if group_size == -1 else group_size)
+
+
 @dataclass(frozen=True)
 class QuantizedWeight:
     """A 4-bit quantized Linear weight W [N, K] in the canonical layout.

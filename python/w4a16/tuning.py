@@ -28,14 +28,14 @@ import re
 import warnings
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from . import _C
-from .quantize import MXFP4_BLOCK, NVFP4_BLOCK
+from ._arrays import is_positive_int
+from .quantize import _scale_block
 
 SCHEMA = 1
 _FORMATS = {"nvfp4", "mxfp4", "int4"}
-_TUNED_BLOCK = {"nvfp4": NVFP4_BLOCK, "mxfp4": MXFP4_BLOCK, "int4": 128}  # int4 is tuned with group 128
 _MAX_COPIES = 256  # see _weight_copies
 # In-process copy of each device's cache: {gpu name: {(format, dtype, layout, n, k): ([m...], [config...])}}
 _loaded: dict[str, dict[tuple, tuple[list[int], list[int]]]] = {}
@@ -158,10 +158,6 @@ def _time_config(x, config: int, copies: list, repeats: int) -> float | None:
     return replay_seconds(graph, repeats=repeats) / len(copies) * 1e6
 
 
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
 def _check_tune_arguments(shapes: Iterable[tuple[int, int]], ms: Sequence[int], formats: Sequence[str], dtype: str,
                           repeats: int) -> tuple[list, list, list]:
     """tune's arguments as lists, or a clear exception (before any GPU work)."""
@@ -171,18 +167,19 @@ def _check_tune_arguments(shapes: Iterable[tuple[int, int]], ms: Sequence[int], 
             raise ValueError(f"formats: expected names from {sorted(_FORMATS)}, got {fmt!r}")
     shapes = list(shapes)
     for shape in shapes:
-        if not (isinstance(shape, (tuple, list)) and len(shape) == 2 and all(_positive_int(d) for d in shape)):
+        if not (isinstance(shape, (tuple, list)) and len(shape) == 2 and all(is_positive_int(d) for d in shape)):
             raise ValueError(f"shapes: expected (N, K) pairs of positive ints, got {shape!r}")
         for fmt in formats:
-            if shape[1] % _TUNED_BLOCK[fmt]:
+            block = _scale_block(fmt, shape[1], 128)  # int4 is tuned with group 128
+            if shape[1] % block:
                 raise ValueError(f"shapes: K = {shape[1]} of {tuple(shape)} is not a multiple of {fmt}'s "
-                                 f"block {_TUNED_BLOCK[fmt]}")
+                                 f"block {block}")
     ms = list(ms)
-    if not ms or not all(_positive_int(m) for m in ms):
+    if not ms or not all(is_positive_int(m) for m in ms):
         raise ValueError(f"ms: expected positive row counts, got {ms!r}")
     if dtype not in ("float16", "bfloat16"):
         raise ValueError(f"dtype: expected 'float16' or 'bfloat16', got {dtype!r}")
-    if not _positive_int(repeats):
+    if not is_positive_int(repeats):
         raise ValueError(f"repeats: expected a positive int, got {repeats!r}")
     return shapes, ms, formats
 
