@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "codecs.h" /* the 16-bit scale decoders of w4a16_cpu_scale */
 #include "w4a16.h"
 
 #ifdef __cplusplus
@@ -70,8 +71,14 @@ w4a16_status w4a16_pack_int4_ref(const void *w, w4a16_dtype dtype, int64_t n, in
 void w4a16_dequantize_row_ref(const w4a16_cpu_weight *w, int64_t row, float *dst);
 
 /* The scale of group `index` (row * groups + group): NVFP4's e4m3 scale times the global
- * scale, MXFP4's power of two, or INT4's fp16/bf16 scale, as fp32. */
-float w4a16_cpu_scale(const w4a16_cpu_weight *w, size_t index);
+ * scale, MXFP4's power of two, or INT4's fp16/bf16 scale, as fp32. Inline: the CPU gemm
+ * calls it once per 16 elements (NVFP4), where a call cost ~7% of its decoding. */
+static inline float w4a16_cpu_scale(const w4a16_cpu_weight *w, size_t index)
+{
+    if (w->format != W4A16_FORMAT_INT4) return w->byte_scales[((const uint8_t *)w->scales)[index]];
+    if (w->scale_dtype == W4A16_DTYPE_BFLOAT16) return w4a16_bf16_to_f32(((const uint16_t *)w->scales)[index]);
+    return w4a16_f16_to_f32(((const uint16_t *)w->scales)[index]);
+}
 
 /* codes [n, bytes_per_row] -> out in the prepacked order (to_prepacked) or back. */
 void w4a16_prepack_ref(const uint8_t *codes, uint8_t *out, int64_t n, int64_t bytes_per_row, int to_prepacked);

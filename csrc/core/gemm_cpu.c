@@ -134,9 +134,7 @@ static void dequantize_row(const w4a16_cpu_weight *w, const code_pair_values pai
     }
     for (g = 0; g < groups; g++) {
         const size_t index = (size_t)row * (size_t)groups + (size_t)g;
-        /* the FP4 formats' byte scales through their table here: a call per 16 elements costs */
-        const float s = w->format != W4A16_FORMAT_INT4 ? w->byte_scales[((const uint8_t *)w->scales)[index]]
-                                                       : w4a16_cpu_scale(w, index);
+        const float s = w4a16_cpu_scale(w, index);
         const float z = w->zero_points ? (float)w->zero_points[index] : 0.0f;
         const v2f z2 = {z, z}, s2 = {s, s};
         const uint8_t *qg = q + g * half;

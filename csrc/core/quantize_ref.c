@@ -204,13 +204,6 @@ void w4a16_cpu_weight_tables(w4a16_cpu_weight *w)
     }
 }
 
-float w4a16_cpu_scale(const w4a16_cpu_weight *w, size_t index)
-{
-    if (w->format != W4A16_FORMAT_INT4) return w->byte_scales[((const uint8_t *)w->scales)[index]];
-    if (w->scale_dtype == W4A16_DTYPE_BFLOAT16) return w4a16_bf16_to_f32(((const uint16_t *)w->scales)[index]);
-    return w4a16_f16_to_f32(((const uint16_t *)w->scales)[index]);
-}
-
 /* value = (code_value - zero_point) * scale; NVFP4's scale is e4m3(s) * global_scale,
  * rounded to fp32 once (the order an ONNX double DequantizeLinear uses). */
 void w4a16_dequantize_row_ref(const w4a16_cpu_weight *w, int64_t row, float *dst)
