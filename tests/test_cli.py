@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 import w4a16
 
 
@@ -41,8 +43,6 @@ def test_info_json_is_parseable():
 
 
 def test_tune_without_a_gpu_says_so_in_one_line():
-    import pytest
-
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: tune runs")
