@@ -36,21 +36,40 @@ def test_gemm_float32_matches_float64(rng, fmt, m, n, k):
     assert rel_err(y, reference(x.astype(np.float64), qw)) < 1e-5
 
 
+BLOCK = {"nvfp4": 16, "mxfp4": 32, "int4-g128": 128, "int4-g32-asym": 32, "int4-channel": 2}
+
+
+def weight_for(rng, fmt, k, layout):
+    if k % BLOCK[fmt]:
+        pytest.skip(f"K = {k} is not a multiple of {fmt}'s block")
+    qw = MAKERS[fmt](rng.standard_normal((40, k)).astype(np.float32))
+    return w4a16.prepack(qw) if layout == "prepacked" else qw
+
+
 @pytest.mark.parametrize("fmt", list(MAKERS))
 @pytest.mark.parametrize("k", [80, 128, 2048])  # K = 80: nvfp4 rows end in a 2-word chunk
 @pytest.mark.parametrize("layout", ["canonical", "prepacked"])
 def test_gemm_decodes_the_weight_as_the_reference_does(rng, fmt, k, layout):
     """x = the identity, so y^T is W as the gemm decoded it: bit for bit the reference
-    dequantizer's (a plain loop over codes), in both layouts, though the gemm decodes a
-    byte at a time and first puts a prepacked row back in canonical order."""
-    block = {"nvfp4": 16, "mxfp4": 32, "int4-g128": 128, "int4-g32-asym": 32, "int4-channel": 2}[fmt]
-    if k % block:
-        pytest.skip(f"K = {k} is not a multiple of {fmt}'s block")
-    qw = MAKERS[fmt](rng.standard_normal((40, k)).astype(np.float32))
-    if layout == "prepacked":
-        qw = w4a16.prepack(qw)
+    dequantizer's (a plain loop over codes), in both layouts, though the gemm decodes 8 codes
+    at a time by a vector permute and reads prepacked codes in place (M = K: the plan for
+    large M, which decodes W into panels in slices of K)."""
+    qw = weight_for(rng, fmt, k, layout)
     y = w4a16.gemm(np.eye(k, dtype=np.float32), qw)
     assert np.array_equal(y.T, np.asarray(qw.dequantize()))
+
+
+@pytest.mark.parametrize("fmt", list(MAKERS))
+@pytest.mark.parametrize("k", [40, 80, 2048])  # K = 40: per-channel INT4 rows end in 8 elements past the last 16
+@pytest.mark.parametrize("layout", ["canonical", "prepacked"])
+@pytest.mark.parametrize("m", [1, 5, 12])
+def test_small_m_gemm_decodes_the_weight_as_the_reference_does(rng, fmt, k, layout, m):
+    """The small-M plan (M <= 12: decoding fused with the multiply): x = m rows of the
+    identity at a time, so every column of W comes back, bit for bit the reference's."""
+    qw = weight_for(rng, fmt, k, layout)
+    eye = np.eye(k, dtype=np.float32)
+    columns = np.concatenate([w4a16.gemm(eye[start:start + m], qw) for start in range(0, k, m)])
+    assert np.array_equal(columns.T, np.asarray(qw.dequantize()))
 
 
 @pytest.mark.parametrize("fmt", list(MAKERS))
@@ -90,10 +109,11 @@ def test_gemm_empty_batch(rng):
     assert y.shape == (0, 8)
 
 
-def test_gemm_threads_agree(rng, monkeypatch):
+@pytest.mark.parametrize("m", [9, 40])  # both plans
+def test_gemm_threads_agree(rng, monkeypatch, m):
     # the N split across threads must not change any output (each output has one writer)
     w = rng.standard_normal((1000, 256)).astype(np.float32)
-    x = rng.standard_normal((9, 256)).astype(np.float32)
+    x = rng.standard_normal((m, 256)).astype(np.float32)
     qw = w4a16.pack_int4(w, 64)
     monkeypatch.setenv("W4A16_NUM_THREADS", "1")
     single = w4a16.gemm(x, qw)
