@@ -55,6 +55,9 @@ def main() -> None:
                 ours = median_seconds(lambda: w4a16.gemm(x, qw), args.repeats)
                 ours_prepacked = median_seconds(lambda: w4a16.gemm(x, prepacked), args.repeats)
                 numpy_t = median_seconds(lambda: x @ w_deq.T, args.repeats)
+                # OpenBLAS's idle threads spin for a while after a call; on a 16-core machine
+                # they took the cores from the next gemm timed (~4 ms a call instead of ~0.7)
+                time.sleep(0.5)
                 rows.append((f"{n}x{k}", fmt, m, ours * 1e3, ours_prepacked * 1e3, numpy_t * 1e3, ours / numpy_t))
     header = "| N x K | format | M | w4a16 (ms) | w4a16 prepacked (ms) | numpy fp32 (ms) | w4a16 / numpy |"
     lines = [header, "|---|---|---:|---:|---:|---:|---:|"]
