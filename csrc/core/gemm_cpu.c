@@ -67,11 +67,10 @@ typedef struct {
 } code_tables;
 
 typedef struct {
-    const float *x;            /* small M: [m, k]; else [m / 16][k][16] */
+    const float *x;            /* m <= FUSED_MAX_M: [m, k]; else [m / 16][k][16] */
     int64_t m;
     const w4a16_cpu_weight *w;
     const code_tables *tables; /* of w's format */
-    int fused;                 /* the small-M plan */
     const float *bias;         /* [n] fp32 or NULL */
     float alpha;
     w4a16_dtype dtype;
@@ -402,7 +401,7 @@ static void *gemm_range(void *arg)
     gemm_task *t = (gemm_task *)arg;
     const int64_t blocks = (t->m + TILE_M - 1) / TILE_M;
     float *panel = NULL, *tile_sums = NULL;
-    if (t->fused) {
+    if (t->m <= FUSED_MAX_M) {
         fused_range(t); /* needs no memory of its own */
     } else {
         panel = (float *)malloc((size_t)PANEL_ROWS * KC * sizeof(float));
@@ -491,7 +490,6 @@ w4a16_status w4a16_gemm_cpu(const void *x, w4a16_dtype dtype, int64_t m,
         t->m = m;
         t->w = w;
         t->tables = tables;
-        t->fused = fused;
         t->bias = bf;
         t->alpha = alpha;
         t->dtype = dtype;
