@@ -20,10 +20,15 @@
         }                                                                                        \
     } while (0)
 
-// Each thread keeps UNROLL 16-byte streaming loads in flight per loop trip.
+// Each thread keeps UNROLL 16-byte streaming loads in flight per loop trip. Launched as a
+// programmatic dependent (PDL), a kernel starts while the previous one drains and waits for
+// it before its first load, as the w4a16 matmul kernels do (griddepcontrol is a no-op
+// otherwise).
 template <int UNROLL>
 __global__ void read_bytes(const uint4 *src, size_t count, uint32_t *sink)
 {
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;");
     uint32_t acc = 0;
     const size_t stride = (size_t)gridDim.x * blockDim.x;
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -93,36 +98,49 @@ int main()
             CHECK(cudaMemset(p, 3, bytes));
         }
         const size_t count = bytes / 16;
-        for (int ctas_per_sm : {1, 2, 4, 8}) {
-            for (int unroll : {1, 4}) {
-                const int threads = 256;
-                const unsigned grid = (unsigned)std::min<size_t>((count + threads - 1) / threads,
-                                                                 (size_t)ctas_per_sm * prop.multiProcessorCount);
-                cudaGraph_t graph;
-                cudaGraphExec_t exec;
-                CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-                for (auto *p : bufs) {
-                    if (unroll == 1) read_bytes<1><<<grid, threads, 0, stream>>>(p, count, sink);
-                    else read_bytes<4><<<grid, threads, 0, stream>>>(p, count, sink);
+        for (int pdl = 0; pdl < 2; pdl++) {
+            for (int ctas_per_sm : {1, 2, 4, 8}) {
+                for (int unroll : {1, 4}) {
+                    const int threads = 256;
+                    const unsigned grid = (unsigned)std::min<size_t>((count + threads - 1) / threads,
+                                                                     (size_t)ctas_per_sm * prop.multiProcessorCount);
+                    cudaGraph_t graph;
+                    cudaGraphExec_t exec;
+                    CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+                    cudaLaunchAttribute attr;
+                    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+                    attr.val.programmaticStreamSerializationAllowed = 1;
+                    cudaLaunchConfig_t config = {};
+                    config.gridDim = dim3(grid);
+                    config.blockDim = dim3(threads);
+                    config.stream = stream;
+                    config.attrs = &attr;
+                    config.numAttrs = pdl ? 1 : 0;
+                    for (auto *p : bufs) {
+                        const uint4 *src = p;
+                        if (unroll == 1) CHECK(cudaLaunchKernelEx(&config, read_bytes<1>, src, count, sink));
+                        else CHECK(cudaLaunchKernelEx(&config, read_bytes<4>, src, count, sink));
+                    }
+                    CHECK(cudaStreamEndCapture(stream, &graph));
+                    CHECK(cudaGraphInstantiate(&exec, graph, 0));
+                    times.clear();
+                    for (int r = 0; r < 23; r++) {
+                        CHECK(cudaEventRecord(start, stream));
+                        CHECK(cudaGraphLaunch(exec, stream));
+                        CHECK(cudaEventRecord(stop, stream));
+                        CHECK(cudaEventSynchronize(stop));
+                        float ms;
+                        CHECK(cudaEventElapsedTime(&ms, start, stop));
+                        if (r >= 3) times.push_back(ms);
+                    }
+                    const double us = 1e3 * median(times) / copies;
+                    std::printf("%-24s %6.2f MB  %d CTAs/SM unroll %d%s: %6.2f us  %.2f TB/s  %3.0f%% of copy-rate floor\n",
+                                names[s], bytes / 1e6, ctas_per_sm, unroll, pdl ? " PDL" : "    ", us,
+                                bytes / (us * 1e-6) / 1e12,
+                                100.0 * (bytes / copy_bw) / (us * 1e-6));
+                    CHECK(cudaGraphExecDestroy(exec));
+                    CHECK(cudaGraphDestroy(graph));
                 }
-                CHECK(cudaStreamEndCapture(stream, &graph));
-                CHECK(cudaGraphInstantiate(&exec, graph, 0));
-                times.clear();
-                for (int r = 0; r < 23; r++) {
-                    CHECK(cudaEventRecord(start, stream));
-                    CHECK(cudaGraphLaunch(exec, stream));
-                    CHECK(cudaEventRecord(stop, stream));
-                    CHECK(cudaEventSynchronize(stop));
-                    float ms;
-                    CHECK(cudaEventElapsedTime(&ms, start, stop));
-                    if (r >= 3) times.push_back(ms);
-                }
-                const double us = 1e3 * median(times) / copies;
-                std::printf("%-24s %6.2f MB  %d CTAs/SM unroll %d: %6.2f us  %.2f TB/s  %3.0f%% of copy-rate floor\n",
-                            names[s], bytes / 1e6, ctas_per_sm, unroll, us, bytes / (us * 1e-6) / 1e12,
-                            100.0 * (bytes / copy_bw) / (us * 1e-6));
-                CHECK(cudaGraphExecDestroy(exec));
-                CHECK(cudaGraphDestroy(graph));
             }
         }
         for (auto *p : bufs) CHECK(cudaFree(p));
