@@ -52,6 +52,47 @@ static float median(std::vector<float> v)
     return v[v.size() / 2];
 }
 
+constexpr int THREADS = 256;
+
+// Microseconds per read of one buffer: a CUDA graph reads each of `bufs` once, in order
+// (launched as programmatic dependents when `pdl`), and is replayed 23 times; the median
+// of the last 20 replays, divided by the buffer count.
+static double time_reads(const std::vector<uint4 *> &bufs, size_t count, unsigned grid, int unroll, bool pdl,
+                         cudaStream_t stream, uint32_t *sink, cudaEvent_t start, cudaEvent_t stop)
+{
+    cudaLaunchAttribute attr;
+    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr.val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t config = {};
+    config.gridDim = dim3(grid);
+    config.blockDim = dim3(THREADS);
+    config.stream = stream;
+    config.attrs = &attr;
+    config.numAttrs = pdl ? 1 : 0;
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+    for (const uint4 *src : bufs) {
+        if (unroll == 1) CHECK(cudaLaunchKernelEx(&config, read_bytes<1>, src, count, sink));
+        else CHECK(cudaLaunchKernelEx(&config, read_bytes<4>, src, count, sink));
+    }
+    CHECK(cudaStreamEndCapture(stream, &graph));
+    CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    std::vector<float> times;
+    for (int r = 0; r < 23; r++) {
+        CHECK(cudaEventRecord(start, stream));
+        CHECK(cudaGraphLaunch(exec, stream));
+        CHECK(cudaEventRecord(stop, stream));
+        CHECK(cudaEventSynchronize(stop));
+        float ms;
+        CHECK(cudaEventElapsedTime(&ms, start, stop));
+        if (r >= 3) times.push_back(ms);
+    }
+    CHECK(cudaGraphExecDestroy(exec));
+    CHECK(cudaGraphDestroy(graph));
+    return 1e3 * median(times) / bufs.size();
+}
+
 int main()
 {
     cudaDeviceProp prop;
@@ -101,45 +142,12 @@ int main()
         for (int pdl = 0; pdl < 2; pdl++) {
             for (int ctas_per_sm : {1, 2, 4, 8}) {
                 for (int unroll : {1, 4}) {
-                    const int threads = 256;
-                    const unsigned grid = (unsigned)std::min<size_t>((count + threads - 1) / threads,
+                    const unsigned grid = (unsigned)std::min<size_t>((count + THREADS - 1) / THREADS,
                                                                      (size_t)ctas_per_sm * prop.multiProcessorCount);
-                    cudaGraph_t graph;
-                    cudaGraphExec_t exec;
-                    CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-                    cudaLaunchAttribute attr;
-                    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-                    attr.val.programmaticStreamSerializationAllowed = 1;
-                    cudaLaunchConfig_t config = {};
-                    config.gridDim = dim3(grid);
-                    config.blockDim = dim3(threads);
-                    config.stream = stream;
-                    config.attrs = &attr;
-                    config.numAttrs = pdl ? 1 : 0;
-                    for (auto *p : bufs) {
-                        const uint4 *src = p;
-                        if (unroll == 1) CHECK(cudaLaunchKernelEx(&config, read_bytes<1>, src, count, sink));
-                        else CHECK(cudaLaunchKernelEx(&config, read_bytes<4>, src, count, sink));
-                    }
-                    CHECK(cudaStreamEndCapture(stream, &graph));
-                    CHECK(cudaGraphInstantiate(&exec, graph, 0));
-                    times.clear();
-                    for (int r = 0; r < 23; r++) {
-                        CHECK(cudaEventRecord(start, stream));
-                        CHECK(cudaGraphLaunch(exec, stream));
-                        CHECK(cudaEventRecord(stop, stream));
-                        CHECK(cudaEventSynchronize(stop));
-                        float ms;
-                        CHECK(cudaEventElapsedTime(&ms, start, stop));
-                        if (r >= 3) times.push_back(ms);
-                    }
-                    const double us = 1e3 * median(times) / copies;
+                    const double us = time_reads(bufs, count, grid, unroll, pdl == 1, stream, sink, start, stop);
                     std::printf("%-24s %6.2f MB  %d CTAs/SM unroll %d%s: %6.2f us  %.2f TB/s  %3.0f%% of copy-rate floor\n",
                                 names[s], bytes / 1e6, ctas_per_sm, unroll, pdl ? " PDL" : "    ", us,
-                                bytes / (us * 1e-6) / 1e12,
-                                100.0 * (bytes / copy_bw) / (us * 1e-6));
-                    CHECK(cudaGraphExecDestroy(exec));
-                    CHECK(cudaGraphDestroy(graph));
+                                bytes / (us * 1e-6) / 1e12, 100.0 * (bytes / copy_bw) / (us * 1e-6));
                 }
             }
         }
