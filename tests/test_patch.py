@@ -45,7 +45,7 @@ class Holder(torch.nn.Module):
             setattr(self, name, child)
 
 
-def pi0_like(base=None):
+def pi0_like():
     """openpi PI0Pytorch nesting: paligemma_with_expert.{paligemma.language_model,
     gemma_expert.model}.layers[i].mlp, with Gemma decoder layers from transformers."""
     language = tiny_gemma(1).model

@@ -462,7 +462,7 @@ w4a16_status w4a16_gemm_cpu(const void *x, w4a16_dtype dtype, int64_t m,
     const int fused = m <= FUSED_MAX_M;
     int64_t threads, per_thread, i;
     float *xf = NULL, *row = NULL, *bf = NULL;
-    code_tables *tables = NULL;
+    code_tables tables; /* read by the tasks, which end before this function returns */
     gemm_task *tasks = NULL;
 
     if (m == 0) return W4A16_OK;
@@ -471,16 +471,15 @@ w4a16_status w4a16_gemm_cpu(const void *x, w4a16_dtype dtype, int64_t m,
     xf = (float *)malloc((size_t)(fused ? m : blocks * TILE_M) * (size_t)k * sizeof(float));
     row = (float *)malloc((size_t)k * sizeof(float));
     bf = bias ? (float *)malloc((size_t)n * sizeof(float)) : NULL;
-    tables = (code_tables *)malloc(sizeof(code_tables));
     tasks = (gemm_task *)calloc((size_t)threads, sizeof(gemm_task));
-    if (!xf || !row || (bias && !bf) || !tables || !tasks) {
+    if (!xf || !row || (bias && !bf) || !tasks) {
         st = W4A16_ERR_NO_MEMORY;
         goto done;
     }
     if (fused) load_x_rows(x, dtype, m, k, xf);
     else load_x_packed(x, dtype, m, k, row, xf);
     if (bias) w4a16_load_row_f32(bias, dtype, n, bf);
-    fill_code_tables(w, tables);
+    fill_code_tables(w, &tables);
 
     /* split N into ranges of whole register tiles */
     per_thread = ((n + threads - 1) / threads + TILE_N - 1) / TILE_N * TILE_N;
@@ -489,7 +488,7 @@ w4a16_status w4a16_gemm_cpu(const void *x, w4a16_dtype dtype, int64_t m,
         t->x = xf;
         t->m = m;
         t->w = w;
-        t->tables = tables;
+        t->tables = &tables;
         t->bias = bf;
         t->alpha = alpha;
         t->dtype = dtype;
@@ -503,7 +502,6 @@ done:
     free(xf);
     free(row);
     free(bf);
-    free(tables);
     free(tasks);
     if (st == W4A16_ERR_NO_MEMORY) return w4a16_fail(st, "gemm: out of host memory");
     return st;

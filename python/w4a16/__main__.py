@@ -128,10 +128,11 @@ def run_export(args: argparse.Namespace) -> int:
                 tensor = f.get_tensor(name)
                 chosen = tensor.dim() == 2 and any(fnmatch.fnmatch(name, p) for p in args.include)
                 k = tensor.shape[1] if chosen else 0
-                if chosen and k % _scale_block(args.format, k, group_size):
+                block = _scale_block(args.format, k, group_size) if chosen else 1
+                if k % block:
                     # kept as it is, as patch_mlp skips such a Linear: padding K is not supported
                     print(f"export: kept {name} unquantized: K = {k} is not a multiple of the {args.format} block "
-                          f"{_scale_block(args.format, k, group_size)}", file=sys.stderr)
+                          f"{block}", file=sys.stderr)
                     chosen = False
                 entries[name[: -len(".weight")] if chosen else name] = quantize(tensor) if chosen else tensor
         config = save_modelopt(entries, args.output, overwrite=args.overwrite, swizzle=args.swizzle)
