@@ -3,9 +3,11 @@
 #   [KERNEL=regex:gemm_tc] bash benchmarks/profile_device.sh [profile_gemv.py arguments]
 # KERNEL picks the kernel by name (default: the small-M kernel); STALLS=1 prints the stall
 # reasons per issued instruction, the pipe mix and the shared-memory wavefronts and bank
-# conflicts of loads and stores instead of the sections.
+# conflicts of loads and stores instead of the sections; SKIPBUILD=1 profiles the build installed
+# by an earlier call. ncu leaves the clocks as it finds them (--clock-control none).
 set -uo pipefail
-W4A16_CUDA_ARCHS=90 python3 -m pip install --no-build-isolation --no-deps -q . > /tmp/build.log 2>&1 || { tail -50 /tmp/build.log; exit 1; }
+[ -n "${SKIPBUILD:-}" ] || W4A16_CUDA_ARCHS=90 python3 -m pip install --no-build-isolation --no-deps -q . > /tmp/build.log 2>&1 ||
+    { tail -50 /tmp/build.log; exit 1; }
 cd /tmp
 if [ -n "${STALLS:-}" ]; then
     S=smsp__average_warps_issue_stalled
@@ -20,11 +22,11 @@ if [ -n "${STALLS:-}" ]; then
     metrics="$metrics,l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_ld.sum,l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_st.sum"
     metrics="$metrics,l1tex__data_pipe_lsu_wavefronts_mem_shared_op_ld.sum,l1tex__data_pipe_lsu_wavefronts_mem_shared_op_st.sum"
     metrics="$metrics,smsp__cycles_active.avg,gpu__time_duration.sum"
-    ncu -k "${KERNEL:-regex:gemv_w4}" --launch-skip 2 --launch-count 1 --metrics "$metrics" \
+    ncu --clock-control none -k "${KERNEL:-regex:gemv_w4}" --launch-skip 2 --launch-count 1 --metrics "$metrics" \
         python3 "$OLDPWD/benchmarks/profile_gemv.py" "$@" 2>&1 | grep -E "^\s+(smsp|sm__|l1tex|gpu__)|gemm_tc|gemm_wgmma|gemv_w4"
     exit 0
 fi
-ncu -k "${KERNEL:-regex:gemv_w4}" --launch-skip 2 --launch-count 1 \
+ncu --clock-control none -k "${KERNEL:-regex:gemv_w4}" --launch-skip 2 --launch-count 1 \
     --section SpeedOfLight --section Occupancy --section WarpStateStats --section SchedulerStats \
     --section LaunchStats --section InstructionStats --section MemoryWorkloadAnalysis \
     --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis_Tables \

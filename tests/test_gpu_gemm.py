@@ -52,13 +52,18 @@ def test_gpu_quantizers_reject_non_finite(fmt):
 @pytest.mark.parametrize("fmt", list(QUANTIZERS))
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("m", list(range(1, 17)))
-def test_gpu_gemm_small_m_against_float64(rng, fmt, dtype, m):
+@pytest.mark.parametrize("layout", ["canonical", "prepacked"])
+def test_gpu_gemm_small_m_against_float64(rng, fmt, dtype, m, layout):
+    """The small-M kernel at every M it takes: 13 tiles of 16 rows, fewer than SMs, so it
+    runs 8-row tiles over two K halves (split2); M = 9..16 swaps the mma operands there."""
     n, k = 203, 1024  # odd N: the last tile is partial
     qw = QUANTIZERS[fmt](random_weight(rng, n, k, dtype))
+    if layout == "prepacked":
+        qw = w4a16.prepack(qw)
     x = torch.from_numpy(rng.standard_normal((m, k)).astype(np.float32)).cuda().to(dtype)
     bias = torch.from_numpy(rng.standard_normal(n).astype(np.float32)).cuda().to(dtype)
     out = torch.full((m, n), float("nan"), device="cuda", dtype=dtype)  # poisoned
-    y = w4a16.gemm(x, qw, bias=bias, alpha=0.5, out=out)
+    y = w4a16.gemm(x, qw, bias=bias, alpha=0.5, out=out, config="gemv")
     assert y is out and torch.isfinite(out).all()
     ref = reference(x, qw, bias, 0.5)
     torch_y = torch.nn.functional.linear(x, qw.dequantize(str(dtype).removeprefix("torch.")) * 0.5, bias)
