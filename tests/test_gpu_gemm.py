@@ -54,8 +54,9 @@ def test_gpu_quantizers_reject_non_finite(fmt):
 @pytest.mark.parametrize("m", list(range(1, 17)))
 @pytest.mark.parametrize("layout", ["canonical", "prepacked"])
 def test_gpu_gemm_small_m_against_float64(rng, fmt, dtype, m, layout):
-    """The small-M kernel at every M it takes: 13 tiles of 16 rows, fewer than SMs, so it
-    runs 8-row tiles over two K halves (split2); M = 9..16 swaps the mma operands there."""
+    """The small-M kernel at every M it takes, both layouts: 13 tiles of 16 rows, fewer than
+    the GPU's SMs, so it runs 8-row tiles over two K halves (split2), with two 8-row blocks of
+    x from M = 9."""
     n, k = 203, 1024  # odd N: the last tile is partial
     qw = QUANTIZERS[fmt](random_weight(rng, n, k, dtype))
     if layout == "prepacked":
