@@ -469,10 +469,10 @@ w4a16_status w4a16_gemm_cpu(const void *x, w4a16_dtype dtype, int64_t m,
     threads = thread_count(m, n, k);
     /* x in the layout of the plan: [m, k], or [blocks][k][16] */
     xf = (float *)malloc((size_t)(fused ? m : blocks * TILE_M) * (size_t)k * sizeof(float));
-    row = (float *)malloc((size_t)k * sizeof(float));
+    row = fused ? NULL : (float *)malloc((size_t)k * sizeof(float)); /* load_x_packed's staging row */
     bf = bias ? (float *)malloc((size_t)n * sizeof(float)) : NULL;
     tasks = (gemm_task *)calloc((size_t)threads, sizeof(gemm_task));
-    if (!xf || !row || (bias && !bf) || !tasks) {
+    if (!xf || (!fused && !row) || (bias && !bf) || !tasks) {
         st = W4A16_ERR_NO_MEMORY;
         goto done;
     }

@@ -127,13 +127,14 @@ def run_export(args: argparse.Namespace) -> int:
             for name in f.keys():  # one tensor at a time: a large file is never held twice
                 tensor = f.get_tensor(name)
                 chosen = tensor.dim() == 2 and any(fnmatch.fnmatch(name, p) for p in args.include)
-                k = tensor.shape[1] if chosen else 0
-                block = _scale_block(args.format, k, group_size) if chosen else 1
-                if k % block:
-                    # kept as it is, as patch_mlp skips such a Linear: padding K is not supported
-                    print(f"export: kept {name} unquantized: K = {k} is not a multiple of the {args.format} block "
-                          f"{block}", file=sys.stderr)
-                    chosen = False
+                if chosen:
+                    k = tensor.shape[1]
+                    block = _scale_block(args.format, k, group_size)
+                    if k % block:
+                        # kept as it is, as patch_mlp skips such a Linear: padding K is not supported
+                        print(f"export: kept {name} unquantized: K = {k} is not a multiple of the {args.format} "
+                              f"block {block}", file=sys.stderr)
+                        chosen = False
                 entries[name[: -len(".weight")] if chosen else name] = quantize(tensor) if chosen else tensor
         config = save_modelopt(entries, args.output, overwrite=args.overwrite, swizzle=args.swizzle)
         count = sum(1 for v in entries.values() if not isinstance(v, torch.Tensor))
