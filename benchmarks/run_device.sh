@@ -12,6 +12,8 @@ cd /tmp  # import the installed package, not the source tree
 python3 -m w4a16 info | tee -a "$OUT/device.txt"
 python3 -m pytest -q -x -rs "$OLDPWD/tests" 2>&1 | tail -25 | tee "$OUT/tests.log"
 python3 "$OLDPWD/benchmarks/bench_gemm_gpu.py" --out "$OUT" "$@" 2>&1 | tail -80  # table: gemm_results.md
+# the gate/up projections with gelu_tanh(gate) * up in the epilogue (w4a16.gemm_geglu): geglu.md
+(cd "$OLDPWD/benchmarks" && python3 bench_geglu.py --out "$OUT") 2>&1 | tail -14
 # where the torch op leaves the kernels for dequantize + cuBLAS (LARGE_M_PREPACKED*)
 (cd "$OLDPWD/benchmarks" && python3 bench_large_m.py --shapes 16384x2048,32768x2048,2048x16384 --ms 256,512,768,968,1536) \
     2>&1 | tee "$OUT/large_m.txt"

@@ -85,14 +85,28 @@ def tiny_patched_gemma():
 
 
 def test_patched_gemma_exports_split_gate_up(tmp_path):
-    model = tiny_patched_gemma()
+    pytest.importorskip("transformers")
+    from models import tiny_gemma
+
+    model = tiny_gemma(hidden=64, intermediate=256, vocab=128, heads=2)
+    mlp = model.model.layers[0].mlp
+    gate_w, up_w = mlp.gate_proj.weight.detach().clone(), mlp.up_proj.weight.detach().clone()
+    w4a16.patch_mlp(model, format="nvfp4")
     config = save_modelopt(model, str(tmp_path / "gemma"))
     weights, others, _ = load_modelopt(str(tmp_path / "gemma"))
     assert set(weights) == {f"model.layers.{i}.mlp.{p}" for i in range(2) for p in ("gate_proj", "up_proj", "down_proj")}
     fused = model.model.layers[0].mlp.gate_up.quantized_weight()
     gate, up = weights["model.layers.0.mlp.gate_proj"], weights["model.layers.0.mlp.up_proj"]
-    assert torch.equal(torch.cat([gate.codes, up.codes]), fused.codes)
+    # the fused weight holds gate rows 8j..8j+7 at 16j.., up rows at 16j+8.. (w4a16.h)
+    gate_rows = [16 * (r // 8) + r % 8 for r in range(256)]
+    assert torch.equal(gate.codes, fused.codes[gate_rows])
+    assert torch.equal(up.codes, fused.codes[[r + 8 for r in gate_rows]])
     assert torch.equal(gate.global_scale, up.global_scale)
+    # and each is the original Linear quantized with the shared global scale
+    for exported, original in ((gate, gate_w), (up, up_w)):
+        alone = w4a16.quantize_nvfp4(original, global_scale=float(fused.global_scale))
+        assert torch.equal(exported.codes, alone.codes)
+        assert torch.equal(exported.scales.view(torch.uint8), alone.scales.view(torch.uint8))
     assert "model.layers.0.self_attn.q_proj" in config["quantization"]["exclude_modules"]
     assert "model.layers.0.self_attn.q_proj.weight" in others and "model.embed_tokens.weight" in others
 
@@ -189,4 +203,5 @@ def test_cli_exports_a_module_to_onnx(tmp_path):
                           env=env)
     assert done.returncode == 0, done.stderr
     proto = onnx.load(str(tmp_path / "mlp.onnx"))
-    assert sum(n.op_type == "DequantizeLinear" for n in proto.graph.node) == 4
+    # gate, up and down of each of the two MLPs (a fused gate_up goes out as its two Linears)
+    assert sum(n.op_type == "DequantizeLinear" for n in proto.graph.node) == 6

@@ -596,20 +596,51 @@ w4a16_status w4a16_gemm(const w4a16_view *x, const w4a16_weight *w, const w4a16_
     return w4a16_gemm_config(x, w, bias, alpha, y, W4A16_GEMM_AUTO, workspace, workspace_bytes, stream);
 }
 
-w4a16_status w4a16_gemm_config(const w4a16_view *x, const w4a16_weight *w, const w4a16_view *bias,
-                               float alpha, w4a16_view *y, int config, void *workspace,
-                               size_t workspace_bytes, void *stream)
+/* gelu_tanh(gate) * up over the row pairs of h [m, n] (blocks of W4A16_GATED_ROWS) -> y
+ * [m, n/2], both of `dtype`; fp32 math, one rounding (w4a16_gemm_geglu). */
+static w4a16_status geglu_rows_cpu(const void *h, w4a16_dtype dtype, int64_t m, int64_t n, void *y)
+{
+    const size_t elem = w4a16_dtype_size(dtype);
+    float *row = (float *)malloc((size_t)n * sizeof(float) + (size_t)(n / 2) * sizeof(float));
+    float *out;
+    int64_t r, c;
+    if (!row) return w4a16_fail(W4A16_ERR_NO_MEMORY, "gemm_geglu: out of host memory");
+    out = row + n;
+    for (r = 0; r < m; r++) {
+        w4a16_load_row_f32((const char *)h + (size_t)(r * n) * elem, dtype, n, row);
+        for (c = 0; c < n / 2; c++) {
+            const int64_t gate = 2 * W4A16_GATED_ROWS * (c / W4A16_GATED_ROWS) + c % W4A16_GATED_ROWS;
+            /* 0.5 v (1 + tanh(z)) written as v / (1 + exp(-2z)): no cancellation near 0 */
+            const float v = row[gate];
+            const float act = v / (1.0f + expf(-1.5957691216057308f * (v + 0.044715f * v * v * v)));
+            out[c] = act * row[gate + W4A16_GATED_ROWS];
+        }
+        w4a16_store_row_f32(out, dtype, n / 2, (char *)y + (size_t)(r * (n / 2)) * elem);
+    }
+    free(row);
+    return W4A16_OK;
+}
+
+/* w4a16_gemm_config (geglu 0) and w4a16_gemm_geglu (1): y [m, n] or [m, n / 2]. */
+static w4a16_status gemm_any(const w4a16_view *x, const w4a16_weight *w, const w4a16_view *bias, float alpha,
+                             w4a16_view *y, int geglu, int config, void *workspace, size_t workspace_bytes,
+                             void *stream)
 {
     w4a16_status st;
     int64_t n, k, m, shape[2];
     w4a16_cpu_weight cw;
+    void *h;
     w4a16_clear_error();
     (void)workspace;
     (void)workspace_bytes;
     (void)stream; /* unused in a CPU-only build */
     if ((st = expect_gemm_operands(x, w, config, &m, &n, &k)) != W4A16_OK) return st;
+    if (geglu && n % (2 * W4A16_GATED_ROWS) != 0)
+        return w4a16_fail(W4A16_ERR_SHAPE,
+                          "weight: gemm_geglu expects N a multiple of %d (gate and up rows interleaved in blocks of %d), got N = %lld",
+                          2 * W4A16_GATED_ROWS, W4A16_GATED_ROWS, (long long)n);
     shape[0] = m;
-    shape[1] = n;
+    shape[1] = geglu ? n / 2 : n;
     if ((st = expect_view(y, "y", DTYPE_BIT(x->dtype), 2, shape)) != W4A16_OK) return st;
     if (bias && bias->data) {
         shape[0] = n;
@@ -632,11 +663,33 @@ w4a16_status w4a16_gemm_config(const w4a16_view *x, const w4a16_weight *w, const
         a.bias = bias && bias->data ? bias->data : NULL;
         a.alpha = alpha;
         a.y = y->data;
+        a.geglu = geglu;
         return w4a16_cuda_gemm(&a, config, workspace, workspace_bytes, y->device_id, stream);
 #else
-        return cuda_missing("gemm");
+        return cuda_missing(geglu ? "gemm_geglu" : "gemm");
 #endif
     }
     cw = cpu_weight(w, n, k);
-    return w4a16_gemm_cpu(x->data, x->dtype, m, &cw, bias && bias->data ? bias->data : NULL, alpha, y->data);
+    if (!geglu) return w4a16_gemm_cpu(x->data, x->dtype, m, &cw, bias && bias->data ? bias->data : NULL, alpha, y->data);
+    /* h in x's dtype, as the gemm would write it, then the pairs */
+    h = malloc((size_t)(m * n) * w4a16_dtype_size(x->dtype) + 1);
+    if (!h) return w4a16_fail(W4A16_ERR_NO_MEMORY, "gemm_geglu: out of host memory");
+    st = w4a16_gemm_cpu(x->data, x->dtype, m, &cw, bias && bias->data ? bias->data : NULL, alpha, h);
+    if (st == W4A16_OK) st = geglu_rows_cpu(h, x->dtype, m, n, y->data);
+    free(h);
+    return st;
+}
+
+w4a16_status w4a16_gemm_config(const w4a16_view *x, const w4a16_weight *w, const w4a16_view *bias,
+                               float alpha, w4a16_view *y, int config, void *workspace,
+                               size_t workspace_bytes, void *stream)
+{
+    return gemm_any(x, w, bias, alpha, y, 0, config, workspace, workspace_bytes, stream);
+}
+
+w4a16_status w4a16_gemm_geglu(const w4a16_view *x, const w4a16_weight *w, const w4a16_view *bias,
+                              float alpha, w4a16_view *y, int config, void *workspace,
+                              size_t workspace_bytes, void *stream)
+{
+    return gemm_any(x, w, bias, alpha, y, 1, config, workspace, workspace_bytes, stream);
 }

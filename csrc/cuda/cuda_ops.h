@@ -34,7 +34,8 @@ typedef struct {
     int prepacked;            /* codes in the prepacked layout (w4a16_prepack) */
     const void *bias;         /* [n] x_dtype, or NULL */
     float alpha;
-    void *y;                  /* [m, n] x_dtype */
+    void *y;                  /* [m, n] x_dtype; [m, n/2] when geglu */
+    int geglu;                /* epilogue of w4a16_gemm_geglu: rows paired in blocks of 8 */
 } w4a16_cuda_gemm_args;
 
 /* config: W4A16_GEMM_AUTO or an index below w4a16_cuda_gemm_config_count(); workspace

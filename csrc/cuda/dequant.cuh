@@ -54,6 +54,7 @@ struct kernel_args {
     bool other_scale_type;     /* int4 scales in the other 16-bit type than x */
     float alpha;
     uint32_t prefetch;         /* asked of L2 while the prior kernel runs: gemv tiles per CTA; tensor-core: 0 / 1 */
+    bool geglu;                /* w4a16_gemm_geglu: y [m, n/2] = gelu_tanh(gate rows) * up rows (geglu_bits) */
 };
 
 inline kernel_args make_kernel_args(const w4a16_cuda_gemm_args &args, float *partials)
@@ -75,6 +76,7 @@ inline kernel_args make_kernel_args(const w4a16_cuda_gemm_args &args, float *par
     a.other_scale_type = args.format == W4A16_FORMAT_INT4 && args.scale_dtype != args.x_dtype;
     a.alpha = args.alpha;
     a.prefetch = 0;
+    a.geglu = args.geglu != 0;
     return a;
 }
 
@@ -366,6 +368,23 @@ __device__ __forceinline__ uint16_t output_bits(float sum, float factor, const v
     float v = sum * factor;
     if (bias) v += bits16<T>::to_float(static_cast<const uint16_t *>(bias)[n]);
     return bits16<T>::from_float(v);
+}
+
+/* One output of w4a16_gemm_geglu: gelu_tanh(gate) * up of two outputs already rounded to
+ * T (as the plain gemm stores them), in fp32, rounded once. Gate row 16j + r pairs with up
+ * row 16j + 8 + r: the rows g and g + 8 that one thread of an m16 mma tile holds.
+ * gelu_tanh(v) = 0.5 v (1 + tanh(z)) = v / (1 + exp(-2z)), z = sqrt(2/pi) (v + 0.044715 v^3):
+ * the second form (also the CPU path's, api.c) has no cancellation where gelu tends to 0,
+ * and with the hardware exp2 it is a handful of instructions -- tanhf's expansion in every
+ * tensor-core kernel's epilogue moved ptxas's register allocation and made some tiles 4-7%
+ * slower on plain gemms (H100). Past z = -44, exp overflows and __fdividef gives -0: the
+ * limit. */
+template <typename T>
+__device__ __forceinline__ uint16_t geglu_bits(uint16_t gate, uint16_t up)
+{
+    const float v = bits16<T>::to_float(gate);
+    const float two_z = 1.5957691216057308f * (v + 0.044715f * v * v * v);
+    return bits16<T>::from_float(__fdividef(v, 1.0f + __expf(-two_z)) * bits16<T>::to_float(up));
 }
 
 } // namespace

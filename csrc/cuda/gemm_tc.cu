@@ -217,17 +217,42 @@ __device__ __forceinline__ void store_16_bytes(E *dst, const E *src, int64_t lef
         for (int e = 0; e < ELEMS && e < left; e++) dst[e] = src[e];
 }
 
+/* w4a16_gemm_geglu's store of a staged tile: each 16 staged columns (8 gate rows, then
+ * their 8 up rows; tiles start on multiples of 16 rows and N % 16 == 0, so none is cut)
+ * give 8 outputs of y [M, N/2], one 16-byte store. */
+template <typename T, class C>
+__device__ __forceinline__ void store_geglu_tile(const tc_args &a, const uint8_t *out, tile_origin at)
+{
+    constexpr int UNITS_ROW = C::BN / 16;
+    static_assert(C::BN % 16 == 0, "whole gate/up units per tile");
+    for (int c = threadIdx.x; c < C::BM * UNITS_ROW; c += C::THREADS) {
+        const int row = c / UNITS_ROW, col = (c % UNITS_ROW) * 16;
+        const int64_t m = at.m0 + row, n = at.n0 + col;
+        if (m >= a.m || n >= a.n) continue;
+        const uint16_t *src = reinterpret_cast<const uint16_t *>(out) + row * C::OUT_PITCH + col;
+        uint16_t h[8];
+#pragma unroll
+        for (int e = 0; e < 8; e++) h[e] = geglu_bits<T>(src[e], src[e + 8]);
+        store_16_bytes(static_cast<uint16_t *>(a.y) + m * (a.n / 2) + n / 2, h, 8, true);
+    }
+}
+
 /* Then the staged tile goes out with 16-byte stores of whole rows: to y, or with a K
  * split to the caller's workspace, fp32 partial sums that reduce_split_k adds. Only the
- * `owner` warps stage (the k-warps that added theirs into them do not). */
+ * `owner` warps stage (the k-warps that added theirs into them do not). `geglu` (a.geglu,
+ * or a template constant: see gemm_tc_kernel) stores through store_geglu_tile. */
 template <int FMT, typename T, class C>
 __device__ __forceinline__ void store_tile(const tc_args &a, const float (&acc)[C::FN][C::FM][4], uint8_t *out, int wn,
-                                           int wm, bool owner, tile_origin at)
+                                           int wm, bool owner, tile_origin at, bool geglu)
 {
     const bool split = gridDim.z > 1;
     const int64_t m0 = at.m0, n0 = at.n0;
     if (owner) stage_tile<FMT, T, C>(a, acc, out, wn, wm, split, at);
     __syncthreads();
+    if (!split && geglu) {
+        store_geglu_tile<T, C>(a, out, at);
+        return;
+    }
     /* 16-byte stores of whole rows of the tile */
     const int elems = split ? 4 : 8; /* per 16-byte chunk */
     const int chunks_row = C::BN / elems;
@@ -280,7 +305,11 @@ __device__ __forceinline__ stage_copier<C> start_pipeline(const tc_args &a, uint
     return copier;
 }
 
-template <int FMT, typename T, class C>
+/* GEGLU: the epilogue of w4a16_gemm_geglu, as a template flag: with a run-time branch its
+ * code moved ptxas's register allocation of the plain kernels (some tiles 135 -> 166
+ * registers) and made them up to 7% slower (H100, 4096x1024 M = 50). The warpgroup kernel
+ * keeps the run-time flag (its registers moved by one at most). */
+template <int FMT, typename T, class C, bool GEGLU>
 __global__ void __launch_bounds__(C::THREADS) gemm_tc_kernel(tc_args a)
 {
     extern __shared__ __align__(16) uint8_t smem[];
@@ -431,7 +460,7 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_kernel(tc_args a)
             }
         }
     }
-    store_tile<FMT, T, C>(a, acc, smem + C::RED_BYTES, wn, wm, wk == 0, at);
+    store_tile<FMT, T, C>(a, acc, smem + C::RED_BYTES, wn, wm, wk == 0, at, GEGLU);
 }
 
 /* ---- the decoded-tile kernel (large M) -------------------------------------------------
@@ -484,7 +513,7 @@ template <class C> __device__ __forceinline__ int decoded_unit(int tile, int c, 
     return ((((tile * (C::BK / 8) + c) * 2 + kk) * 8) + (g ^ ((c >> 2) << 1))) * 16;
 }
 
-template <int FMT, typename T, class C>
+template <int FMT, typename T, class C, bool GEGLU>
 __global__ void __launch_bounds__(C::THREADS) gemm_tc_decoded_kernel(tc_args a)
 {
     extern __shared__ __align__(16) uint8_t smem[];
@@ -595,7 +624,7 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_decoded_kernel(tc_args a)
 
     cp_async_wait<0>();
     __syncthreads(); /* the pipeline buffers become the output staging area */
-    store_tile<FMT, T, C>(a, acc, smem, wn, wm, true, at);
+    store_tile<FMT, T, C>(a, acc, smem, wn, wm, true, at, GEGLU);
 }
 
 /* ---- the warpgroup kernel (Hopper, sm_90a; large M) -------------------------------------
@@ -697,6 +726,43 @@ template <class C> __device__ __forceinline__ tile_origin wgmma_tile_at(const tc
  * alive until the others have read it. The partial sums never leave the GPC: the
  * workspace round trip and the second kernel of reduce_split_k (10 µs of 120 on
  * 2048x16384 at M = 968, H100) are gone. Used for split 2 (splits_in_cluster). */
+/* v[e] = the sum over the cluster's CTAs of their staged fp32 src[e], e < 8 */
+__device__ __forceinline__ void add_cluster_sums(const float *src, uint32_t splits, float (&v)[8])
+{
+#pragma unroll
+    for (int e = 0; e < 8; e++) v[e] = 0.0f;
+    for (uint32_t z = 0; z < splits; z++) {
+        const float4 lo = load_cluster_float4(src, z), hi = load_cluster_float4(src + 4, z);
+        v[0] += lo.x, v[1] += lo.y, v[2] += lo.z, v[3] += lo.w;
+        v[4] += hi.x, v[5] += hi.y, v[6] += hi.z, v[7] += hi.w;
+    }
+}
+
+/* reduce_tile_in_cluster for w4a16_gemm_geglu: units of 16 staged columns (8 gate rows,
+ * then their up rows) give 8 outputs of y [M, N/2] */
+template <typename T, class C>
+__device__ __forceinline__ void reduce_geglu_units_in_cluster(const tc_args &a, const uint8_t *out, tile_origin at,
+                                                              float factor)
+{
+    constexpr int UNITS_ROW = C::BN / 16;
+    const uint32_t splits = gridDim.z, rank = cluster_rank();
+    for (int u = (int)rank * C::THREADS + threadIdx.x; u < C::BM * UNITS_ROW; u += (int)splits * C::THREADS) {
+        const int row = u / UNITS_ROW, col = (u % UNITS_ROW) * 16;
+        const int64_t m = at.m0 + row, n = at.n0 + col;
+        if (m >= a.m || n >= a.n) continue;
+        const float *src = reinterpret_cast<const float *>(out) + row * C::OUT_PITCH + col;
+        float gate[8], up[8];
+        add_cluster_sums(src, splits, gate);
+        add_cluster_sums(src + 8, splits, up);
+        uint16_t h[8];
+#pragma unroll
+        for (int e = 0; e < 8; e++)
+            h[e] = geglu_bits<T>(output_bits<T>(gate[e], factor, a.bias, n + e),
+                                 output_bits<T>(up[e], factor, a.bias, n + 8 + e));
+        store_16_bytes(static_cast<uint16_t *>(a.y) + m * (a.n / 2) + n / 2, h, 8, true);
+    }
+}
+
 template <int FMT, typename T, class C>
 __device__ __forceinline__ void reduce_tile_in_cluster(const tc_args &a, const float (&acc)[C::FN][C::FM][4],
                                                        uint8_t *out, int wn, tile_origin at)
@@ -707,23 +773,22 @@ __device__ __forceinline__ void reduce_tile_in_cluster(const tc_args &a, const f
     const uint32_t splits = gridDim.z, rank = cluster_rank();
     const float factor = epilogue_factor<FMT>(a.alpha, a.global_scale);
     const bool vector = a.n % 8 == 0;
-    constexpr int UNITS_ROW = C::BN / 8;
-    /* CTA r takes units r * THREADS + i + j * splits * THREADS: 4 KiB runs of y per CTA */
-    for (int u = (int)rank * C::THREADS + threadIdx.x; u < C::BM * UNITS_ROW; u += (int)splits * C::THREADS) {
-        const int row = u / UNITS_ROW, col = (u % UNITS_ROW) * 8;
-        const int64_t m = m0 + row, n = n0 + col;
-        if (m >= a.m || n >= a.n) continue;
-        const float *src = reinterpret_cast<const float *>(out) + row * C::OUT_PITCH + col;
-        float v[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
-        for (uint32_t z = 0; z < splits; z++) {
-            const float4 lo = load_cluster_float4(src, z), hi = load_cluster_float4(src + 4, z);
-            v[0] += lo.x, v[1] += lo.y, v[2] += lo.z, v[3] += lo.w;
-            v[4] += hi.x, v[5] += hi.y, v[6] += hi.z, v[7] += hi.w;
-        }
-        uint16_t h[8];
+    if (a.geglu) {
+        reduce_geglu_units_in_cluster<T, C>(a, out, at, factor);
+    } else {
+        constexpr int UNITS_ROW = C::BN / 8;
+        /* CTA r takes units r * THREADS + i + j * splits * THREADS: 4 KiB runs of y per CTA */
+        for (int u = (int)rank * C::THREADS + threadIdx.x; u < C::BM * UNITS_ROW; u += (int)splits * C::THREADS) {
+            const int row = u / UNITS_ROW, col = (u % UNITS_ROW) * 8;
+            const int64_t m = m0 + row, n = n0 + col;
+            if (m >= a.m || n >= a.n) continue;
+            float v[8];
+            add_cluster_sums(reinterpret_cast<const float *>(out) + row * C::OUT_PITCH + col, splits, v);
+            uint16_t h[8];
 #pragma unroll
-        for (int e = 0; e < 8; e++) h[e] = output_bits<T>(v[e], factor, n + e < a.n ? a.bias : nullptr, n + e);
-        store_16_bytes(static_cast<uint16_t *>(a.y) + m * a.n + n, h, a.n - n, vector);
+            for (int e = 0; e < 8; e++) h[e] = output_bits<T>(v[e], factor, n + e < a.n ? a.bias : nullptr, n + e);
+            store_16_bytes(static_cast<uint16_t *>(a.y) + m * a.n + n, h, a.n - n, vector);
+        }
     }
     cluster_sync();
 }
@@ -886,11 +951,11 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
     auto finish_tile = [&](tile_origin at) {
         wgmma_wait<0>();
         if (WALK && gridDim.z == 1) {
-            store_tile<FMT, T, C>(a, acc, smem + C::PIPE_BYTES, warp, 0, true, at);
+            store_tile<FMT, T, C>(a, acc, smem + C::PIPE_BYTES, warp, 0, true, at, a.geglu);
         } else {
             __syncthreads();
             if (gridDim.z > 1 && a.partials == nullptr) reduce_tile_in_cluster<FMT, T, C>(a, acc, smem, warp, at);
-            else store_tile<FMT, T, C>(a, acc, smem, warp, 0, true, at);
+            else store_tile<FMT, T, C>(a, acc, smem, warp, 0, true, at, a.geglu);
         }
     };
     if constexpr (WALK) {
@@ -918,17 +983,34 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
 #endif
 }
 
-/* y = factor * sum over splits of partials + bias; one thread per element. */
-template <int FMT, typename T>
+/* y = factor * sum over splits of partials + bias; one thread per element of y (GEGLU:
+ * per output, from gate row n and up row n + 8 of the partials). A template flag, as a
+ * run-time one cost 0.3-0.5 µs a call on the split rows (H100). */
+template <int FMT, typename T, bool GEGLU>
 __global__ void reduce_split_k(tc_args a, int splits)
 {
     w4a16_wait_for_prior(); /* the partial sums */
     w4a16_allow_next();
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= a.m * a.n) return;
-    float v = 0.0f;
-    for (int z = 0; z < splits; z++) v += a.partials[z * a.m * a.n + i];
-    static_cast<uint16_t *>(a.y)[i] = output_bits<T>(v, epilogue_factor<FMT>(a.alpha, a.global_scale), a.bias, i % a.n);
+    const float factor = epilogue_factor<FMT>(a.alpha, a.global_scale);
+    if (!GEGLU) {
+        if (i >= a.m * a.n) return;
+        float v = 0.0f;
+        for (int z = 0; z < splits; z++) v += a.partials[z * a.m * a.n + i];
+        static_cast<uint16_t *>(a.y)[i] = output_bits<T>(v, factor, a.bias, i % a.n);
+        return;
+    }
+    const int64_t cols = a.n / 2;
+    if (i >= a.m * cols) return;
+    const int64_t m = i / cols, col = i % cols, n = 16 * (col / 8) + col % 8;
+    const float *sums = a.partials + m * a.n + n;
+    float gate = 0.0f, up = 0.0f;
+    for (int z = 0; z < splits; z++) {
+        gate += sums[z * a.m * a.n];
+        up += sums[z * a.m * a.n + 8];
+    }
+    static_cast<uint16_t *>(a.y)[i] =
+        geglu_bits<T>(output_bits<T>(gate, factor, a.bias, n), output_bits<T>(up, factor, a.bias, n + 8));
 }
 
 /* ---- the tile shapes ------------------------------------------------------------------ */
@@ -1054,12 +1136,13 @@ cudaError_t launch_with_smem(void (*kernel)(Params...), size_t smem, dim3 grid, 
 }
 
 /* The kernel that runs tile C: the warpgroup (its CTAs walking several tiles or not), the
- * decoded-tile or the mma.sync one. */
-template <int FMT, typename T, class C, bool WALK = false> auto tile_kernel()
+ * decoded-tile or the mma.sync one; GEGLU picks the latter two's geglu epilogue (the
+ * warpgroup kernel reads a.geglu). */
+template <int FMT, typename T, class C, bool WALK = false, bool GEGLU = false> auto tile_kernel()
 {
     if constexpr (C::WGMMA) return gemm_wgmma_kernel<FMT, T, C, WALK>;
-    else if constexpr (C::DECODED) return gemm_tc_decoded_kernel<FMT, T, C>;
-    else return gemm_tc_kernel<FMT, T, C>;
+    else if constexpr (C::DECODED) return gemm_tc_decoded_kernel<FMT, T, C, GEGLU>;
+    else return gemm_tc_kernel<FMT, T, C, GEGLU>;
 }
 
 /* Whether a K split of `splits` adds up in a thread-block cluster (reduce_tile_in_cluster)
@@ -1123,12 +1206,14 @@ cudaError_t launch_tile(const tc_args &a, int splits, const w4a16_launch_facts &
         else if (err == cudaSuccess)
             err = launch_with_smem<C>(tile_kernel<FMT, T, C>(), smem, grid, cluster ? (unsigned)splits : 1u, dev.pdl,
                                       stream, args, maps);
+    } else if (a.geglu) {
+        err = launch_with_smem<C>(tile_kernel<FMT, T, C, false, true>(), smem, grid, 1u, dev.pdl, stream, args);
     } else {
         err = launch_with_smem<C>(tile_kernel<FMT, T, C>(), smem, grid, 1u, dev.pdl, stream, args);
     }
     if (err == cudaSuccess && splits > 1 && !cluster)
-        err = w4a16_launch_after(dev.pdl, reduce_split_k<FMT, T>, w4a16_ceil_div(a.m * a.n, 256), 256, 0, stream, a,
-                                 splits);
+        err = w4a16_launch_after(dev.pdl, a.geglu ? reduce_split_k<FMT, T, true> : reduce_split_k<FMT, T, false>,
+                                 w4a16_ceil_div(a.m * a.n, 256), 256, 0, stream, a, splits);
     return err;
 }
 

@@ -291,6 +291,15 @@ gemv_w4_kernel(gemv_args a)
         if (n >= a.n || m >= a.m) return;
         y[m * a.n + n] = output_bits<T>(v, epilogue, bias, n);
     };
+    /* w4a16_gemm_geglu (never split2): gate row l/4 and up row l/4 + 8 of the tile give
+     * column 8 tile + l/4 of y [M, N/2] */
+    auto store_geglu = [&](int64_t tile, int b, int j, int l, float gate, float up) {
+        const int64_t n = tile * ROWS + l / 4;
+        const int64_t m = m0 + 8 * b + 2 * (l % 4) + (j % 2);
+        if (n >= a.n || m >= a.m) return;
+        y[m * (a.n / 2) + tile * (ROWS / 2) + l / 4] =
+            geglu_bits<T>(output_bits<T>(gate, epilogue, bias, n), output_bits<T>(up, epilogue, bias, n + 8));
+    };
     /* warps put their sums in shared memory (the buffers alternate, so one barrier per
      * tile suffices) and every thread reduces one output over the warps */
     auto finish_tile = [&](int64_t tile, int buffer) {
@@ -307,6 +316,21 @@ gemv_w4_kernel(gemv_args a)
                 partial[buffer][warp][4 * b + j][lane] = v;
             }
         __syncthreads();
+        /* (the two loops stay apart with constant bounds: one loop with a run-time bound made
+         * the small-M kernel 5-8% slower at M = 1, H100) */
+        if (!SPLIT2 && a.geglu) {
+            for (int idx = threadIdx.x; idx < MB * 2 * 32; idx += WARPS * 32) {
+                const int b = idx / 64, j = (idx / 32) % 2, l = idx % 32;
+                float gate = 0.0f, up = 0.0f; /* rows l/4 and l/4 + 8 */
+#pragma unroll
+                for (int w = 0; w < WARPS; w++) {
+                    gate += partial[buffer][w][4 * b + j][l];
+                    up += partial[buffer][w][4 * b + j + 2][l];
+                }
+                store_geglu(tile, b, j, l, gate, up);
+            }
+            return;
+        }
         for (int idx = threadIdx.x; idx < MB * OUT_J * 32; idx += WARPS * 32) {
             const int b = idx / (OUT_J * 32), j = (idx / 32) % OUT_J, l = idx % 32;
             float v = 0.0f;
@@ -352,17 +376,14 @@ gemv_w4_kernel(gemv_args a)
 
 /* ---- generic fallback: any K multiple of the block, any alignment ------------------------ */
 
+/* Sums of weight row n with x rows m_begin .. m_begin + 15 (one warp), in every lane. */
 template <typename T>
-__global__ void gemm_w4_generic(w4a16_cuda_gemm_args a)
+__device__ __forceinline__ void generic_row_sums(const w4a16_cuda_gemm_args &a, int64_t n, int64_t m_begin, int lane,
+                                                 float (&acc)[16])
 {
-    const int lane = threadIdx.x & 31;
-    const int64_t n = (int64_t)blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5);
-    const int64_t m_begin = (int64_t)blockIdx.y * 16;
-    if (n >= a.n) return;
     const int64_t groups = a.k / a.group_size;
     const uint8_t *codes = a.codes + n * (a.k / 2);
     const uint16_t *x = static_cast<const uint16_t *>(a.x);
-    float acc[16];
 #pragma unroll
     for (int i = 0; i < 16; i++) acc[i] = 0.0f;
     for (int64_t k = 2 * lane; k < a.k; k += 64) {
@@ -382,12 +403,33 @@ __global__ void gemm_w4_generic(w4a16_cuda_gemm_args a)
         }
     }
 #pragma unroll
-    for (int i = 0; i < 16; i++) {
-        float v = acc[i];
+    for (int i = 0; i < 16; i++)
 #pragma unroll
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, o);
+        for (int o = 16; o > 0; o >>= 1) acc[i] += __shfl_xor_sync(0xFFFFFFFFu, acc[i], o);
+}
+
+/* One warp per column of y (a weight row, or with geglu a gate row and its up row) and 16
+ * rows of x. */
+template <typename T>
+__global__ void gemm_w4_generic(w4a16_cuda_gemm_args a)
+{
+    const int lane = threadIdx.x & 31;
+    const int64_t col = (int64_t)blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5);
+    const int64_t m_begin = (int64_t)blockIdx.y * 16;
+    const int64_t cols = a.geglu ? a.n / 2 : a.n;
+    if (col >= cols) return;
+    const int64_t n = a.geglu ? 16 * (col / 8) + col % 8 : col;
+    uint16_t *y = static_cast<uint16_t *>(a.y);
+    float acc[16], up[16];
+    generic_row_sums<T>(a, n, m_begin, lane, acc);
+    if (a.geglu) generic_row_sums<T>(a, n + 8, m_begin, lane, up);
+#pragma unroll
+    for (int i = 0; i < 16; i++) {
         const int64_t m = m_begin + i;
-        if (lane == 0 && m < a.m) static_cast<uint16_t *>(a.y)[m * a.n + n] = output_bits<T>(v, a.alpha, a.bias, n);
+        if (lane != 0 || m >= a.m) continue;
+        uint16_t bits = output_bits<T>(acc[i], a.alpha, a.bias, n);
+        if (a.geglu) bits = geglu_bits<T>(bits, output_bits<T>(up[i], a.alpha, a.bias, n + 8));
+        y[m * cols + col] = bits;
     }
 }
 
@@ -484,7 +526,7 @@ launch_shape choose_shape(const gemv_args &a, const w4a16_launch_facts &dev)
     ls.m_blocks = a.m <= 8 ? 1 : 2;
     const int64_t chunks = w4a16_ceil_div(a.m, 8 * ls.m_blocks);
     const int64_t tiles16 = ((a.n + 15) / 16) * chunks;
-    ls.split2 = a.k % (2 * SUPER_K) == 0 && tiles16 < sms;
+    ls.split2 = a.k % (2 * SUPER_K) == 0 && tiles16 < sms && !a.geglu; /* geglu pairs rows g and g + 8 */
     ls.warps = (ls.split2 ? 2 * tiles16 : tiles16) < 8 * (int64_t)sms ? 8 : 4;
     ls.sub = !ls.split2 && a.m <= 4 && a.k % (2 * SUPER_K) == 0 && a.k / (2 * SUPER_K) >= ls.warps ? 2 : 1;
     return ls;

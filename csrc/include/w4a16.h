@@ -184,6 +184,24 @@ W4A16_API w4a16_status w4a16_gemm_config(const w4a16_view *x, const w4a16_weight
                                float alpha, w4a16_view *y, int config, void *workspace,
                                size_t workspace_bytes, void *stream);
 
+/*
+ * The gate and up projections of a gated MLP, down(gelu_tanh(gate(x)) * up(x)), as one
+ * gemm whose epilogue applies the activation and the product (GeGLU, Gemma's MLP):
+ *   h [M, N] = alpha * x [M, K] @ dequant(w)^T + bias [N], rounded to x's dtype (as
+ *              w4a16_gemm_config would write it);
+ *   y [M, N/2]: y[:, 8j + r] = gelu_tanh(h[:, 16j + r]) * h[:, 16j + 8 + r], r = 0..7,
+ *              in fp32, rounded once to x's dtype;
+ *   gelu_tanh(v) = 0.5 v (1 + tanh(sqrt(2/pi) (v + 0.044715 v^3))).
+ * So w holds the gate and up rows interleaved in blocks of W4A16_GATED_ROWS: rows 16j ..
+ * 16j + 7 are gate rows 8j .. 8j + 7, rows 16j + 8 .. 16j + 15 up rows 8j .. 8j + 7 (every
+ * mma tile then holds a gate row and its up row in one thread). N % 16 == 0. Configs,
+ * workspace (w4a16_gemm_workspace of the same x and w) and checks as w4a16_gemm_config.
+ */
+#define W4A16_GATED_ROWS 8
+W4A16_API w4a16_status w4a16_gemm_geglu(const w4a16_view *x, const w4a16_weight *w, const w4a16_view *bias,
+                              float alpha, w4a16_view *y, int config, void *workspace,
+                              size_t workspace_bytes, void *stream);
+
 /* Bytes of workspace that w4a16_gemm_config(x, w, ..., config, ...) uses for these
  * shapes (0 on the CPU, for config 0, and for configs without a K split); for
  * W4A16_GEMM_AUTO, those of the config the heuristic picks when given enough. */

@@ -258,13 +258,13 @@ static PyObject *py_gemm(PyObject *self, PyObject *args)
     w4a16_weight weight;
     w4a16_view x, bias, y;
     double alpha;
-    int config;
+    int config, geglu = 0;
     void *stream, *workspace;
     size_t workspace_bytes;
     w4a16_status st;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OO!OdOOiO", &x_obj, &PyTuple_Type, &weight_obj, &bias_obj, &alpha, &y_obj,
-                          &stream_obj, &config, &ws_obj))
+    if (!PyArg_ParseTuple(args, "OO!OdOOiO|p", &x_obj, &PyTuple_Type, &weight_obj, &bias_obj, &alpha, &y_obj,
+                          &stream_obj, &config, &ws_obj, &geglu))
         return NULL;
     if (parse_stream(stream_obj, &stream, &dl_stream) < 0) goto done;
     if (import_arg(&owners, x_obj, "x", 0, dl_stream, &x) < 0 ||
@@ -274,11 +274,11 @@ static PyObject *py_gemm(PyObject *self, PyObject *args)
         import_workspace(&owners, ws_obj, dl_stream, &y, &workspace, &workspace_bytes) < 0)
         goto done;
     Py_BEGIN_ALLOW_THREADS
-    st = w4a16_gemm_config(&x, &weight, bias.data ? &bias : NULL, (float)alpha, &y, config, workspace,
-                           workspace_bytes, stream);
+    st = (geglu ? w4a16_gemm_geglu : w4a16_gemm_config)(&x, &weight, bias.data ? &bias : NULL, (float)alpha, &y,
+                                                        config, workspace, workspace_bytes, stream);
     Py_END_ALLOW_THREADS
     if (st != W4A16_OK) {
-        raise_status(st, "gemm");
+        raise_status(st, geglu ? "gemm_geglu" : "gemm");
         goto done;
     }
     result = Py_NewRef(Py_None);
@@ -360,36 +360,38 @@ static PyObject *py_dequantize_raw(PyObject *self, PyObject *args)
 
 /* _gemm_raw(x, y, bias, m, n, k, act_dtype, codes, scales, scale_dtype, global_scale,
  *           zero_points, format, group, layout, alpha, config, workspace, workspace_bytes,
- *           device_type, device_id, stream)
+ *           device_type, device_id, stream, geglu)
  * The same gemm as `gemm` on raw pointers of contiguous tensors, for the torch custom
  * op, whose caller holds the tensors and checks their layout: exporting five DLPack
- * capsules per call would cost more than a small GEMV on the GPU. Private. */
+ * capsules per call would cost more than a small GEMV on the GPU. geglu = 1 runs
+ * w4a16_gemm_geglu (y [m, n/2]). Private. */
 static PyObject *py_gemm_raw(PyObject *self, PyObject *args)
 {
     unsigned long long x_ptr, y_ptr, bias_ptr, codes_ptr, scales_ptr, gs_ptr, zeros_ptr, stream_ptr, ws_ptr, ws_bytes;
     long long m, n, k, group;
-    int act_dtype, scale_dtype, format, layout, config, device_type, device_id;
+    int act_dtype, scale_dtype, format, layout, config, device_type, device_id, geglu = 0;
     double alpha;
     w4a16_view x, y, bias;
     w4a16_weight w;
     w4a16_status st;
     (void)self;
-    if (!PyArg_ParseTuple(args, "KKKLLLiKKiKKiLidiKKiiK", &x_ptr, &y_ptr, &bias_ptr, &m, &n, &k, &act_dtype,
+    if (!PyArg_ParseTuple(args, "KKKLLLiKKiKKiLidiKKiiK|p", &x_ptr, &y_ptr, &bias_ptr, &m, &n, &k, &act_dtype,
                           &codes_ptr, &scales_ptr, &scale_dtype, &gs_ptr, &zeros_ptr, &format, &group, &layout, &alpha,
-                          &config, &ws_ptr, &ws_bytes, &device_type, &device_id, &stream_ptr))
+                          &config, &ws_ptr, &ws_bytes, &device_type, &device_id, &stream_ptr, &geglu))
         return NULL;
     if (!raw_group_ok(group, k, "gemm")) return NULL;
     raw_view(&x, x_ptr, act_dtype, 2, m, k, device_type, device_id);
-    raw_view(&y, y_ptr, act_dtype, 2, m, n, device_type, device_id);
+    raw_view(&y, y_ptr, act_dtype, 2, m, geglu ? n / 2 : n, device_type, device_id);
     raw_view(&bias, bias_ptr, act_dtype, 1, n, 1, device_type, device_id);
     raw_weight(&w, format, group, layout, n, k, codes_ptr, scales_ptr, scale_dtype, gs_ptr, zeros_ptr, device_type,
                device_id);
     Py_BEGIN_ALLOW_THREADS
-    st = w4a16_gemm_config(&x, &w, bias_ptr ? &bias : NULL, (float)alpha, &y, config, (void *)(uintptr_t)ws_ptr,
-                           (size_t)ws_bytes, (void *)(uintptr_t)stream_ptr);
+    st = (geglu ? w4a16_gemm_geglu : w4a16_gemm_config)(&x, &w, bias_ptr ? &bias : NULL, (float)alpha, &y, config,
+                                                        (void *)(uintptr_t)ws_ptr, (size_t)ws_bytes,
+                                                        (void *)(uintptr_t)stream_ptr);
     Py_END_ALLOW_THREADS
     if (st != W4A16_OK) {
-        raise_status(st, "gemm");
+        raise_status(st, geglu ? "gemm_geglu" : "gemm");
         return NULL;
     }
     Py_RETURN_NONE;
@@ -612,7 +614,7 @@ static PyMethodDef methods[] = {
     {"quantize_mxfp4", py_quantize_mxfp4, METH_VARARGS, "quantize_mxfp4(w, codes, scales, stream)"},
     {"pack_int4", py_pack_int4, METH_VARARGS, "pack_int4(w, group, symmetric, codes, scales, zero_points, stream)"},
     {"dequantize", py_dequantize, METH_VARARGS, "dequantize(weight_tuple, out, stream)"},
-    {"gemm", py_gemm, METH_VARARGS, "gemm(x, weight_tuple, bias, alpha, out, stream, config, workspace)"},
+    {"gemm", py_gemm, METH_VARARGS, "gemm(x, weight_tuple, bias, alpha, out, stream, config, workspace[, geglu])"},
     {"gemm_workspace", py_gemm_workspace, METH_VARARGS, "gemm_workspace(x, weight_tuple, config) -> bytes"},
     {"_gemm_workspace_raw", py_gemm_workspace_raw, METH_VARARGS, "_gemm_workspace_raw(...): workspace bytes, raw pointers"},
     {"gemm_configs", py_gemm_configs, METH_NOARGS, "gemm_configs() -> names of the CUDA gemm configs"},

@@ -11,7 +11,7 @@ DLPack array (torch, numpy, cupy, jax) on the CPU or a CUDA GPU.
 
 from . import _C
 from .info import build_info, get_include, get_library
-from .ops import gemm, gemm_configs
+from .ops import gemm, gemm_configs, gemm_geglu
 from .quantize import QuantizedWeight, dequantize, pack_int4, prepack, quantize_mxfp4, quantize_nvfp4, unprepack
 
 __version__ = _C.build_info()["version"]
@@ -38,6 +38,7 @@ __all__ = [
     "get_library",
     "gemm",
     "gemm_configs",
+    "gemm_geglu",
     "pack_int4",
     "patch_mlp",
     "prepack",

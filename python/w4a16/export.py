@@ -90,9 +90,10 @@ def _from_module(model: torch.nn.Module):
         prefix = f"{name}." if name else ""
         if isinstance(module, GatedMLP):
             qw = module.gate_up.quantized_weight()
-            gate, up = _split_rows(qw, module.intermediate)
+            gate, up = split_gate_up_weight(qw)
             weights[f"{prefix}gate_proj"], weights[f"{prefix}up_proj"] = gate, up
             owned.update(f"{prefix}gate_up.{t}" for t, _ in module.gate_up.named_buffers())
+            owned.add(f"{prefix}gate_up_interleave")  # the row order of the fused weight: not the model's
         elif isinstance(module, QuantizedLinear) and not name.endswith("gate_up"):
             weights[name] = module.quantized_weight()
             owned.update(f"{prefix}{t}" for t, _ in module.named_buffers())
@@ -107,16 +108,17 @@ def _from_module(model: torch.nn.Module):
     return weights, others, excluded
 
 
-def _split_rows(qw: QuantizedWeight, first: int) -> tuple[QuantizedWeight, QuantizedWeight]:
-    """Rows [0, first) and [first, N) of a quantized weight (the global scale is shared)."""
+def split_gate_up_weight(qw: QuantizedWeight) -> tuple[QuantizedWeight, QuantizedWeight]:
+    """The gate and up weights of GatedMLP's fused one (rows interleaved in blocks of 8,
+    torch_ops.split_gate_up); the global scale is shared."""
+    from .torch_ops import split_gate_up
+
     n, k = qw.shape
-
-    def part(rows: slice, count: int) -> QuantizedWeight:
-        zeros = None if qw.zero_points is None else qw.zero_points[rows].contiguous()
-        return QuantizedWeight(qw.format, (count, k), qw.group_size, qw.codes[rows].contiguous(),
-                               qw.scales[rows].contiguous(), qw.global_scale, zeros)
-
-    return part(slice(0, first), first), part(slice(first, n), n - first)
+    codes, scales = split_gate_up(qw.codes), split_gate_up(qw.scales)
+    zeros = (None, None) if qw.zero_points is None else split_gate_up(qw.zero_points)
+    return tuple(QuantizedWeight(qw.format, (n // 2, k), qw.group_size, codes[i].contiguous(), scales[i].contiguous(),
+                                 qw.global_scale, None if zeros[i] is None else zeros[i].contiguous())
+                 for i in (0, 1))
 
 
 def _as_torch(weight: QuantizedWeight) -> QuantizedWeight:

@@ -25,8 +25,10 @@ import onnx
 import torch
 from onnx import TensorProto, helper
 
+from .export import split_gate_up_weight
 from .nn import QuantizedLinear
 from .patch import GatedMLP
+from .quantize import QuantizedWeight
 
 _FLOAT_TYPES = {torch.float16: TensorProto.FLOAT16, torch.bfloat16: TensorProto.BFLOAT16,
                 torch.float32: TensorProto.FLOAT}
@@ -52,9 +54,8 @@ class _Builder:
         self.nodes.append(helper.make_node(op, list(inputs), [out], **attrs))
         return out
 
-    def dequantized_weight(self, module: QuantizedLinear) -> str:
-        """The [N, K] float weight of `module`, by DequantizeLinear nodes."""
-        qw = module.quantized_weight()
+    def dequantized_weight(self, qw: QuantizedWeight) -> str:
+        """The [N, K] float weight of `qw` (canonical layout), by DequantizeLinear nodes."""
         n, k = qw.shape
         codes = qw.codes.detach().cpu().contiguous().numpy().tobytes()
         if qw.format == "int4":
@@ -86,10 +87,13 @@ class _Builder:
         raise NotImplementedError(f"{qw.format}: no standard ONNX DequantizeLinear for this format (opset <= 23)")
 
     def linear(self, module: QuantizedLinear, x: str) -> str:
-        w = self.dequantized_weight(module)
+        return self.weight_matmul(module.quantized_weight(), module.bias, x)
+
+    def weight_matmul(self, qw: QuantizedWeight, bias: torch.Tensor | None, x: str) -> str:
+        w = self.dequantized_weight(qw)
         y = self.node("MatMul", [x, self.node("Transpose", [w], perm=[1, 0])])
-        if module.bias is not None:
-            b = module.bias.detach().cpu().to(module.bias.dtype).contiguous()
+        if bias is not None:
+            b = bias.detach().cpu().to(bias.dtype).contiguous()
             y = self.node("Add", [y, self.raw("bias", _FLOAT_TYPES[b.dtype], b.shape, b.view(torch.uint8).numpy().tobytes())])
         return y
 
@@ -102,13 +106,12 @@ class _Builder:
         if isinstance(module, QuantizedLinear):
             return self.linear(module, x)
         if isinstance(module, GatedMLP):
-            gate_up = self.linear(module.gate_up, x)
-            split = helper.make_node("Split", [gate_up, self.raw("split", TensorProto.INT64, (2,),
-                                     np.array([module.intermediate] * 2, np.int64).tobytes())],
-                                     [self.name("gate"), self.name("up")], axis=-1)
-            self.nodes.append(split)
-            gate, up = split.output
-            return self.linear(module.down_proj, self.node("Mul", [self.gelu_tanh(module.act_fn, gate), up]))
+            # gate and up as the two Linears they were (the fused weight's rows interleaved):
+            # the graph TensorRT sees is the model's own, whatever the kernel layout
+            gate_w, up_w = split_gate_up_weight(module.gate_up.quantized_weight())
+            gate = self.gelu_tanh(module.act_fn, self.weight_matmul(gate_w, None, x))
+            up = self.weight_matmul(up_w, None, x)
+            return self.linear(module.down_proj, self.node("Mul", [gate, up]))
         if all(isinstance(getattr(module, p, None), QuantizedLinear) for p in ("gate_proj", "up_proj", "down_proj")):
             gate = self.gelu_tanh(module.act_fn, self.linear(module.gate_proj, x))
             return self.linear(module.down_proj, self.node("Mul", [gate, self.linear(module.up_proj, x)]))
@@ -124,7 +127,7 @@ def dequantize_graph(module: QuantizedLinear) -> onnx.ModelProto:
     """The DequantizeLinear part of `module`'s graph alone, its output the float32 weight
     [N, K]: evaluates to module.quantized_weight().dequantize() exactly."""
     builder = _Builder(torch.float32)
-    w = builder.dequantized_weight(module)
+    w = builder.dequantized_weight(module.quantized_weight())
     builder.nodes.append(helper.make_node("Identity", [w], ["w"]))
     n, k = module.out_features, module.in_features
     graph = helper.make_graph(builder.nodes, "w4a16_dequantize", [],

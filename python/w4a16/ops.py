@@ -1,4 +1,5 @@
-"""gemm: y = alpha * x @ dequant(W)^T + bias on any DLPack arrays."""
+"""gemm: y = alpha * x @ dequant(W)^T + bias on any DLPack arrays; gemm_geglu: the same with
+Gemma's gelu_tanh(gate) * up in the epilogue."""
 
 from __future__ import annotations
 
@@ -39,12 +40,39 @@ def gemm(x: Array, qw: QuantizedWeight, bias: Array | None = None, alpha: float 
     Returns:
         y [..., N] of x's dtype, in x's framework (``out`` itself when given).
     """
+    return _gemm(x, qw, bias, alpha, out, config, geglu=False)
+
+
+def gemm_geglu(x: Array, qw: QuantizedWeight, bias: Array | None = None, alpha: float = 1.0,
+               out: Array | None = None, config: int | str | None = None) -> Array:
+    """The gate and up projections of a Gemma MLP in one call: gelu_tanh(gate) * up.
+
+    h = alpha * x @ dequant(qw)^T + bias [..., N] as :func:`gemm` gives it (rounded to x's
+    dtype); qw holds gate and up rows interleaved in blocks of 8
+    (:func:`w4a16.torch_ops.interleave_gate_up`: rows 16j .. 16j + 7 are gate rows 8j ..,
+    the next 8 the matching up rows), and y[..., 8j + r] = gelu_tanh(h[..., 16j + r]) *
+    h[..., 16j + 8 + r], in fp32, rounded once. On a GPU the activation and the product
+    run in the kernel's epilogue: h is never written.
+
+    Args: as :func:`gemm`; N must be a multiple of 16; ``out`` is [..., N/2].
+    Returns:
+        y [..., N/2] of x's dtype, in x's framework (``out`` itself when given).
+    """
+    return _gemm(x, qw, bias, alpha, out, config, geglu=True)
+
+
+def _gemm(x: Array, qw: QuantizedWeight, bias: Array | None, alpha: float, out: Array | None,
+          config: int | str | None, geglu: bool) -> Array:
     if not isinstance(qw, QuantizedWeight):
         raise TypeError(f"qw: expected a QuantizedWeight, got {type(qw).__name__}")
     _check_weight(qw)
     check_input(x, "x", FLOAT_DTYPES)
     x_shape = shape_of(x)
     n, k = qw.shape
+    if geglu and n % 16:
+        raise ValueError(f"qw: gemm_geglu expects N a multiple of 16 (gate and up rows interleaved in blocks of 8), "
+                         f"got N = {n}")
+    cols = n // 2 if geglu else n
     if len(x_shape) < 1 or x_shape[-1] != k:
         raise ValueError(f"x: expected shape [..., {k}] to match the weight's K, got {list(x_shape)}")
     if isinstance(alpha, (str, bytes, bool)) or not hasattr(alpha, "__float__"):
@@ -58,7 +86,7 @@ def gemm(x: Array, qw: QuantizedWeight, bias: Array | None = None, alpha: float 
     if bias is not None:
         check_input(bias, "bias", (dtype_name(x),), ndim=1)
     m = math.prod(x_shape[:-1])
-    out_shape = x_shape[:-1] + (n,)
+    out_shape = x_shape[:-1] + (cols,)
     if out is None:
         y = empty_like_framework(x, out_shape, dtype_name(x))
     else:
@@ -77,7 +105,7 @@ def gemm(x: Array, qw: QuantizedWeight, bias: Array | None = None, alpha: float 
             workspace = for_c(empty_like_framework(x, (workspace_bytes,), "uint8"))
     else:
         config = _C.GEMM_AUTO
-    _C.gemm(x2, weight, for_c(bias), alpha, for_c(y.reshape(m, n)), stream, config, workspace)
+    _C.gemm(x2, weight, for_c(bias), alpha, for_c(y.reshape(m, cols)), stream, config, workspace, geglu)
     return to_framework_of(x, y)
 
 

@@ -19,8 +19,10 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from . import _C, torch_ops
 from .nn import FP4Linear, Int4Linear, QuantizedLinear
 from .quantize import _scale_block
+from .torch_ops import GATED_ROWS, interleave_gate_up, split_gate_up
 
 FORMATS = ("nvfp4", "mxfp4", "int4")
 
@@ -48,18 +50,70 @@ class PatchReport:
         return "\n".join(lines)
 
 
+def is_gelu_tanh(act_fn: Callable) -> bool:
+    """Whether act_fn computes torch's gelu(approximate="tanh") (Gemma's gelu_pytorch_tanh,
+    whatever class holds it): checked on values, to 1e-6, so that only that activation is
+    fused into the gate/up kernel."""
+    probe = torch.linspace(-6.0, 6.0, 97)
+    try:
+        with torch.no_grad():
+            out = act_fn(probe)
+    except Exception:  # an activation that cannot run on a CPU float tensor is not this one
+        return False
+    expected = torch.nn.functional.gelu(probe, approximate="tanh")
+    return (isinstance(out, torch.Tensor) and out.shape == probe.shape
+            and bool(torch.allclose(out.float(), expected, rtol=0.0, atol=1e-6)))
+
+
 class GatedMLP(torch.nn.Module):
     """down(act(gate(x)) * up(x)) with gate and up fused into one quantized GEMM of
-    [2I, H]; the activation and the product run as elementwise ops after it."""
+    [2I, H], their rows interleaved in blocks of 8 (torch_ops.interleave_gate_up). With
+    tanh-approximated GELU (Gemma, Pi0.5) the activation and the product run in that
+    GEMM's epilogue (torch.ops.w4a16.gemm_geglu), so h [.., 2I] is never written; any
+    other act_fn runs as elementwise ops after it.
+
+    The buffer ``gate_up_interleave`` (8) records that order in the state dict; a state
+    dict without it (saved before the interleave: gate rows, then up rows) is converted
+    when loaded."""
 
     def __init__(self, gate_up: QuantizedLinear, down: QuantizedLinear, act_fn: Callable, intermediate: int) -> None:
         super().__init__()
+        if intermediate % GATED_ROWS or gate_up.out_features != 2 * intermediate:
+            raise ValueError(f"gate_up: expected [2 * intermediate, H] with intermediate a multiple of {GATED_ROWS}, "
+                             f"got {gate_up.out_features} rows for intermediate = {intermediate}")
         self.gate_up, self.down_proj, self.act_fn = gate_up, down, act_fn
         self.intermediate = intermediate
+        self.fused_activation = is_gelu_tanh(act_fn)
+        self.register_buffer("gate_up_interleave", torch.tensor(GATED_ROWS, dtype=torch.int32))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up(x).split(self.intermediate, dim=-1)
-        return self.down_proj(self.act_fn(gate) * up)
+        gu = self.gate_up
+        if self.fused_activation:
+            hidden = torch.ops.w4a16.gemm_geglu(x, gu.weight, gu.weight_scale, gu.weight_scale_2, gu.weight_zero_point,
+                                                gu.bias, torch_ops.FORMAT_CODES[gu.format], gu.group_size, 1.0,
+                                                _C.LAYOUT_PREPACKED)
+        else:
+            gate, up = split_gate_up(gu(x), dim=-1)
+            hidden = self.act_fn(gate) * up
+        return self.down_proj(hidden)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # torch hands each module its own copy of the mapping: replacing an entry is local
+        marker = state_dict.get(prefix + "gate_up_interleave")
+        if marker is None and prefix + "gate_up.weight" in state_dict:
+            # saved before the interleave: [gate rows; up rows] -> the kernels' order
+            for name in ("weight", "weight_scale", "weight_zero_point", "bias"):
+                t = state_dict.get(f"{prefix}gate_up.{name}")
+                if isinstance(t, torch.Tensor) and t.dim() >= 1 and t.shape[0] == 2 * self.intermediate:
+                    state_dict[f"{prefix}gate_up.{name}"] = interleave_gate_up(*t.split(self.intermediate))
+            state_dict[prefix + "gate_up_interleave"] = torch.tensor(GATED_ROWS, dtype=torch.int32)
+        elif marker is not None and int(marker) != GATED_ROWS:
+            error_msgs.append(f"{prefix}gate_up_interleave: expected {GATED_ROWS} (rows interleaved in blocks of "
+                              f"{GATED_ROWS}), got {int(marker)}")
+            return
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
 
 def _patterns(patterns: Optional[Sequence[str]], name: str) -> Optional[list[str]]:
@@ -111,7 +165,9 @@ def patch_mlp(model: torch.nn.Module, format: str = "nvfp4", include: Optional[S
         exclude: fnmatch patterns (one string or a list) on MLP or Linear names never to convert.
         group_size: int4 group (32, 64, 128, -1 per channel; default 128); None (or the
             format's own block) for nvfp4 / mxfp4.
-        fuse_gate_up: gate and up become one quantized GEMM (and one global scale for nvfp4).
+        fuse_gate_up: gate and up become one quantized GEMM (their rows interleaved in blocks
+            of 8, one global scale for nvfp4) and, for tanh GELU, its epilogue applies the
+            activation and the product (GatedMLP).
         symmetric: int4 without zero points.
     Returns:
         PatchReport (converted, skipped with reasons, bytes before and after).
@@ -149,11 +205,14 @@ def patch_mlp(model: torch.nn.Module, format: str = "nvfp4", include: Optional[S
                 linears[p] = None
         report.bytes_before += sum(_weight_bytes(m) for m in linears.values() if m is not None)
         fuse = (gated and fuse_gate_up and name != "" and linears["gate_proj"] is not None and linears["up_proj"] is not None
-                and hasattr(mlp, "act_fn") and linears["gate_proj"].bias is None and linears["up_proj"].bias is None)
+                and hasattr(mlp, "act_fn") and linears["gate_proj"].bias is None and linears["up_proj"].bias is None
+                and linears["gate_proj"].out_features % GATED_ROWS == 0
+                and linears["gate_proj"].weight.shape == linears["up_proj"].weight.shape)
         if fuse:
             gate, up = linears.pop("gate_proj"), linears.pop("up_proj")
             fused = torch.nn.Linear(gate.in_features, 2 * gate.out_features, bias=False, device="meta")
-            fused.weight = torch.nn.Parameter(torch.cat([gate.weight.detach(), up.weight.detach()]), requires_grad=False)
+            fused.weight = torch.nn.Parameter(interleave_gate_up(gate.weight.detach(), up.weight.detach()),
+                                              requires_grad=False)
             gate_up = _convert(fused, format, group_size, symmetric)
             del fused
             down = linears.pop("down_proj")

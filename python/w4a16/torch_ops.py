@@ -47,6 +47,41 @@ DEQUANT_SLICE_BYTES = 32 << 20
 DEQUANT_SLICE_MIN_ROWS = 2048
 
 
+# w4a16_gemm_geglu's pairing (w4a16.h, W4A16_GATED_ROWS): rows 16j .. 16j + 7 of the fused
+# weight are gate rows 8j .., rows 16j + 8 .. 16j + 15 the matching up rows.
+GATED_ROWS = 8
+_GELU_TANH_C = 0.7978845608028654  # sqrt(2 / pi)
+
+
+def interleave_gate_up(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """[I, ...] gate and up rows (I % GATED_ROWS == 0) -> [2I, ...] in gemm_geglu's order."""
+    if gate.shape != up.shape or gate.dim() < 1 or gate.shape[0] % GATED_ROWS:
+        raise ValueError(f"gate, up: expected the same shape [I, ...] with I a multiple of {GATED_ROWS}, got "
+                         f"{list(gate.shape)} and {list(up.shape)}")
+    blocks = gate.shape[0] // GATED_ROWS
+    rest = tuple(gate.shape[1:])
+    pair = torch.stack([gate.reshape(blocks, GATED_ROWS, *rest), up.reshape(blocks, GATED_ROWS, *rest)], dim=1)
+    return pair.reshape(2 * gate.shape[0], *rest)
+
+
+def split_gate_up(rows: torch.Tensor, dim: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse of interleave_gate_up along `dim`: (gate, up), each half of that dim."""
+    dim = dim % rows.dim()
+    size = rows.shape[dim]
+    if size % (2 * GATED_ROWS):
+        raise ValueError(f"rows: expected a multiple of {2 * GATED_ROWS} along dim {dim}, got {size}")
+    pairs = rows.reshape(*rows.shape[:dim], size // (2 * GATED_ROWS), 2, GATED_ROWS, *rows.shape[dim + 1:])
+    half = (*rows.shape[:dim], size // 2, *rows.shape[dim + 1:])
+    return pairs.select(dim + 1, 0).reshape(half), pairs.select(dim + 1, 1).reshape(half)
+
+
+def geglu_reference(h: torch.Tensor) -> torch.Tensor:
+    """gelu_tanh(gate) * up of h [..., N] in gemm_geglu's order -> [..., N/2] in h's dtype,
+    in fp32 and rounded once (the kernels' formula)."""
+    gate, up = split_gate_up(h.float(), dim=-1)
+    return (torch.nn.functional.gelu(gate, approximate="tanh") * up).to(h.dtype)
+
+
 _DTYPE_CODES = {
     torch.float32: _C.DTYPE_FLOAT32,
     torch.float16: _C.DTYPE_FLOAT16,
@@ -133,15 +168,16 @@ def _stream(device: torch.device) -> int:
     return torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
 
 
-@torch.library.custom_op("w4a16::gemm", mutates_args=())
-def gemm(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, global_scale: Optional[torch.Tensor],
-         zero_points: Optional[torch.Tensor], bias: Optional[torch.Tensor], format: int, group_size: int,
-         alpha: float, layout: int) -> torch.Tensor:
-    """y [..., N] = alpha * x [..., K] @ dequant(W)^T + bias, W given by its tensors (codes
-    uint8 [N, K/2] in `layout` order, scales [N, K/group_size], ...); format is a
-    FORMAT_CODES value, layout _C.LAYOUT_CANONICAL or _C.LAYOUT_PREPACKED."""
+def _run_gemm(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, global_scale: Optional[torch.Tensor],
+              zero_points: Optional[torch.Tensor], bias: Optional[torch.Tensor], format: int, group_size: int,
+              alpha: float, layout: int, geglu: bool) -> torch.Tensor:
+    """The body of both ops: y [..., N] (gemm) or [..., N/2] (gemm_geglu)."""
     _check_weight_tensors(codes, scales, global_scale, zero_points, format, group_size, layout)
     n, k = codes.shape[0], codes.shape[1] * 2
+    if geglu and n % (2 * GATED_ROWS):
+        raise ValueError(f"codes: gemm_geglu expects N a multiple of {2 * GATED_ROWS} (gate and up rows interleaved "
+                         f"in blocks of {GATED_ROWS}), got N = {n}")
+    cols = n // 2 if geglu else n
     if x.dim() == 0 or x.shape[-1] != k:
         raise ValueError(f"x: expected [..., {k}] to match the weight's K, got {list(x.shape)}")
     x2 = x.reshape(-1, k)
@@ -158,7 +194,9 @@ def gemm(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, global_scal
     if x.is_cuda and m >= (LARGE_M if layout == _C.LAYOUT_CANONICAL else _large_m_prepacked(place[1])):
         y = _dequantize_matmul(x2, act_dtype, codes, scales, global_scale, zero_points, bias, format, group_size,
                                alpha, layout, place, stream)
-        return y.reshape(*x.shape[:-1], n)
+        if geglu:
+            y = geglu_reference(y)
+        return y.reshape(*x.shape[:-1], cols)
     config, workspace = _C.GEMM_AUTO, None
     if x.is_cuda and m > 0:
         if x2.data_ptr() % 16:
@@ -168,11 +206,33 @@ def gemm(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, global_scal
         workspace_bytes = _C._gemm_workspace_raw(x2.data_ptr(), m, n, k, act_dtype, *weight, config, *place)
         if workspace_bytes:
             workspace = torch.empty(workspace_bytes, dtype=torch.uint8, device=device)
-    y = torch.empty((m, n), dtype=x.dtype, device=device)
+    y = torch.empty((m, cols), dtype=x.dtype, device=device)
     _C._gemm_raw(_pointer(x2, "x", device), y.data_ptr(), _pointer(bias, "bias", device), m, n, k, act_dtype,
                  *weight, alpha, config, workspace.data_ptr() if workspace is not None else 0,
-                 workspace.numel() if workspace is not None else 0, *place, stream)
-    return y.reshape(*x.shape[:-1], n)
+                 workspace.numel() if workspace is not None else 0, *place, stream, geglu)
+    return y.reshape(*x.shape[:-1], cols)
+
+
+@torch.library.custom_op("w4a16::gemm", mutates_args=())
+def gemm(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, global_scale: Optional[torch.Tensor],
+         zero_points: Optional[torch.Tensor], bias: Optional[torch.Tensor], format: int, group_size: int,
+         alpha: float, layout: int) -> torch.Tensor:
+    """y [..., N] = alpha * x [..., K] @ dequant(W)^T + bias, W given by its tensors (codes
+    uint8 [N, K/2] in `layout` order, scales [N, K/group_size], ...); format is a
+    FORMAT_CODES value, layout _C.LAYOUT_CANONICAL or _C.LAYOUT_PREPACKED."""
+    return _run_gemm(x, codes, scales, global_scale, zero_points, bias, format, group_size, alpha, layout, False)
+
+
+@torch.library.custom_op("w4a16::gemm_geglu", mutates_args=())
+def gemm_geglu(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, global_scale: Optional[torch.Tensor],
+               zero_points: Optional[torch.Tensor], bias: Optional[torch.Tensor], format: int, group_size: int,
+               alpha: float, layout: int) -> torch.Tensor:
+    """y [..., N/2] = geglu_reference(h), h = the `gemm` of the same arguments [..., N]:
+    gelu_tanh of its gate columns times its up columns, W's rows holding gate and up
+    interleaved in blocks of GATED_ROWS (interleave_gate_up). One kernel on the GPU up to
+    the large-M threshold (the activation in its epilogue); beyond, and on the CPU, the
+    same formula after the gemm."""
+    return _run_gemm(x, codes, scales, global_scale, zero_points, bias, format, group_size, alpha, layout, True)
 
 
 def _dequantize_matmul(x2: torch.Tensor, act_dtype: int, codes: torch.Tensor, scales: torch.Tensor,
@@ -209,6 +269,11 @@ def _gemm_fake(x, codes, scales, global_scale, zero_points, bias, format, group_
     return x.new_empty((*x.shape[:-1], codes.shape[0]))
 
 
+@gemm_geglu.register_fake
+def _gemm_geglu_fake(x, codes, scales, global_scale, zero_points, bias, format, group_size, alpha, layout):
+    return x.new_empty((*x.shape[:-1], codes.shape[0] // 2))
+
+
 @torch.library.custom_op("w4a16::dequantize", mutates_args=())
 def dequantize(codes: torch.Tensor, scales: torch.Tensor, global_scale: Optional[torch.Tensor],
                zero_points: Optional[torch.Tensor], format: int, group_size: int, layout: int,
@@ -243,7 +308,12 @@ def _gemm_backward(ctx, grad_y: torch.Tensor):
     """dx [..., K] = alpha * dy [..., N] @ dequant(W) [N, K], in x's dtype (as a 16-bit
     Linear's backward: W dequantized to that dtype, one matmul); dbias [N] = dy summed over
     its rows. The weight's tensors get none: a quantized weight is frozen."""
-    codes, scales, global_scale, zero_points = ctx.saved_tensors
+    return _grads_from(ctx, grad_y, *ctx.saved_tensors)
+
+
+def _grads_from(ctx, grad_y: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor,
+                global_scale: Optional[torch.Tensor], zero_points: Optional[torch.Tensor]) -> tuple:
+    """_gemm_backward's grads for dy [..., N] of the gemm of these weight tensors."""
     grad_x = grad_bias = None
     if ctx.needs_input_grad[0]:
         w = torch.ops.w4a16.dequantize(codes, scales, global_scale, zero_points, *ctx.weight_args, ctx.x_dtype)
@@ -256,3 +326,29 @@ def _gemm_backward(ctx, grad_y: torch.Tensor):
 
 
 gemm.register_autograd(_gemm_backward, setup_context=_gemm_setup_context)
+
+
+def _geglu_setup_context(ctx, inputs, output) -> None:
+    x, codes, scales, global_scale, zero_points, bias, format, group_size, alpha, layout = inputs
+    ctx.save_for_backward(x, codes, scales, global_scale, zero_points, bias)
+    ctx.weight_args = (format, group_size, layout)
+    ctx.alpha, ctx.x_dtype = alpha, x.dtype
+    ctx.bias_dtype = None if bias is None else bias.dtype
+
+
+def _geglu_backward(ctx, grad_y: torch.Tensor):
+    """Through the activation first: h (the plain gemm, recomputed), dh [..., N] = (dy * up *
+    gelu_tanh'(gate), dy * gelu_tanh(gate)) interleaved back, then the gemm's grads for dh."""
+    x, codes, scales, global_scale, zero_points, bias = ctx.saved_tensors
+    h = torch.ops.w4a16.gemm(x.detach(), codes, scales, global_scale, zero_points, bias, *ctx.weight_args[:2],
+                             ctx.alpha, ctx.weight_args[2])
+    gate, up = split_gate_up(h.float(), dim=-1)
+    dy = grad_y.float()
+    t = torch.tanh(_GELU_TANH_C * (gate + 0.044715 * gate ** 3))
+    gelu = 0.5 * gate * (1.0 + t)
+    dgelu = 0.5 * (1.0 + t) + 0.5 * gate * (1.0 - t * t) * _GELU_TANH_C * (1.0 + 3 * 0.044715 * gate * gate)
+    grad_h = interleave_gate_up((dy * up * dgelu).movedim(-1, 0), (dy * gelu).movedim(-1, 0)).movedim(0, -1)
+    return _grads_from(ctx, grad_h, codes, scales, global_scale, zero_points)
+
+
+gemm_geglu.register_autograd(_geglu_backward, setup_context=_geglu_setup_context)
