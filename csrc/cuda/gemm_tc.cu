@@ -718,14 +718,6 @@ template <class C> __device__ __forceinline__ tile_origin wgmma_tile_at(const tc
 }
 
 #if W4A16_HAVE_WGMMA
-/* The warpgroup kernel's K split: the gridDim.z CTAs of one output tile run as a
- * thread-block cluster. Each stages its fp32 sums in its own shared memory; after the
- * cluster barrier CTA r adds up the r-th share of the tile's rows of 8 outputs from all of
- * them (distributed shared memory, 16-byte loads), applies the epilogue factor and bias
- * and writes those outputs of y; the second barrier keeps every CTA's shared memory
- * alive until the others have read it. The partial sums never leave the GPC: the
- * workspace round trip and the second kernel of reduce_split_k (10 µs of 120 on
- * 2048x16384 at M = 968, H100) are gone. Used for split 2 (splits_in_cluster). */
 /* v[e] = the sum over the cluster's CTAs of their staged fp32 src[e], e < 8 */
 __device__ __forceinline__ void add_cluster_sums(const float *src, uint32_t splits, float (&v)[8])
 {
@@ -763,6 +755,14 @@ __device__ __forceinline__ void reduce_geglu_units_in_cluster(const tc_args &a, 
     }
 }
 
+/* The warpgroup kernel's K split: the gridDim.z CTAs of one output tile run as a
+ * thread-block cluster. Each stages its fp32 sums in its own shared memory; after the
+ * cluster barrier CTA r adds up the r-th share of the tile's rows of 8 outputs from all of
+ * them (distributed shared memory, 16-byte loads), applies the epilogue factor and bias
+ * and writes those outputs of y; the second barrier keeps every CTA's shared memory
+ * alive until the others have read it. The partial sums never leave the GPC: the
+ * workspace round trip and the second kernel of reduce_split_k (10 µs of 120 on
+ * 2048x16384 at M = 968, H100) are gone. Used for split 2 (splits_in_cluster). */
 template <int FMT, typename T, class C>
 __device__ __forceinline__ void reduce_tile_in_cluster(const tc_args &a, const float (&acc)[C::FN][C::FM][4],
                                                        uint8_t *out, int wn, tile_origin at)
@@ -984,8 +984,9 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
 }
 
 /* y = factor * sum over splits of partials + bias; one thread per element of y (GEGLU:
- * per output, from gate row n and up row n + 8 of the partials). A template flag, as a
- * run-time one cost 0.3-0.5 µs a call on the split rows (H100). */
+ * per output, from gate row n and up row n + 8 of the partials). GEGLU is a template flag
+ * so that the plain kernel stays as it was: a first build with a run-time flag here (and
+ * in the other epilogues) made the split rows 0.3-1.3 µs slower (H100; not isolated). */
 template <int FMT, typename T, bool GEGLU>
 __global__ void reduce_split_k(tc_args a, int splits)
 {

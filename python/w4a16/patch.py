@@ -84,7 +84,8 @@ class GatedMLP(torch.nn.Module):
         self.gate_up, self.down_proj, self.act_fn = gate_up, down, act_fn
         self.intermediate = intermediate
         self.fused_activation = is_gelu_tanh(act_fn)
-        self.register_buffer("gate_up_interleave", torch.tensor(GATED_ROWS, dtype=torch.int32))
+        self.register_buffer("gate_up_interleave",
+                             torch.tensor(GATED_ROWS, dtype=torch.int32, device=gate_up.weight.device))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gu = self.gate_up

@@ -77,7 +77,8 @@ def split_gate_up(rows: torch.Tensor, dim: int = 0) -> tuple[torch.Tensor, torch
 
 def geglu_reference(h: torch.Tensor) -> torch.Tensor:
     """gelu_tanh(gate) * up of h [..., N] in gemm_geglu's order -> [..., N/2] in h's dtype,
-    in fp32 and rounded once (the kernels' formula)."""
+    in fp32 and rounded once: the kernels' result, to fp32 rounding (they evaluate the same
+    function as v / (1 + exp(-2z)), torch as 0.5 v (1 + tanh z))."""
     gate, up = split_gate_up(h.float(), dim=-1)
     return (torch.nn.functional.gelu(gate, approximate="tanh") * up).to(h.dtype)
 
