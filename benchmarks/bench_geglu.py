@@ -26,7 +26,7 @@ import torch
 import w4a16
 from w4a16.torch_ops import split_gate_up
 
-from bench_gemm_gpu import clone_weight, copies_needed, time_per_call
+from bench_gemm_gpu import rotated_weights, time_per_call
 
 SHAPES = [(8192, 1024), (32768, 2048)]
 BATCHES = [1, 10, 50, 128, 968]
@@ -44,11 +44,7 @@ def run() -> list[dict]:
     rows = []
     for n, k in SHAPES:
         w = (torch.randn(n, k, device="cuda") * 0.02).to(torch.bfloat16)
-        dense = [w.clone() for _ in range(copies_needed(w.numel() * 2, l2))]
-        quantized = {}
-        for name, make in FORMATS.items():
-            qw = w4a16.prepack(make(w))
-            quantized[name] = [qw] + [clone_weight(qw) for _ in range(copies_needed(qw.nbytes, l2) - 1)]
+        dense, quantized = rotated_weights(w, FORMATS, l2)
         for m in BATCHES:
             x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
             h = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)

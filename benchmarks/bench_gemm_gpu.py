@@ -82,6 +82,18 @@ def clone_weight(qw: w4a16.QuantizedWeight) -> w4a16.QuantizedWeight:
                                  c(qw.global_scale), c(qw.zero_points), qw.layout)
 
 
+def rotated_weights(w: torch.Tensor, formats: dict, l2_bytes: int) -> tuple[list, dict]:
+    """Copies of w (bf16) and of its prepacked quantization in each of `formats` (name ->
+    quantizer), enough of each to exceed 4x L2, so that a graph cycling through them reads
+    every weight from DRAM: (dense copies, {name: quantized copies})."""
+    dense = [w.clone() for _ in range(copies_needed(w.numel() * 2, l2_bytes))]
+    quantized = {}
+    for name, make in formats.items():
+        qw = w4a16.prepack(make(w))
+        quantized[name] = [qw] + [clone_weight(qw) for _ in range(copies_needed(qw.nbytes, l2_bytes) - 1)]
+    return dense, quantized
+
+
 def torch_int4_weights(w: torch.Tensor, copies: int):
     """torch's tinygemm int4 (group 128) packing of w, or None where this torch lacks it."""
     n, k = w.shape
@@ -111,11 +123,7 @@ def run(args) -> dict:
     rows = []
     for n, k in shapes:
         w = (torch.randn(n, k, device="cuda") * 0.02).to(torch.bfloat16)
-        dense_copies = [w.clone() for _ in range(copies_needed(w.numel() * 2, l2))]
-        quantized = {}
-        for name, make in FORMATS.items():
-            qw = w4a16.prepack(make(w))
-            quantized[name] = [qw] + [clone_weight(qw) for _ in range(copies_needed(qw.nbytes, l2) - 1)]
+        dense_copies, quantized = rotated_weights(w, FORMATS, l2)
         canonical = [w4a16.unprepack(qw) for qw in quantized["nvfp4"]]
         tiny = torch_int4_weights(w, copies_needed(n * k // 2, l2))
         for m in batches:

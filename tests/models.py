@@ -18,6 +18,20 @@ QUANTIZERS = {
 }
 
 
+class GemmaLikeMLP(torch.nn.Module):
+    """down(act(gate(x)) * up(x)) with separate bias-free Linears, as Gemma's MLP (act: tanh GELU)."""
+
+    def __init__(self, hidden: int, intermediate: int, act: torch.nn.Module | None = None) -> None:
+        super().__init__()
+        self.gate_proj = torch.nn.Linear(hidden, intermediate, bias=False)
+        self.up_proj = torch.nn.Linear(hidden, intermediate, bias=False)
+        self.down_proj = torch.nn.Linear(intermediate, hidden, bias=False)
+        self.act_fn = torch.nn.GELU(approximate="tanh") if act is None else act
+
+    def forward(self, x):
+        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+
+
 def random_weight(rng, n: int, k: int, dtype: torch.dtype, device: str = "cuda") -> torch.Tensor:
     """Gaussian [n, k] weight with a random overall scale (0.005 .. 0.5)."""
     w = rng.standard_normal((n, k)).astype(np.float32) * rng.uniform(0.005, 0.5)

@@ -10,7 +10,7 @@ import pytest
 import w4a16
 
 torch = pytest.importorskip("torch")
-from models import QUANTIZERS, random_weight  # noqa: E402
+from models import QUANTIZERS, GemmaLikeMLP, random_weight  # noqa: E402
 from w4a16.patch import GatedMLP, is_gelu_tanh  # noqa: E402
 from w4a16.torch_ops import geglu_reference, interleave_gate_up, split_gate_up  # noqa: E402
 
@@ -139,18 +139,6 @@ def test_gemm_geglu_backward_matches_float64(rng):
 
 # ---- GatedMLP -------------------------------------------------------------------------------
 
-class GemmaLikeMLP(torch.nn.Module):
-    def __init__(self, hidden: int, intermediate: int, act: torch.nn.Module) -> None:
-        super().__init__()
-        self.gate_proj = torch.nn.Linear(hidden, intermediate, bias=False)
-        self.up_proj = torch.nn.Linear(hidden, intermediate, bias=False)
-        self.down_proj = torch.nn.Linear(intermediate, hidden, bias=False)
-        self.act_fn = act
-
-    def forward(self, x):
-        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
-
-
 def wrapped(act: torch.nn.Module) -> torch.nn.Sequential:
     torch.manual_seed(0)
     return torch.nn.Sequential(GemmaLikeMLP(128, 256, act))
@@ -166,7 +154,7 @@ def test_activation_check_recognises_only_tanh_gelu():
         raise RuntimeError("no CPU kernel")
 
     assert not is_gelu_tanh(broken)
-    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("transformers")
     from transformers.activations import ACT2FN
 
     assert is_gelu_tanh(ACT2FN["gelu_pytorch_tanh"])
@@ -244,7 +232,7 @@ def test_unaligned_intermediate_is_not_fused():
 
 # ---- on a GPU: every kernel config ------------------------------------------------------------
 
-GPU_CONFIGS = [c for c in w4a16.gemm_configs()]
+GPU_CONFIGS = w4a16.gemm_configs()
 
 
 def gpu_case(rng, fmt, dtype, n, k, m):

@@ -11,18 +11,7 @@ onnx = pytest.importorskip("onnx")
 import w4a16  # noqa: E402
 from w4a16.export import to_onnx  # noqa: E402
 from w4a16.onnx_export import dequantize_graph  # noqa: E402
-
-
-class GemmaLikeMLP(torch.nn.Module):
-    def __init__(self, hidden: int, intermediate: int) -> None:
-        super().__init__()
-        self.gate_proj = torch.nn.Linear(hidden, intermediate, bias=False)
-        self.up_proj = torch.nn.Linear(hidden, intermediate, bias=False)
-        self.down_proj = torch.nn.Linear(intermediate, hidden, bias=False)
-        self.act_fn = torch.nn.GELU(approximate="tanh")
-
-    def forward(self, x):
-        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+from models import GemmaLikeMLP  # noqa: E402
 
 
 def two_layer_mlp(dtype, fmt, **kwargs):
