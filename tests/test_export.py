@@ -197,7 +197,9 @@ def test_cli_exports_a_module_to_onnx(tmp_path):
     import sys
 
     onnx = pytest.importorskip("onnx")
-    env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).parent))
+    # the tests' folder (cli_model) ahead of whatever path finds w4a16 in this process
+    path = [str(pathlib.Path(__file__).parent)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
     done = subprocess.run([sys.executable, "-m", "w4a16", "export", "--module", "cli_model:build", "--format", "int4", "--group-size", "32",
                            "--to", "onnx", "--output", str(tmp_path / "mlp.onnx")], capture_output=True, text=True,
                           env=env)
