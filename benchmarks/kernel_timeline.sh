@@ -6,6 +6,7 @@
 #   [CASES=NxKxM,...] bash benchmarks/kernel_timeline.sh
 set -uo pipefail
 src=$(mktemp -d)
+trap 'rm -rf "$src"' EXIT
 tar --exclude=./build --exclude=./.out --exclude=./.git -cf - . | tar -xf - -C "$src"
 if command -v patch > /dev/null; then (cd "$src" && patch -s -p1 < benchmarks/kernel_timeline.patch) || exit 1
 else (cd "$src" && git apply benchmarks/kernel_timeline.patch) || exit 1; fi
