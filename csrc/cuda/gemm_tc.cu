@@ -1003,7 +1003,7 @@ __global__ void reduce_split_k(tc_args a, int splits)
     }
     const int64_t cols = a.n / 2;
     if (i >= a.m * cols) return;
-    const int64_t m = i / cols, col = i % cols, n = 16 * (col / 8) + col % 8;
+    const int64_t m = i / cols, col = i % cols, n = geglu_gate_row(col);
     const float *sums = a.partials + m * a.n + n;
     float gate = 0.0f, up = 0.0f;
     for (int z = 0; z < splits; z++) {

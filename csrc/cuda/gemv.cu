@@ -418,7 +418,7 @@ __global__ void gemm_w4_generic(w4a16_cuda_gemm_args a)
     const int64_t m_begin = (int64_t)blockIdx.y * 16;
     const int64_t cols = a.geglu ? a.n / 2 : a.n;
     if (col >= cols) return;
-    const int64_t n = a.geglu ? 16 * (col / 8) + col % 8 : col;
+    const int64_t n = a.geglu ? geglu_gate_row(col) : col;
     uint16_t *y = static_cast<uint16_t *>(a.y);
     float acc[16], up[16];
     generic_row_sums<T>(a, n, m_begin, lane, acc);
