@@ -82,15 +82,17 @@ def clone_weight(qw: w4a16.QuantizedWeight) -> w4a16.QuantizedWeight:
                                  c(qw.global_scale), c(qw.zero_points), qw.layout)
 
 
+def quantized_copies(qw: w4a16.QuantizedWeight, l2_bytes: int) -> list[w4a16.QuantizedWeight]:
+    """qw and enough copies of it to exceed 4x L2, so that a graph cycling through them reads
+    every weight from DRAM."""
+    return [qw] + [clone_weight(qw) for _ in range(copies_needed(qw.nbytes, l2_bytes) - 1)]
+
+
 def rotated_weights(w: torch.Tensor, formats: dict, l2_bytes: int) -> tuple[list, dict]:
     """Copies of w (bf16) and of its prepacked quantization in each of `formats` (name ->
-    quantizer), enough of each to exceed 4x L2, so that a graph cycling through them reads
-    every weight from DRAM: (dense copies, {name: quantized copies})."""
+    quantizer), as quantized_copies: (dense copies, {name: quantized copies})."""
     dense = [w.clone() for _ in range(copies_needed(w.numel() * 2, l2_bytes))]
-    quantized = {}
-    for name, make in formats.items():
-        qw = w4a16.prepack(make(w))
-        quantized[name] = [qw] + [clone_weight(qw) for _ in range(copies_needed(qw.nbytes, l2_bytes) - 1)]
+    quantized = {name: quantized_copies(w4a16.prepack(make(w)), l2_bytes) for name, make in formats.items()}
     return dense, quantized
 
 

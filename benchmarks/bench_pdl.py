@@ -27,7 +27,7 @@ def child() -> None:
     import torch
 
     import w4a16
-    from bench_gemm_gpu import clone_weight, copies_needed, time_per_call
+    from bench_gemm_gpu import copies_needed, quantized_copies, time_per_call
 
     torch.manual_seed(0)
     l2 = torch.cuda.get_device_properties(0).L2_cache_size
@@ -37,8 +37,7 @@ def child() -> None:
         x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
         y = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
         dense = [w.clone() for _ in range(copies_needed(w.numel() * 2, l2))]
-        qw = w4a16.prepack(w4a16.quantize_nvfp4(w))
-        copies = [qw] + [clone_weight(qw) for _ in range(copies_needed(qw.nbytes, l2) - 1)]
+        copies = quantized_copies(w4a16.prepack(w4a16.quantize_nvfp4(w)), l2)
         out[f"{n}x{k}/{m}"] = {
             "cublas_us": 1e6 * time_per_call([lambda wc=wc: torch.nn.functional.linear(x, wc) for wc in dense]),
             "nvfp4_us": 1e6 * time_per_call([lambda q=q: w4a16.gemm(x, q, out=y) for q in copies]),

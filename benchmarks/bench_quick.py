@@ -22,7 +22,7 @@ for n, k, m in cases:
             qw = b.FORMATS[name](w)
             if layout == "prepacked":
                 qw = w4a16.prepack(qw)
-            copies = [qw] + [b.clone_weight(qw) for _ in range(b.copies_needed(qw.nbytes, props.L2_cache_size) - 1)]
+            copies = b.quantized_copies(qw, props.L2_cache_size)
             tq = b.time_per_call([lambda q=q: w4a16.gemm(x, q, out=y) for q in copies], replays=20)
             floor = (qw.nbytes + m * k * 2 + m * n * 2) / bw
             parts.append(f"{name}/{layout[:4]} {tq * 1e6:5.1f} {100 * floor / tq:3.0f}% {t / tq:4.2f}x")

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 import w4a16
-from bench_gemm_gpu import clone_weight, copies_needed
+from bench_gemm_gpu import quantized_copies
 from w4a16.timing import capture, replay_seconds
 
 RECORD = np.dtype([("g", "<u8", 6), ("c", "<i8", 6), ("sm", "<u4"), ("cta", "<u4"), ("kind", "<u4"),
@@ -97,8 +97,7 @@ def main() -> None:
     print(f"device: {torch.cuda.get_device_name()}")
     for n, k, m in cases:
         w = (torch.randn(n, k, device="cuda") * 0.02).to(torch.bfloat16)
-        qw = w4a16.prepack(w4a16.quantize_nvfp4(w))
-        weights = [qw] + [clone_weight(qw) for _ in range(copies_needed(qw.nbytes, l2) - 1)]
+        weights = quantized_copies(w4a16.prepack(w4a16.quantize_nvfp4(w)), l2)
         x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
         y = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
 
