@@ -858,7 +858,15 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
     const int rows[2] = {16 * warp + g, 16 * warp + g + 8};
     const int own_chunk = t % CHUNKS;
     scale_cursor<FMT, T> scales[2];
-    raw_scale own[2];
+    /* own[f]: the raw scales of the next stage to be decoded into fragment set f. Without
+     * WALK they are read two stages ahead (stage s + 2's while stage s is decoded): read one
+     * stage ahead, ptxas sank the loads below the next stage's first wgmma, and warps
+     * waited on them after the barrier (Nsight Compute's stall samples, 16384x2048 M = 32:
+     * ~3% of all of them on the first use). Measured (H100, A/B, four passes): 16384x2048 at
+     * M = 50 / 64 nvfp4 -3 to -5%, mxfp4 -2 to -5% on the large shapes; 8192x1024 at M = 50
+     * nvfp4 +1.3% (its 8 stages pay the second load before the first decode). WALK reads one
+     * ahead into own[0]: a tile's last stage starts the next tile's cursors. */
+    raw_scale own[2][2];
     int scale_tile = blockIdx.x;
     auto start_scales = [&]() { /* the cursors at stage 0 of scale_tile */
         const int64_t n0 = wgmma_tile_at<C>(a, scale_tile).n0;
@@ -866,7 +874,8 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
         for (int h = 0; h < 2; h++) {
             scales[h] = scale_cursor<FMT, T>(a.scales, a.zero_points, a.k, a.group, min(n0 + rows[h], a.n - 1),
                                              k_begin, a.chunk_shift);
-            own[h] = scales[h].load_chunk((uint32_t)own_chunk);
+            own[0][h] = scales[h].load_chunk((uint32_t)own_chunk);
+            if (!WALK && stages_total > 1) own[1][h] = scales[h].load_chunk((uint32_t)(CHUNKS + own_chunk));
         }
     };
     start_scales();
@@ -876,15 +885,21 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
     uint32_t frag[2][STEPS][4]; /* [set][k16 step]: the A fragment {row g, row g + 8} x {2t, 2t + 8} */
     /* stage s (stage s_kt of its tile) -> fragment set `set`: word t of chunk c of row h
      * gives k16 steps 2c and 2c + 1 */
-    auto decode_stage = [&](int s, int s_kt, int set) {
+    auto decode_stage = [&](int s, int s_kt, auto set_tag) {
+        constexpr int set = decltype(set_tag)::value;
         const uint8_t *ws = smem + (s % C::STAGES) * C::STAGE_BYTES;
         chunk_scale mine[2];
+        constexpr int slot = WALK ? 0 : set;
 #pragma unroll
-        for (int h = 0; h < 2; h++) mine[h] = scale_cursor<FMT, T>::resolve(own[h], lut, a.other_scale_type);
-        if (!WALK || s_kt + 1 < tile_stages) {
+        for (int h = 0; h < 2; h++) mine[h] = scale_cursor<FMT, T>::resolve(own[slot][h], lut, a.other_scale_type);
+        if (!WALK) {
+            if (s + 2 < stages_total)
+#pragma unroll
+                for (int h = 0; h < 2; h++) own[slot][h] = scales[h].load_chunk((uint32_t)(s_kt + 2) * CHUNKS + own_chunk);
+        } else if (s_kt + 1 < tile_stages) {
             if (s + 1 < stages_total)
 #pragma unroll
-                for (int h = 0; h < 2; h++) own[h] = scales[h].load_chunk((uint32_t)(s_kt + 1) * CHUNKS + own_chunk);
+                for (int h = 0; h < 2; h++) own[0][h] = scales[h].load_chunk((uint32_t)(s_kt + 1) * CHUNKS + own_chunk);
         } else if (s + 1 < stages_total) {
             scale_tile += gridDim.x; /* stage s + 1 starts the CTA's next tile */
             start_scales();
@@ -918,7 +933,7 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
     __syncthreads(); /* the barriers are initialised, the scale table is filled */
     if (stages_total > 0) {
         wait_stage(0);
-        decode_stage(0, 0, 0);
+        decode_stage(0, 0, std::integral_constant<int, 0>());
     }
 
     /* stage s, stage kt of its tile, with fragment set `set` (a constant: the loops below
@@ -936,7 +951,7 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
         if (threadIdx.x == 0) copy_stage(s + C::STAGES - 1);
         if (s + 1 < stages_total) {
             wait_stage(s + 1);
-            decode_stage(s + 1, WALK && kt + 1 == tile_stages ? 0 : kt + 1, set ^ 1);
+            decode_stage(s + 1, WALK && kt + 1 == tile_stages ? 0 : kt + 1, std::integral_constant<int, set ^ 1>());
         }
     };
     /* A finished tile's y. A walking CTA's pipeline already holds stages of its next tile,
