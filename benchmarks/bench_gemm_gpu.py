@@ -12,7 +12,7 @@ Method: weights rotate through enough copies to exceed 4x the L2 cache, so every
 reads its weights from DRAM; a CUDA graph holds one call per copy and is replayed; the
 time per call is the median over replays (CUDA events) divided by the calls per graph.
 
-    python benchmarks/bench_gemm_gpu.py [--out DIR] [--quick]
+    python benchmarks/bench_gemm_gpu.py [--out DIR] [--quick] [--shapes 16384x2048,...] [--batches 32,64,...]
 """
 
 from __future__ import annotations
@@ -122,6 +122,10 @@ def run(args) -> dict:
     print(f"device {props.name}, L2 {l2 / 2**20:.0f} MiB, copy bandwidth {bandwidth / 1e12:.2f} TB/s")
     shapes = SHAPES[:2] if args.quick else SHAPES
     batches = [1, 16, 50] if args.quick else BATCHES
+    if args.shapes:
+        shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    if args.batches:
+        batches = [int(v) for v in args.batches.split(",")]
     rows = []
     for n, k in shapes:
         w = (torch.randn(n, k, device="cuda") * 0.02).to(torch.bfloat16)
@@ -219,6 +223,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default=os.environ.get("OUT", "."), help="directory for results.json and results.md")
     parser.add_argument("--quick", action="store_true", help="two shapes, three batch sizes")
+    parser.add_argument("--shapes", help="N x K pairs to run instead, e.g. 16384x2048,1024x4096")
+    parser.add_argument("--batches", help="values of M to run instead, e.g. 32,64")
     args = parser.parse_args()
     result = run(args)
     device = torch.cuda.get_device_name(0)
