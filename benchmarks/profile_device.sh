@@ -3,12 +3,23 @@
 #   [KERNEL=regex:gemm_tc] bash benchmarks/profile_device.sh [profile_gemv.py arguments]
 # KERNEL picks the kernel by name (default: the small-M kernel); STALLS=1 prints the stall
 # reasons per issued instruction, the pipe mix and the shared-memory wavefronts and bank
-# conflicts of loads and stores instead of the sections; SKIPBUILD=1 profiles the build installed
-# by an earlier call. ncu leaves the clocks as it finds them (--clock-control none).
+# conflicts of loads and stores instead of the sections; SASS=1 samples stalls per SASS
+# instruction and prints them through sass_stalls.py (the CSV goes to $OUT, or /tmp);
+# SKIPBUILD=1 profiles the build installed by an earlier call. ncu leaves the clocks as it
+# finds them (--clock-control none).
 set -uo pipefail
 [ -n "${SKIPBUILD:-}" ] || W4A16_CUDA_ARCHS=90 python3 -m pip install --no-build-isolation --no-deps -q . > /tmp/build.log 2>&1 ||
     { tail -50 /tmp/build.log; exit 1; }
 cd /tmp
+if [ -n "${SASS:-}" ]; then
+    out=${OUT:-/tmp}
+    ncu --clock-control none -k "${KERNEL:-regex:gemv_w4}" --launch-skip 2 --launch-count 1 --section SourceCounters \
+        -f -o /tmp/w4a16-sass python3 "$OLDPWD/benchmarks/profile_gemv.py" "$@" > /tmp/w4a16-sass.log 2>&1 ||
+        { tail -20 /tmp/w4a16-sass.log; exit 1; }
+    ncu -i /tmp/w4a16-sass.ncu-rep --page source --csv --print-source sass > "$out/sass_stalls.csv" || exit 1
+    python3 "$OLDPWD/benchmarks/sass_stalls.py" "$out/sass_stalls.csv"
+    exit 0
+fi
 if [ -n "${STALLS:-}" ]; then
     S=smsp__average_warps_issue_stalled
     metrics=""
