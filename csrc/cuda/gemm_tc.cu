@@ -863,7 +863,7 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
      * stage ahead, ptxas sank the loads below the next stage's first wgmma, and warps
      * waited on them after the barrier (Nsight Compute's stall samples, 16384x2048 M = 32:
      * ~3% of all of them on the first use). Measured (H100, A/B, four passes): 16384x2048 at
-     * M = 50 / 64 nvfp4 -3 to -5%, mxfp4 -2 to -5% on the large shapes; 8192x1024 at M = 50
+     * M = 50 / 64 nvfp4 -2 to -5%, mxfp4 -2 to -5% on the large shapes; 8192x1024 at M = 50
      * nvfp4 +1.3% (its 8 stages pay the second load before the first decode). WALK reads one
      * ahead into own[0]: a tile's last stage starts the next tile's cursors. */
     raw_scale own[2][2];
