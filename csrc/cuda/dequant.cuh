@@ -370,6 +370,13 @@ __device__ __forceinline__ uint16_t output_bits(float sum, float factor, const v
     return bits16<T>::from_float(v);
 }
 
+/* The weight row of output column `col` of w4a16_gemm_geglu's y [M, N/2]: its gate row (the
+ * up row is W4A16_GATED_ROWS further on). */
+__device__ __forceinline__ int64_t geglu_gate_row(int64_t col)
+{
+    return 2 * W4A16_GATED_ROWS * (col / W4A16_GATED_ROWS) + col % W4A16_GATED_ROWS;
+}
+
 /* One output of w4a16_gemm_geglu: gelu_tanh(gate) * up of two outputs already rounded to
  * T (as the plain gemm stores them), in fp32, rounded once. Gate row 16j + r pairs with up
  * row 16j + 8 + r: the rows g and g + 8 that one thread of an m16 mma tile holds.
@@ -379,13 +386,6 @@ __device__ __forceinline__ uint16_t output_bits(float sum, float factor, const v
  * tensor-core kernel's epilogue moved ptxas's register allocation and made some tiles 4-7%
  * slower on plain gemms (H100). Past z = -44, exp overflows and __fdividef gives -0: the
  * limit. */
-/* The weight row of output column `col` of w4a16_gemm_geglu's y [M, N/2]: its gate row (the
- * up row is W4A16_GATED_ROWS further on). */
-__device__ __forceinline__ int64_t geglu_gate_row(int64_t col)
-{
-    return 2 * W4A16_GATED_ROWS * (col / W4A16_GATED_ROWS) + col % W4A16_GATED_ROWS;
-}
-
 template <typename T>
 __device__ __forceinline__ uint16_t geglu_bits(uint16_t gate, uint16_t up)
 {
