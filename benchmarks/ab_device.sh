@@ -44,6 +44,9 @@ for name in "${names[@]}"; do
         > "$work/build-$name.log" 2>&1 || { echo "build $name failed:"; tail -30 "$work/build-$name.log"; }) &
 done
 wait
+for name in "${names[@]}"; do  # a failed build must not time whatever w4a16 is installed
+    [ -d "$work/lib-$name/w4a16" ] || { echo "ab_device.sh: build $name failed" >&2; exit 1; }
+done
 echo "built in ${SECONDS}s"
 cd /tmp  # each build's w4a16, not the source tree's
 for pass in $(seq "$passes"); do
