@@ -2,11 +2,11 @@
 
 Imports whichever w4a16 is first on PYTHONPATH (ab_device.sh points it at each build in
 turn) and prints one line per (format, shape, M): `NAME FORMAT NxK M=m MICROSECONDS`,
-the best of 3 x 20 replays of a CUDA graph that calls gemm once per weight copy (prepacked
-weights rotated past 4x L2, as bench_gemm_gpu.py). ab_table.py summarises the lines of
+the best of 3 medians of 20 replays of a CUDA graph that calls gemm once per weight copy
+(bench_gemm_gpu.py's time_per_call; prepacked weights rotated past 4x L2, as there). ab_table.py summarises the lines of
 several builds and passes.
 
-    PYTHONPATH=BUILD python benchmarks/ab_times.py NAME [--rows issue|focus] [--formats nvfp4,mxfp4,int4]
+    PYTHONPATH=BUILD python benchmarks/ab_times.py NAME [--rows issue|focus] [--formats nvfp4,mxfp4,int4-g128]
 """
 
 from __future__ import annotations
@@ -18,16 +18,10 @@ import sys
 import torch
 
 import w4a16
-from w4a16.timing import capture, replay_seconds
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_gemm_gpu import quantized_copies  # noqa: E402
+from bench_gemm_gpu import FORMATS, quantized_copies, time_per_call  # noqa: E402
 
-QUANTIZERS = {
-    "nvfp4": w4a16.quantize_nvfp4,
-    "mxfp4": w4a16.quantize_mxfp4,
-    "int4": lambda w: w4a16.pack_int4(w, 128),
-}
 # (N, K, values of M): issue 4's speed rows, or the two shapes most A/B runs watched
 ROWS = {
     "issue": [(16384, 2048, [32, 64]), (32768, 2048, [32, 64]), (2048, 16384, [32, 64]),
@@ -36,24 +30,16 @@ ROWS = {
 }
 
 
-def best_call_seconds(calls_per_graph: int, run) -> float:
-    """Best of three medians of 20 graph replays of `run`, per call."""
-    graph = capture(run)
-    seconds = min(replay_seconds(graph, repeats=20) for _ in range(3)) / calls_per_graph
-    del graph
-    return seconds
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", help="the build's label, first word of every line")
     parser.add_argument("--rows", choices=sorted(ROWS), default="issue")
-    parser.add_argument("--formats", default="nvfp4,mxfp4", help="comma-separated: " + ", ".join(QUANTIZERS))
+    parser.add_argument("--formats", default="nvfp4,mxfp4", help="comma-separated: " + ", ".join(FORMATS))
     args = parser.parse_args()
     formats = args.formats.split(",")
-    unknown = [f for f in formats if f not in QUANTIZERS]
+    unknown = [f for f in formats if f not in FORMATS]
     if unknown:
-        parser.error(f"--formats: unknown {', '.join(unknown)}; expected some of {', '.join(QUANTIZERS)}")
+        parser.error(f"--formats: unknown {', '.join(unknown)}; expected some of {', '.join(FORMATS)}")
     if not torch.cuda.is_available():
         sys.exit("ab_times.py: needs a CUDA GPU")
     device = torch.device("cuda")
@@ -62,16 +48,13 @@ def main() -> None:
         for n, k, batches in ROWS[args.rows]:
             g = torch.Generator(device=device).manual_seed(n + k)
             w = torch.randn(n, k, device=device, generator=g, dtype=torch.bfloat16)
-            copies = quantized_copies(w4a16.prepack(QUANTIZERS[fmt](w)), l2)
+            copies = quantized_copies(w4a16.prepack(FORMATS[fmt](w)), l2)
             for m in batches:
                 x = torch.randn(m, k, device=device, generator=g, dtype=torch.bfloat16)
                 y = torch.empty(m, n, device=device, dtype=torch.bfloat16)
-
-                def run() -> None:
-                    for qw in copies:
-                        w4a16.gemm(x, qw, out=y)
-
-                print(f"{args.name} {fmt} {n}x{k} M={m} {best_call_seconds(len(copies), run) * 1e6:.2f}", flush=True)
+                calls = [lambda q=q: w4a16.gemm(x, q, out=y) for q in copies]
+                seconds = min(time_per_call(calls, replays=20) for _ in range(3))  # best of 3 medians
+                print(f"{args.name} {fmt} {n}x{k} M={m} {seconds * 1e6:.2f}", flush=True)
             del copies
 
 
