@@ -13,57 +13,88 @@ from w4a16 import tuning
 torch = pytest.importorskip("torch")
 
 
-def prepack_oracle(codes: np.ndarray) -> np.ndarray:
+# Where bits 0, 1, 2, 3 of the code in slot j of a 16-bit half go (the quantize.prepack
+# docstring): INT4 nibble j; E2M1 magnitude at 6 / 3 / 0 with the sign 9 above, and slot 3
+# the bits left over.
+SLOT_BITS = {
+    "int4": [(0, 1, 2, 3), (4, 5, 6, 7), (8, 9, 10, 11), (12, 13, 14, 15)],
+    "e2m1": [(6, 7, 8, 15), (3, 4, 5, 12), (0, 1, 2, 9), (13, 14, 10, 11)],
+}
+
+
+def prepack_oracle(codes: np.ndarray, kind: str) -> np.ndarray:
     """Independent statement of the order: a row is cut into chunks of 32 elements (the
     last may hold 8, 16 or 24); in a chunk of W words, pair p (elements 2p, 2p + 1) goes to
-    nibbles j and j + 4 of word p % W, j = p // W (nibble e of a word = element e in
-    canonical order)."""
+    slot j = p // W of the low and the high 16-bit half of word p % W, bit by bit as
+    SLOT_BITS[kind][j] says (code element e = nibble e of the canonical row)."""
     n, half = codes.shape
     k = 2 * half
-    nibbles = np.empty((n, k), np.uint8)
+    nibbles = np.empty((n, k), np.uint16)
     nibbles[:, 0::2], nibbles[:, 1::2] = codes & 0xF, codes >> 4
-    out = np.empty_like(nibbles)
+    halves = np.zeros((n, k // 4), np.uint16)  # 16-bit halves of the prepacked row
     for base in range(0, k, 32):
         words = min(32, k - base) // 8
-        for p in range(4 * words):
-            w, j = p % words, p // words
-            out[:, base + 8 * w + j] = nibbles[:, base + 2 * p]
-            out[:, base + 8 * w + j + 4] = nibbles[:, base + 2 * p + 1]
-    return (out[:, 0::2] | (out[:, 1::2] << 4)).astype(np.uint8)
+        for e in range(8 * words):
+            p = e // 2
+            h = base // 4 + 2 * (p % words) + e % 2
+            for bit, pos in enumerate(SLOT_BITS[kind][p // words]):
+                halves[:, h] |= ((nibbles[:, base + e] >> bit) & 1) << pos
+    return halves.astype("<u2").view(np.uint8).reshape(n, half)
 
 
-@pytest.mark.parametrize("k", [96, 48, 112, 16])
-def test_prepack_matches_oracle_and_round_trips(rng, k):
-    """Whole chunks (K = 96) and a last chunk of 2 words (K = 48, 112) or only that (16)."""
-    qw = w4a16.quantize_nvfp4(rng.standard_normal((24, k)).astype(np.float32))
+@pytest.mark.parametrize("make,kind,k", [(w4a16.quantize_nvfp4, "e2m1", 96), (w4a16.quantize_nvfp4, "e2m1", 48),
+                                         (w4a16.quantize_nvfp4, "e2m1", 112), (w4a16.quantize_nvfp4, "e2m1", 16),
+                                         (w4a16.quantize_mxfp4, "e2m1", 96),
+                                         (lambda w: w4a16.pack_int4(w, None), "int4", 96),
+                                         (lambda w: w4a16.pack_int4(w, None), "int4", 40),
+                                         (lambda w: w4a16.pack_int4(w, None), "int4", 56)])
+def test_prepack_matches_oracle_and_round_trips(rng, make, kind, k):
+    """Whole chunks (K = 96) and a last chunk of 1, 2 or 3 words (K = 40, 48 / 112, 56) or
+    only that (16)."""
+    qw = make(rng.standard_normal((24, k)).astype(np.float32))
     packed = w4a16.prepack(qw)
     assert packed.layout == "prepacked" and qw.layout == "canonical"
-    assert np.array_equal(packed.codes, prepack_oracle(qw.codes))
+    assert np.array_equal(packed.codes, prepack_oracle(qw.codes, kind))
     assert not np.array_equal(packed.codes, qw.codes)  # random codes: the order really changes
     assert np.array_equal(w4a16.unprepack(packed).codes, qw.codes)
     assert w4a16.prepack(packed) is packed and qw.canonical() is qw
 
 
 def _mxfp4_with_codes(codes: np.ndarray) -> w4a16.QuantizedWeight:
+    n, k = codes.shape[0], 2 * codes.shape[1]
+    return w4a16.QuantizedWeight("mxfp4", (n, k), 32, codes, np.zeros((n, max(1, k // 32)), np.uint8))
+
+
+def _int4_with_codes(codes: np.ndarray) -> w4a16.QuantizedWeight:
     k = 2 * codes.shape[1]
-    return w4a16.QuantizedWeight("mxfp4", (1, k), 32, codes, np.zeros((1, max(1, k // 32)), np.uint8))
+    return w4a16.QuantizedWeight("int4", (1, k), k, codes, np.ones((1, 1), np.float16))
 
 
-def test_hand_worked_word():
+def test_hand_worked_int4_word():
     # a row of one word (K = 8): canonical bytes 0x10 0x32 0x54 0x76 hold elements 0..7 =
     # codes 0..7; nibbles 0..3 <- elements 0, 2, 4, 6; nibbles 4..7 <- elements 1, 3, 5, 7
     codes = np.array([[0x10, 0x32, 0x54, 0x76]], np.uint8)
-    assert w4a16.prepack(_mxfp4_with_codes(codes)).codes.tolist() == [[0x20, 0x64, 0x31, 0x75]]
+    assert w4a16.prepack(_int4_with_codes(codes)).codes.tolist() == [[0x20, 0x64, 0x31, 0x75]]
 
 
-def test_hand_worked_chunk():
+def test_hand_worked_e2m1_word():
+    # the same word as E2M1 codes: the low half holds elements 0, 2, 4, 6 = codes 0, 2, 4,
+    # 6 in slots 0..3: slot 1 code 2 -> bit 4, slot 2 code 4 -> bit 2, slot 3 code 6 -> bits
+    # 14 and 10: 0x4414. The high half, codes 1, 3, 5, 7: slot 0 bit 6, slot 1 bits 3 and 4,
+    # slot 2 bits 0 and 2, slot 3 bits 13, 14, 10: 0x645D. With codes 8..15 instead (all
+    # signs set, the second row) each half gains bits 15, 12, 9 and 11: 0x9A00.
+    codes = np.array([[0x10, 0x32, 0x54, 0x76], [0x98, 0xBA, 0xDC, 0xFE]], np.uint8)
+    assert w4a16.prepack(_mxfp4_with_codes(codes)).codes.tolist() == [[0x14, 0x44, 0x5D, 0x64], [0x14, 0xDE, 0x5D, 0xFE]]
+
+
+def test_hand_worked_int4_chunk():
     # a whole chunk, element e = code e % 16 (canonical bytes 0x10, 0x32, ..., 0xFE twice).
     # Word 0 holds the pairs at elements 0, 8, 16, 24 in slots 0..3: nibbles 0..3 = codes
     # 0, 8, 0, 8 and nibbles 4..7 = 1, 9, 1, 9 -> bytes 0x80 0x80 0x91 0x91; word t likewise
     # from elements 2t + 8j.
     codes = np.array([[0x10, 0x32, 0x54, 0x76, 0x98, 0xBA, 0xDC, 0xFE] * 2], np.uint8)
     expected = [0x80, 0x80, 0x91, 0x91, 0xA2, 0xA2, 0xB3, 0xB3, 0xC4, 0xC4, 0xD5, 0xD5, 0xE6, 0xE6, 0xF7, 0xF7]
-    assert w4a16.prepack(_mxfp4_with_codes(codes)).codes.tolist() == [expected]
+    assert w4a16.prepack(_int4_with_codes(codes)).codes.tolist() == [expected]
 
 
 @pytest.mark.parametrize("make,k", [(w4a16.quantize_nvfp4, 128), (w4a16.quantize_mxfp4, 128),
@@ -87,10 +118,12 @@ def test_prepack_rejects_bad_input(rng):
     with pytest.raises(ValueError, match="layout"):
         w4a16.prepack(qw.__class__(**{**qw.__dict__, "layout": "swizzled"}))
     with pytest.raises(ValueError, match="codes: expected \\[N, K/2\\] with K a multiple of 8"):
-        w4a16._C.prepack(np.zeros((2, 6), np.uint8), np.zeros((2, 6), np.uint8), True, None)
+        w4a16._C.prepack(w4a16._C.FORMAT_NVFP4, np.zeros((2, 6), np.uint8), np.zeros((2, 6), np.uint8), True, None)
     buf = np.zeros((2, 8), np.uint8)
     with pytest.raises(ValueError, match="out.*overlaps"):
-        w4a16._C.prepack(buf, buf, True, None)
+        w4a16._C.prepack(w4a16._C.FORMAT_NVFP4, buf, buf, True, None)
+    with pytest.raises(ValueError, match="format: expected nvfp4, mxfp4 or int4"):
+        w4a16._C.prepack(7, np.zeros((2, 8), np.uint8), np.zeros((2, 8), np.uint8), True, None)
 
 
 def test_module_holds_prepacked_codes_and_saves_canonical(rng):

@@ -458,11 +458,17 @@ w4a16_status w4a16_dequantize(const w4a16_weight *w, w4a16_view *out, void *stre
 
 /* ---- prepack ------------------------------------------------------------------------ */
 
-static w4a16_status convert_layout(const w4a16_view *codes, w4a16_view *out, int to_prepacked, void *stream)
+static w4a16_status convert_layout(w4a16_format format, const w4a16_view *codes, w4a16_view *out, int to_prepacked,
+                                   void *stream)
 {
     w4a16_status st;
+    int is_int4;
     w4a16_clear_error();
     (void)stream; /* unused in a CPU-only build */
+    if (format != W4A16_FORMAT_NVFP4 && format != W4A16_FORMAT_MXFP4 && format != W4A16_FORMAT_INT4)
+        return w4a16_fail(W4A16_ERR_INVALID_ARGUMENT, "format: expected nvfp4, mxfp4 or int4 (0, 1, 2), got %d",
+                          (int)format);
+    is_int4 = format == W4A16_FORMAT_INT4;
     if ((st = expect_view(codes, "codes", DTYPE_BIT(W4A16_DTYPE_UINT8), 2, NULL)) != W4A16_OK) return st;
     if (codes->shape[1] % 4 != 0)
         return w4a16_fail(W4A16_ERR_SHAPE, "codes: expected [N, K/2] with K a multiple of 8, got K/2 = %lld",
@@ -474,24 +480,24 @@ static w4a16_status convert_layout(const w4a16_view *codes, w4a16_view *out, int
     if (codes->device_type == W4A16_DEVICE_CUDA) {
 #if defined(W4A16_WITH_CUDA)
         return w4a16_cuda_prepack((const uint8_t *)codes->data, (uint8_t *)out->data, codes->shape[0], codes->shape[1],
-                                  to_prepacked, codes->device_id, stream);
+                                  to_prepacked, is_int4, codes->device_id, stream);
 #else
         return cuda_missing(to_prepacked ? "prepack" : "unprepack");
 #endif
     }
     w4a16_prepack_ref((const uint8_t *)codes->data, (uint8_t *)out->data, codes->shape[0], codes->shape[1],
-                      to_prepacked);
+                      to_prepacked, is_int4);
     return W4A16_OK;
 }
 
-w4a16_status w4a16_prepack(const w4a16_view *codes, w4a16_view *out, void *stream)
+w4a16_status w4a16_prepack(w4a16_format format, const w4a16_view *codes, w4a16_view *out, void *stream)
 {
-    return convert_layout(codes, out, 1, stream);
+    return convert_layout(format, codes, out, 1, stream);
 }
 
-w4a16_status w4a16_unprepack(const w4a16_view *codes, w4a16_view *out, void *stream)
+w4a16_status w4a16_unprepack(w4a16_format format, const w4a16_view *codes, w4a16_view *out, void *stream)
 {
-    return convert_layout(codes, out, 0, stream);
+    return convert_layout(format, codes, out, 0, stream);
 }
 
 /* ---- gemm ---------------------------------------------------------------------------- */

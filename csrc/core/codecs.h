@@ -190,21 +190,60 @@ W4A16_HD float w4a16_code_value(uint8_t code, int is_int4, int has_zero_points)
  * A row of codes is cut into chunks of 32 elements (16 bytes, 4 little-endian 32-bit
  * words); the last chunk of a row may hold W = 1..3 words (K % 8 == 0). Within a chunk the
  * elements pair up as (2p, 2p + 1), and the prepacked layout puts pair p in slot j = p / W
- * of word w = p % W: nibbles j and j + 4 of the word (16 bits apart, like the halves of a
- * 16-bit pair register). In a whole chunk word w therefore holds the pairs at elements
- * 2w + 8j, j = 0..3 -- what thread w of a quad holds of the m16n8k16 (and wgmma) A
- * fragment over the chunk's two k16 steps, so the warpgroup kernel decodes a word straight
+ * of word w = p % W: element 2p in the word's low 16-bit half, 2p + 1 in its high half (like
+ * the halves of a 16-bit pair register). In a whole chunk word w therefore holds the pairs
+ * at elements 2w + 8j, j = 0..3 -- what thread w of a quad holds of the m16n8k16 (and wgmma)
+ * A fragment over the chunk's two k16 steps, so the warpgroup kernel decodes a word straight
  * into its registers -- and slot j of the 4 words holds elements 8j .. 8j + 7 in pair
- * order, which is how the mma.sync kernels read it. A one-word chunk (W = 1) is the
- * canonical word with its even elements in nibbles 0..3 and odd ones in 4..7. Rows, bytes
- * per row and the scales stay as they are. */
+ * order, which is how the mma.sync kernels read it. Rows, bytes per row and the scales
+ * stay as they are.
+ *
+ * Where a slot's 4 code bits sit in its half depends on the format (w4a16_prepacked_slot):
+ *   INT4: nibble j (bits 4j .. 4j + 3), as the magic-number decode wants them;
+ *   E2M1 (NVFP4, MXFP4): the 3 magnitude bits of slots 0, 1, 2 at bits 6, 3, 0 and their
+ *     signs 9 bits higher (15, 12, 9), so that one shift and one mask put magnitude and
+ *     sign where a bf16 pair wants them (bits 8..6 and 15 of each half) -- slot 0 needs no
+ *     shift at all. Slot 3 takes the bits left over: magnitude bits 0..1 at 13..14, bit 2
+ *     at 10 and the sign at 11 (a shift, a mask and one multiply that makes three
+ *     non-overlapping copies; dequant.cuh). 9 integer operations a word instead of the 12
+ *     that nibble-ordered codes need. */
 
-/* Where element e (0 .. 8 words - 1) of a chunk of `words` words sits in the prepacked
- * layout: its nibble index within the chunk. */
-W4A16_HD int w4a16_prepacked_chunk_nibble(int e, int words)
+/* Slot j's bits within its 16-bit half: the code bits under low_mask shifted left by
+ * low_shift, the other code bits by high_shift. */
+typedef struct {
+    int low_shift, low_mask, high_shift;
+} w4a16_slot_fields;
+
+W4A16_HD w4a16_slot_fields w4a16_prepacked_slot(int is_int4, int slot)
 {
-    const int p = e >> 1;
-    return 8 * (p % words) + p / words + 4 * (e & 1);
+    w4a16_slot_fields f;
+    if (is_int4) {
+        f.low_shift = f.high_shift = 4 * slot;
+        f.low_mask = 0xF;
+    } else if (slot < 3) {
+        f.low_shift = 6 - 3 * slot; /* magnitude bits 8..6, 5..3, 2..0 */
+        f.low_mask = 0x7;
+        f.high_shift = 12 - 3 * slot; /* sign bit 15, 12, 9 */
+    } else {
+        f.low_shift = 13; /* magnitude bits 0, 1 at 13, 14 */
+        f.low_mask = 0x3;
+        f.high_shift = 8; /* magnitude bit 2 at 10, sign at 11 */
+    }
+    return f;
+}
+
+/* The code in slot `slot` of a 16-bit half, and the half with `code` added in that slot. */
+W4A16_HD uint8_t w4a16_slot_code(uint32_t half, int is_int4, int slot)
+{
+    const w4a16_slot_fields f = w4a16_prepacked_slot(is_int4, slot);
+    return (uint8_t)(((half >> f.low_shift) & (uint32_t)f.low_mask) | ((half >> f.high_shift) & 0xFu & ~(uint32_t)f.low_mask));
+}
+
+W4A16_HD uint32_t w4a16_slot_put(uint32_t half, uint8_t code, int is_int4, int slot)
+{
+    const w4a16_slot_fields f = w4a16_prepacked_slot(is_int4, slot);
+    return half | ((uint32_t)code & (uint32_t)f.low_mask) << f.low_shift |
+           ((uint32_t)code & 0xFu & ~(uint32_t)f.low_mask) << f.high_shift;
 }
 
 /* The words of chunk c (16 bytes each) of a row of bytes_per_row bytes (a multiple of 4). */
@@ -214,28 +253,58 @@ W4A16_HD int w4a16_prepack_chunk_words(int64_t bytes_per_row, int64_t c)
     return left >= 16 ? 4 : (int)(left / 4);
 }
 
-/* The 4-bit code of element k of a row of codes (row_k elements) in either layout. */
-W4A16_HD uint8_t w4a16_code_at(const uint8_t *row, int64_t k, int64_t row_k, int prepacked)
+/* Element e (0 .. 8 words - 1) of a prepacked chunk of `words` words: the index of its
+ * 16-bit half in the chunk (2 word + e % 2), and its slot there. */
+W4A16_HD int w4a16_prepacked_half(int e, int words)
 {
-    int64_t nibble = k;
+    return 2 * ((e >> 1) % words) + (e & 1);
+}
+
+W4A16_HD int w4a16_prepacked_slot_of(int e, int words)
+{
+    return (e >> 1) / words;
+}
+
+W4A16_HD uint32_t w4a16_load_half(const uint8_t *chunk, int half)
+{
+    return (uint32_t)chunk[2 * half] | (uint32_t)chunk[2 * half + 1] << 8;
+}
+
+/* The 4-bit code of element k of a row of codes (row_k elements) in either layout. */
+W4A16_HD uint8_t w4a16_code_at(const uint8_t *row, int64_t k, int64_t row_k, int prepacked, int is_int4)
+{
     if (prepacked) {
         const int64_t base = k & ~(int64_t)31;
-        nibble = base + w4a16_prepacked_chunk_nibble((int)(k - base), w4a16_prepack_chunk_words(row_k / 2, k >> 5));
+        const int words = w4a16_prepack_chunk_words(row_k / 2, k >> 5), e = (int)(k - base);
+        return w4a16_slot_code(w4a16_load_half(row + base / 2, w4a16_prepacked_half(e, words)), is_int4,
+                               w4a16_prepacked_slot_of(e, words));
     }
-    return (uint8_t)((row[nibble >> 1] >> (4 * (nibble & 1))) & 0xF);
+    return (uint8_t)((row[k >> 1] >> (4 * (k & 1))) & 0xF);
 }
 
 /* One chunk of `words` (1..4) words of codes, canonical -> prepacked (to_prepacked) or
- * back, into dst (4 * words bytes, not overlapping src). */
-W4A16_HD void w4a16_prepack_chunk(const uint8_t *src, uint8_t *dst, int words, int to_prepacked)
+ * back. */
+W4A16_HD void w4a16_prepack_chunk(const uint8_t *src, uint8_t *dst, int words, int to_prepacked, int is_int4)
 {
+    uint32_t halves[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int e;
-    for (e = 0; e < 4 * words; e++) dst[e] = 0;
-    for (e = 0; e < 8 * words; e++) {
-        const int p = w4a16_prepacked_chunk_nibble(e, words);
-        const int from = to_prepacked ? e : p, to = to_prepacked ? p : e;
-        const uint8_t code = (uint8_t)((src[from >> 1] >> (4 * (from & 1))) & 0xF);
-        dst[to >> 1] = (uint8_t)(dst[to >> 1] | (code << (4 * (to & 1))));
+    if (to_prepacked) {
+        for (e = 0; e < 8 * words; e++) {
+            const int h = w4a16_prepacked_half(e, words);
+            const uint8_t code = (uint8_t)((src[e >> 1] >> (4 * (e & 1))) & 0xF);
+            halves[h] = w4a16_slot_put(halves[h], code, is_int4, w4a16_prepacked_slot_of(e, words));
+        }
+        for (e = 0; e < 2 * words; e++) {
+            dst[2 * e] = (uint8_t)(halves[e] & 0xFF);
+            dst[2 * e + 1] = (uint8_t)(halves[e] >> 8);
+        }
+    } else {
+        for (e = 0; e < 4 * words; e++) dst[e] = 0;
+        for (e = 0; e < 8 * words; e++) {
+            const uint8_t code = w4a16_slot_code(w4a16_load_half(src, w4a16_prepacked_half(e, words)), is_int4,
+                                                 w4a16_prepacked_slot_of(e, words));
+            dst[e >> 1] = (uint8_t)(dst[e >> 1] | (code << (4 * (e & 1))));
+        }
     }
 }
 

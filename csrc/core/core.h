@@ -80,8 +80,10 @@ static inline float w4a16_cpu_scale(const w4a16_cpu_weight *w, size_t index)
     return w4a16_f16_to_f32(((const uint16_t *)w->scales)[index]);
 }
 
-/* codes [n, bytes_per_row] -> out in the prepacked order (to_prepacked) or back. */
-void w4a16_prepack_ref(const uint8_t *codes, uint8_t *out, int64_t n, int64_t bytes_per_row, int to_prepacked);
+/* codes [n, bytes_per_row] -> out in the prepacked order (to_prepacked) or back; the order
+ * of a slot's bits depends on the format (is_int4: INT4, else E2M1; codecs.h). */
+void w4a16_prepack_ref(const uint8_t *codes, uint8_t *out, int64_t n, int64_t bytes_per_row, int to_prepacked,
+                       int is_int4);
 
 /* ---- CPU gemm (gemm_cpu.c) ----------------------------------------------------------- */
 

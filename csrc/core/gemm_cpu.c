@@ -3,8 +3,8 @@
  *
  * Decoding (row_decoder): 16 elements of a row of W at a time, 8 per fp32 vector. The 4-bit
  *   fields of 8 codes go to eight 32-bit lanes by shifts (canonical_codes; a whole prepacked
- *   chunk by one widening load, chunk_halves, so the modules' prepacked weights are read in
- *   place), a variable permute of two 8-entry tables gives their values (code_values8: AVX2
+ *   chunk by one widening load, chunk_halves, and two shifts and masks a slot,
+ *   prepacked_slot_codes, so the modules' prepacked weights are read in place), a variable permute of two 8-entry tables gives their values (code_values8: AVX2
  *   vpermps) and each becomes (value - zero) * scale, bit for bit what
  *   w4a16_dequantize_row_ref gives.
  *
@@ -64,6 +64,7 @@ typedef uint16_t v8hu __attribute__((vector_size(16)));
  * a v8f member would ask for 32-byte alignment, which malloc does not give. */
 typedef struct {
     float low[8], high[8]; /* codes 0..7, 8..15 */
+    w4a16_slot_fields slots[4]; /* where prepacked codes sit in a 16-bit half (codecs.h) */
 } code_tables;
 
 typedef struct {
@@ -114,6 +115,7 @@ static void fill_code_tables(const w4a16_cpu_weight *w, code_tables *tables)
         tables->low[i] = w->code_values[i];
         tables->high[i] = w->code_values[8 + i];
     }
+    for (i = 0; i < 4; i++) tables->slots[i] = w4a16_prepacked_slot(w->format == W4A16_FORMAT_INT4, i);
 }
 
 /* The 8 codes of elements 8v .. 8v + 7 of a canonical chunk (32 elements, 16 bytes): word
@@ -127,8 +129,8 @@ static inline __attribute__((always_inline)) v8su canonical_codes(const uint8_t 
 }
 
 /* The 16-bit halves of a whole prepacked chunk, one per lane. Element 8v + i of the chunk
- * is nibble v + 4i of it (codecs.h: pair p in nibbles j, j + 4 of word p % 4, j = p / 4),
- * i.e. nibble v of half i: elements 8v .. 8v + 7 are (halves >> 4v) & 15. */
+ * is in slot v of half i (codecs.h: pair p in slot p / 4 of the halves of word p % 4), so
+ * elements 8v .. 8v + 7 are prepacked_slot_codes(halves, slot v). */
 static inline __attribute__((always_inline)) v8su chunk_halves(const uint8_t *chunk)
 {
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
@@ -141,6 +143,12 @@ static inline __attribute__((always_inline)) v8su chunk_halves(const uint8_t *ch
     for (i = 0; i < 8; i++) h[i] = (uint32_t)chunk[2 * i] | (uint32_t)chunk[2 * i + 1] << 8;
     return h;
 #endif
+}
+
+/* The codes in one slot of 8 halves of a prepacked chunk (w4a16_slot_code, lane-wise). */
+static inline __attribute__((always_inline)) v8su prepacked_slot_codes(v8su halves, const w4a16_slot_fields *f)
+{
+    return (halves >> f->low_shift & (uint32_t)f->low_mask) | (halves >> f->high_shift & (15u & ~(uint32_t)f->low_mask));
 }
 
 /* The values of 8 codes (before scaling). */
@@ -198,7 +206,8 @@ static inline __attribute__((always_inline)) void row_decoder_start(row_decoder 
     d->block = (size_t)row * (size_t)(w->k / w->group_size) + (size_t)(e / w->group_size);
     row_decoder_block(d);
     if (w->prepacked && bytes % 16 && end > 32 * whole_chunks)
-        w4a16_prepack_chunk(d->q + 16 * whole_chunks, d->last, w4a16_prepack_chunk_words(bytes, whole_chunks), 0);
+        w4a16_prepack_chunk(d->q + 16 * whole_chunks, d->last, w4a16_prepack_chunk_words(bytes, whole_chunks), 0,
+                            w->format == W4A16_FORMAT_INT4);
 }
 
 /* Elements e .. e + 15 as (value - zero) * scale, the reference's arithmetic. */
@@ -217,8 +226,8 @@ static inline __attribute__((always_inline)) void row_decoder_next16(row_decoder
         codes1 = canonical_codes(d->q + 16 * c, v + 1);
     } else if (16 * (c + 1) <= d->w->k / 2) {
         const v8su halves = chunk_halves(d->q + 16 * c);
-        codes0 = halves >> (4 * v) & 15;
-        codes1 = halves >> (4 * v + 4) & 15;
+        codes0 = prepacked_slot_codes(halves, &d->tables->slots[v]);
+        codes1 = prepacked_slot_codes(halves, &d->tables->slots[v + 1]);
     } else {
         codes0 = canonical_codes(d->last, v);
         codes1 = canonical_codes(d->last, v + 1);
@@ -231,7 +240,8 @@ static inline __attribute__((always_inline)) void row_decoder_next16(row_decoder
 /* Element e of the tail (in the row's last block). */
 static inline __attribute__((always_inline)) float row_decoder_value(const row_decoder *d, int64_t e)
 {
-    return (d->w->code_values[w4a16_code_at(d->q, e, d->w->k, d->w->prepacked)] - d->z) * d->s;
+    return (d->w->code_values[w4a16_code_at(d->q, e, d->w->k, d->w->prepacked, d->w->format == W4A16_FORMAT_INT4)] -
+            d->z) * d->s;
 }
 
 /* ---- small M: decode and multiply in one pass ------------------------------------------- */

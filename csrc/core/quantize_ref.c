@@ -210,6 +210,7 @@ void w4a16_dequantize_row_ref(const w4a16_cpu_weight *w, int64_t row, float *dst
 {
     const uint8_t *q = w->codes + (size_t)row * (size_t)(w->k / 2);
     const float *values = w->code_values;
+    const int is_int4 = w->format == W4A16_FORMAT_INT4;
     int64_t groups = w->k / w->group_size, half = w->group_size / 2, g, j;
 
     for (g = 0; g < groups; g++) {
@@ -220,7 +221,7 @@ void w4a16_dequantize_row_ref(const w4a16_cpu_weight *w, int64_t row, float *dst
         float *d = dst + g * w->group_size;
         if (w->prepacked) {
             for (j = 0; j < w->group_size; j++)
-                d[j] = (values[w4a16_code_at(q, g * w->group_size + j, w->k, 1)] - z) * s;
+                d[j] = (values[w4a16_code_at(q, g * w->group_size + j, w->k, 1, is_int4)] - z) * s;
             continue;
         }
         for (j = 0; j < half; j++) {
@@ -231,13 +232,15 @@ void w4a16_dequantize_row_ref(const w4a16_cpu_weight *w, int64_t row, float *dst
     }
 }
 
-void w4a16_prepack_ref(const uint8_t *codes, uint8_t *out, int64_t n, int64_t bytes_per_row, int to_prepacked)
+void w4a16_prepack_ref(const uint8_t *codes, uint8_t *out, int64_t n, int64_t bytes_per_row, int to_prepacked,
+                       int is_int4)
 {
     const int64_t chunks = (bytes_per_row + 15) / 16;
     int64_t row, c;
     for (row = 0; row < n; row++)
         for (c = 0; c < chunks; c++) {
             const size_t at = (size_t)row * (size_t)bytes_per_row + 16 * (size_t)c;
-            w4a16_prepack_chunk(codes + at, out + at, w4a16_prepack_chunk_words(bytes_per_row, c), to_prepacked);
+            w4a16_prepack_chunk(codes + at, out + at, w4a16_prepack_chunk_words(bytes_per_row, c), to_prepacked,
+                                is_int4);
         }
 }

@@ -51,9 +51,10 @@ w4a16_status w4a16_cuda_gemm_plan(const w4a16_cuda_gemm_args *args, int config, 
 int w4a16_cuda_gemm_config_count(void);
 const char *w4a16_cuda_gemm_config_name(int config);
 
-/* codes [n, bytes_per_row] -> out, to (to_prepacked) or from the prepacked order. */
+/* codes [n, bytes_per_row] -> out, to (to_prepacked) or from the prepacked order of INT4
+ * (is_int4) or E2M1 codes. */
 w4a16_status w4a16_cuda_prepack(const uint8_t *codes, uint8_t *out, int64_t n, int64_t bytes_per_row,
-                                int to_prepacked, int device_id, void *stream);
+                                int to_prepacked, int is_int4, int device_id, void *stream);
 
 w4a16_status w4a16_cuda_quantize_mxfp4(const void *w, w4a16_dtype dtype, int64_t n, int64_t k, uint8_t *codes,
                                        uint8_t *scales, int device_id, void *stream);

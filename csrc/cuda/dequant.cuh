@@ -6,11 +6,12 @@
  * The pairs. Nibbles J and J + 4 of a 32-bit word sit 16 bits apart, like the two halves
  * of a 16-bit pair register, so one shift and mask per pair decodes them. In the canonical
  * layout those nibbles are elements (J, J + 4) of the word and the GEMV gathers x into the
- * same pairs; the prepacked layout (w4a16_prepack, codecs.h) stores (k, k + 1) pairs
- * there, the ones an mma fragment holds: word t of a 32-element chunk has the pairs at
- * elements 2t + 8j in slots j = 0..3 -- thread t's A fragment of the chunk's two k16
- * steps (dequant_fragment_word) -- and slot r of the 4 words the pairs of elements 8r ..
- * 8r + 7 in order (dequant_chunk_pairs).
+ * same pairs; the prepacked layout (w4a16_prepack, codecs.h) stores (k, k + 1) pairs in
+ * slot J of the two halves, the ones an mma fragment holds: word t of a 32-element chunk
+ * has the pairs at elements 2t + 8j in slots j = 0..3 -- thread t's A fragment of the
+ * chunk's two k16 steps (dequant_fragment_word) -- and slot r of the 4 words the pairs of
+ * elements 8r .. 8r + 7 in order (dequant_chunk_pairs). A prepacked INT4 slot is a nibble;
+ * a prepacked E2M1 slot has its bits where bf16 wants them (prepacked_e2m1_pair).
  *
  * Decoding:
  *   E2M1: magnitude bits shifted into the exponent/mantissa field and the sign into
@@ -177,6 +178,7 @@ __device__ __forceinline__ void dequant_e2m1_bf16_word(uint32_t w, uint32_t (&ou
     out[3] = (w6 & 0x01C001C0u) | (w & 0x80008000u);
 }
 
+/* A word of canonical-order codes (nibble J and J + 4 -> pair J). */
 template <int FMT, typename T>
 __device__ __forceinline__ void dequant_word(uint32_t w, uint32_t int_xor, uint32_t (&out)[4])
 {
@@ -188,6 +190,42 @@ __device__ __forceinline__ void dequant_word(uint32_t w, uint32_t int_xor, uint3
     out[1] = convert_pair<FMT, T, 1>(w, int_xor);
     out[2] = convert_pair<FMT, T, 2>(w, int_xor);
     out[3] = convert_pair<FMT, T, 3>(w, int_xor);
+}
+
+/* Slot J of a prepacked E2M1 word -> pair J (codecs.h, w4a16_prepacked_slot). Slots 0, 1,
+ * 2 hold a code's magnitude at bits 6, 3, 0 of each half and its sign 9 bits higher: bf16
+ * wants them at 8..6 and 15, so one left shift by 3J and one mask place both (slot 0: the
+ * mask alone); fp16 wants the magnitude 3 bits higher (11..9), so there the two fields
+ * shift apart. Slot 3 holds magnitude bits 0..1 at 13..14, bit 2 at 10 and the sign at
+ * 11: for bf16, w >> 8 puts them at 5..6, 2 and 3, and one multiply by 2^1 + 2^6 + 2^12
+ * makes three copies that overlap nowhere (bits 3..18 of the low half's, 19..31 of the
+ * high half's), so no carry disturbs the bits the mask keeps. 9 integer operations a word
+ * for bf16, against dequant_e2m1_bf16_word's 12. */
+template <typename T, int J> __device__ __forceinline__ uint32_t prepacked_e2m1_pair(uint32_t w)
+{
+    constexpr uint32_t MAG = bits16<T>::E2M1_MAG_MASK, SIGN = 0x80008000u;
+    if (J < 3) {
+        constexpr int FIELD = 6 - 3 * J; /* where the slot's magnitude starts */
+        return (shift_left<(int)bits16<T>::E2M1_MAG_SHIFT - FIELD>(w) & MAG) | (shift_left<3 * J>(w) & SIGN);
+    }
+    if (bits16<T>::IS_BF16) return (((w >> 8) & 0x006C006Cu) * ((1u << 1) + (1u << 6) + (1u << 12))) & (MAG | SIGN);
+    /* fp16: bits 13..14 -> 9..10, 10 -> 11, 11 -> 15 */
+    return ((w >> 4) & 0x06000600u) | ((w << 1) & 0x08000800u) | ((w << 4) & SIGN);
+}
+
+/* A word of prepacked codes (slot J of both halves -> pair J): INT4's slots are the
+ * canonical nibbles, E2M1's are not. */
+template <int FMT, typename T>
+__device__ __forceinline__ void dequant_prepacked_word(uint32_t w, uint32_t int_xor, uint32_t (&out)[4])
+{
+    if (FMT == W4A16_FORMAT_INT4) {
+        dequant_word<FMT, T>(w, int_xor, out);
+        return;
+    }
+    out[0] = prepacked_e2m1_pair<T, 0>(w);
+    out[1] = prepacked_e2m1_pair<T, 1>(w);
+    out[2] = prepacked_e2m1_pair<T, 2>(w);
+    out[3] = prepacked_e2m1_pair<T, 3>(w);
 }
 
 /* Canonical layout: x words X0..X3 hold elements (0,1) (2,3) (4,5) (6,7) of 8; the weight
@@ -296,7 +334,7 @@ __device__ __forceinline__ void dequant_slot(const uint32_t (&words)[4], int r, 
 #pragma unroll
     for (int w = 0; w < 4; w++) {
         uint32_t p[4];
-        dequant_word<FMT, T>(words[w], int_xor, p);
+        dequant_prepacked_word<FMT, T>(words[w], int_xor, p);
         pairs[w] = p[r];
     }
 }
@@ -318,14 +356,14 @@ __device__ __forceinline__ void dequant_chunk_pairs(const uint4 &q, int r, const
     for (int j = 0; j < 4; j++) pairs[j] = scale_pair<FMT, T>(pairs[j], cs, r >= 2); /* elements 8r .. 8r + 7 */
 }
 
-/* Scaled pairs of one word in the fragment order (word w of a 32-element chunk holds the
- * pairs (2w + 8j, 2w + 8j + 1), j = 0..3): pairs 0 and 1 lie in the chunk's first 16
- * elements, 2 and 3 in its second (NVFP4's two blocks). */
+/* Scaled pairs of one prepacked word in the fragment order (word w of a 32-element chunk
+ * holds the pairs (2w + 8j, 2w + 8j + 1), j = 0..3): pairs 0 and 1 lie in the chunk's first
+ * 16 elements, 2 and 3 in its second (NVFP4's two blocks). */
 template <int FMT, typename T>
 __device__ __forceinline__ void dequant_fragment_word(uint32_t word, const chunk_scale &cs, uint32_t int_xor,
                                                       uint32_t (&pairs)[4])
 {
-    dequant_word<FMT, T>(word, int_xor, pairs);
+    dequant_prepacked_word<FMT, T>(word, int_xor, pairs);
 #pragma unroll
     for (int j = 0; j < 4; j++) pairs[j] = scale_pair<FMT, T>(pairs[j], cs, j >= 2); /* elements 2w + 8j */
 }

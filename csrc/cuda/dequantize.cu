@@ -39,7 +39,8 @@ __global__ void dequantize_bytes_kernel(w4a16_cuda_gemm_args wt, w4a16_dtype out
     float z;
     const float s = w4a16_group_scale(wt, gi, &z);
     for (int e = 0; e < 2; e++) {
-        const uint8_t q = w4a16_code_at(wt.codes + row * (wt.k / 2), k + e, wt.k, wt.prepacked);
+        const uint8_t q = w4a16_code_at(wt.codes + row * (wt.k / 2), k + e, wt.k, wt.prepacked,
+                                        wt.format == W4A16_FORMAT_INT4);
         const float r = (w4a16_code_value(q, wt.format == W4A16_FORMAT_INT4, wt.zero_points != NULL) - z) * s;
         const int64_t i = row * wt.k + k + e;
         if (out_dtype == W4A16_DTYPE_FLOAT32) reinterpret_cast<float *>(out)[i] = r;

@@ -24,7 +24,7 @@
  *   exactly as in gemv.cu: in each 128-element super-tile, thread t of a quad owns the
  *   32 elements [32t, 32t + 32) of its rows g and g + 8, and mma k-tile i takes elements
  *   32t + 4i + {0, 1, 2, 3} of them. The prepacked layout stores those as (k, k+1) pairs
- *   in nibbles (J, J + 4) of the chunk's words (slot i / 2 of its 4 words, codecs.h), so
+ *   in the two halves of the chunk's words (slot i / 2 of its 4 words, codecs.h), so
  *   one 16-byte shared load per row gives the codes of 8 k-tiles, and one 16-byte load
  *   per 8 rows of x gives the matching B fragments of 2 k-tiles, with no shuffles. Block
  *   scales (32-element chunks: 2 NVFP4 blocks, 1 MXFP4 block, part of an INT4 group) are

@@ -46,10 +46,11 @@
  *   a dot product does not care about the order of k, x is loaded with the same
  *   permutation (thread t reads x[m, 32t .. 32t + 32)) and no data moves between threads.
  *
- * Stage 4 — dequantization (dequant.cuh): nibbles j and j+4 of a 32-bit word decode as
- *   one 16-bit pair. In the canonical layout they are elements (j, j+4), and x is gathered
- *   into the same pairs with byte permutes; in the prepacked layout slot r of a chunk's
- *   4 words holds the pairs of elements 8r .. 8r + 7 (codecs.h) and x is used as loaded.
+ * Stage 4 — dequantization (dequant.cuh): two codes 16 bits apart in a 32-bit word decode
+ *   as one 16-bit pair. In the canonical layout they are nibbles j and j+4, elements (j,
+ *   j+4), and x is gathered into the same pairs with byte permutes; in the prepacked layout
+ *   slot r of a chunk's 4 words holds the pairs of elements 8r .. 8r + 7 (codecs.h, with
+ *   E2M1 bits placed for a cheaper decode) and x is used as loaded.
  *   One 16-bit multiply per pair applies the block scale.
  *
  * Stage 5 — epilogue, once per tile. Warps put their fp32 accumulators in shared memory
@@ -392,7 +393,7 @@ __device__ __forceinline__ void generic_row_sums(const w4a16_cuda_gemm_args &a, 
         float w[2];
 #pragma unroll
         for (int e = 0; e < 2; e++) {
-            const uint8_t q = w4a16_code_at(codes, k + e, a.k, a.prepacked);
+            const uint8_t q = w4a16_code_at(codes, k + e, a.k, a.prepacked, a.format == W4A16_FORMAT_INT4);
             w[e] = (w4a16_code_value(q, a.format == W4A16_FORMAT_INT4, a.zero_points != nullptr) - z) * s;
         }
 #pragma unroll

@@ -457,26 +457,27 @@ extern "C" w4a16_status w4a16_cuda_pack_int4(const void *w, w4a16_dtype dtype, i
     return w4a16_cuda_check(cudaGetLastError(), "pack_int4 (launch)");
 }
 
-/* ---- prepack: a nibble permutation inside each 16-byte chunk of a row ----------------- */
+/* ---- prepack: a permutation of the code bits inside each 16-byte chunk of a row -------- */
 
-__global__ void prepack_kernel(const uint8_t *codes, uint8_t *out, int64_t n, int64_t bytes_per_row, int to_prepacked)
+__global__ void prepack_kernel(const uint8_t *codes, uint8_t *out, int64_t n, int64_t bytes_per_row, int to_prepacked,
+                               int is_int4)
 {
     const int64_t chunks_row = (bytes_per_row + 15) / 16;
     const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     if (i >= n * chunks_row) return;
     const int64_t row = i / chunks_row, c = i % chunks_row, at = row * bytes_per_row + 16 * c;
     /* byte by byte: views need not be aligned */
-    w4a16_prepack_chunk(codes + at, out + at, w4a16_prepack_chunk_words(bytes_per_row, c), to_prepacked);
+    w4a16_prepack_chunk(codes + at, out + at, w4a16_prepack_chunk_words(bytes_per_row, c), to_prepacked, is_int4);
 }
 
 extern "C" w4a16_status w4a16_cuda_prepack(const uint8_t *codes, uint8_t *out, int64_t n, int64_t bytes_per_row,
-                                           int to_prepacked, int device_id, void *stream)
+                                           int to_prepacked, int is_int4, int device_id, void *stream)
 {
     w4a16_device_guard guard(device_id);
     if (guard.error != cudaSuccess) return w4a16_cuda_check(guard.error, "prepack (set device)");
     const int64_t chunks = n * w4a16_ceil_div(bytes_per_row, 16);
     if (chunks == 0) return W4A16_OK;
     prepack_kernel<<<w4a16_ceil_div(chunks, THREADS), THREADS, 0, static_cast<cudaStream_t>(stream)>>>(
-        codes, out, n, bytes_per_row, to_prepacked);
+        codes, out, n, bytes_per_row, to_prepacked, is_int4);
     return w4a16_cuda_check(cudaGetLastError(), "prepack (launch)");
 }

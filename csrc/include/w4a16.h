@@ -92,10 +92,10 @@ typedef enum {
 } w4a16_format;
 
 /* Order of the codes of a weight. PREPACKED is the kernels' private order (a permutation
- * of the nibbles inside each 16-byte chunk of a row, rows and scales unchanged: word t of
- * a chunk holds what thread t of a quad holds of a tensor-core A fragment), made once by
- * w4a16_prepack so that the GEMMs need no shuffles; save and exchange weights in the
- * CANONICAL layout (w4a16_unprepack). */
+ * of the code bits inside each 16-byte chunk of a row, rows and scales unchanged: word t of
+ * a chunk holds what thread t of a quad holds of a tensor-core A fragment, with each code's
+ * bits where the format's decode wants them), made once by w4a16_prepack so that the GEMMs
+ * need no shuffles; save and exchange weights in the CANONICAL layout (w4a16_unprepack). */
 typedef enum {
     W4A16_LAYOUT_CANONICAL = 0,
     W4A16_LAYOUT_PREPACKED = 1
@@ -145,10 +145,12 @@ W4A16_API w4a16_status w4a16_pack_int4(const w4a16_view *w, int64_t group, int s
                              w4a16_view *codes, w4a16_view *scales, w4a16_view *zero_points,
                              void *stream);
 
-/* codes uint8 [N, K/2] (K % 8 == 0) -> out, same shape and device: the prepacked order
- * (w4a16_prepack) or back to the canonical one (w4a16_unprepack). out must not overlap codes. */
-W4A16_API w4a16_status w4a16_prepack(const w4a16_view *codes, w4a16_view *out, void *stream);
-W4A16_API w4a16_status w4a16_unprepack(const w4a16_view *codes, w4a16_view *out, void *stream);
+/* codes uint8 [N, K/2] (K % 8 == 0) of a weight of `format` -> out, same shape and device:
+ * the prepacked order (w4a16_prepack) or back to the canonical one (w4a16_unprepack). The
+ * order depends on the format (E2M1 codes and INT4 codes place their bits differently), so
+ * unprepack with the format that prepacked. out must not overlap codes. */
+W4A16_API w4a16_status w4a16_prepack(w4a16_format format, const w4a16_view *codes, w4a16_view *out, void *stream);
+W4A16_API w4a16_status w4a16_unprepack(w4a16_format format, const w4a16_view *codes, w4a16_view *out, void *stream);
 
 /* out [N, K] (fp32, fp16 or bf16) = dequant(w). */
 W4A16_API w4a16_status w4a16_dequantize(const w4a16_weight *w, w4a16_view *out, void *stream);

@@ -451,23 +451,24 @@ done:
     return result;
 }
 
-/* prepack(codes, out, to_prepacked, stream) */
+/* prepack(format, codes, out, to_prepacked, stream) */
 static PyObject *py_prepack(PyObject *self, PyObject *args)
 {
     PyObject *codes_obj, *out_obj, *stream_obj, *dl_stream = NULL, *result = NULL;
     owner_set owners = {{{0}}, 0};
     w4a16_view codes, out;
-    int to_prepacked;
+    int format, to_prepacked;
     void *stream;
     w4a16_status st;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOpO", &codes_obj, &out_obj, &to_prepacked, &stream_obj)) return NULL;
+    if (!PyArg_ParseTuple(args, "iOOpO", &format, &codes_obj, &out_obj, &to_prepacked, &stream_obj)) return NULL;
     if (parse_stream(stream_obj, &stream, &dl_stream) < 0) goto done;
     if (import_arg(&owners, codes_obj, "codes", 0, dl_stream, &codes) < 0 ||
         import_arg(&owners, out_obj, "out", 1, dl_stream, &out) < 0)
         goto done;
     Py_BEGIN_ALLOW_THREADS
-    st = to_prepacked ? w4a16_prepack(&codes, &out, stream) : w4a16_unprepack(&codes, &out, stream);
+    st = to_prepacked ? w4a16_prepack((w4a16_format)format, &codes, &out, stream)
+                      : w4a16_unprepack((w4a16_format)format, &codes, &out, stream);
     Py_END_ALLOW_THREADS
     if (st != W4A16_OK) {
         raise_status(st, to_prepacked ? "prepack" : "unprepack");
@@ -618,7 +619,7 @@ static PyMethodDef methods[] = {
     {"gemm_workspace", py_gemm_workspace, METH_VARARGS, "gemm_workspace(x, weight_tuple, config) -> bytes"},
     {"_gemm_workspace_raw", py_gemm_workspace_raw, METH_VARARGS, "_gemm_workspace_raw(...): workspace bytes, raw pointers"},
     {"gemm_configs", py_gemm_configs, METH_NOARGS, "gemm_configs() -> names of the CUDA gemm configs"},
-    {"prepack", py_prepack, METH_VARARGS, "prepack(codes, out, to_prepacked, stream)"},
+    {"prepack", py_prepack, METH_VARARGS, "prepack(format, codes, out, to_prepacked, stream)"},
     {"_gemm_raw", py_gemm_raw, METH_VARARGS, "_gemm_raw(...): gemm on raw pointers (the torch op's fast path)"},
     {"_dequantize_raw", py_dequantize_raw, METH_VARARGS, "_dequantize_raw(...): dequantize on raw pointers"},
     {"build_info", py_build_info, METH_NOARGS, "build_info() -> dict of build facts and visible GPUs"},

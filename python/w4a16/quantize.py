@@ -329,7 +329,7 @@ def _convert_layout(qw: QuantizedWeight, layout: str) -> QuantizedWeight:
     if qw.layout == layout:
         return qw
     codes = empty_like_framework(qw.codes, shape_of(qw.codes), "uint8")
-    _C.prepack(for_c(qw.codes), for_c(codes), layout == "prepacked", cuda_stream(qw.codes))
+    _C.prepack(_FORMAT_CODES[qw.format], for_c(qw.codes), for_c(codes), layout == "prepacked", cuda_stream(qw.codes))
     return replace(qw, codes=to_framework_of(qw.codes, codes), layout=layout)
 
 
@@ -337,12 +337,16 @@ def prepack(qw: QuantizedWeight) -> QuantizedWeight:
     """The weight with its codes reordered for the GPU kernels (a new codes array; scales,
     global scale and zero points are shared).
 
-    The prepacked order permutes the nibbles inside each 16-byte chunk (32 elements) of a
-    row: pair p of a chunk (elements 2p, 2p + 1) goes to nibbles j and j + 4 of word
-    p % 4, j = p // 4 (16 bits apart, like the halves of a 16-bit pair register), so word
-    t holds exactly what thread t of a quad holds of a tensor-core A fragment over the
-    chunk's two k16 steps; a shorter last chunk of W < 4 words uses p % W and p // W. The
-    kernels then decode fragments with one shift and mask per pair and no data shuffles.
+    The prepacked order permutes the code bits inside each 16-byte chunk (32 elements) of
+    a row: pair p of a chunk (elements 2p, 2p + 1) goes to slot j = p // 4 of the low and
+    the high 16-bit half of word p % 4 (like the halves of a 16-bit pair register), so
+    word t holds exactly what thread t of a quad holds of a tensor-core A fragment over the
+    chunk's two k16 steps; a shorter last chunk of W < 4 words uses p % W and p // W. For
+    INT4, slot j is nibble j of the half. For NVFP4 and MXFP4, slots 0, 1, 2 hold a code's
+    three magnitude bits at bits 6, 3, 0 of the half and its sign 9 bits above them (15,
+    12, 9), slot 3 magnitude bits 0-1 at 13-14, bit 2 at 10 and the sign at 11: where a
+    bf16 value wants them after one shift. The kernels then decode fragments with a shift
+    and a mask per pair and no data shuffles.
     Do it once, when a layer is built (FP4Linear / Int4Linear do); the gemm, dequantize
     and the modules accept both layouts, and :meth:`state_dict` and the exporters always
     write the canonical one. Needs K % 8 == 0 (true of every format).
