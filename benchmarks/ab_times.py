@@ -6,7 +6,7 @@ the best of 3 medians of 20 replays of a CUDA graph that calls gemm once per wei
 (bench_gemm_gpu.py's time_per_call; prepacked weights rotated past 4x L2, as there). ab_table.py summarises the lines of
 several builds and passes.
 
-    PYTHONPATH=BUILD python benchmarks/ab_times.py NAME [--rows issue|focus] [--formats nvfp4,mxfp4,int4-g128]
+    PYTHONPATH=BUILD python benchmarks/ab_times.py NAME [--rows issue,focus,gemv] [--formats nvfp4,mxfp4,int4-g128]
 """
 
 from __future__ import annotations
@@ -22,30 +22,37 @@ import w4a16
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_gemm_gpu import FORMATS, quantized_copies, time_per_call  # noqa: E402
 
-# (N, K, values of M): issue 4's speed rows, or the two shapes most A/B runs watched
+# (N, K, values of M): issue 4's speed rows, the two shapes most A/B runs watched, or the
+# small-M kernel's rows (issue 3)
 ROWS = {
     "issue": [(16384, 2048, [32, 64]), (32768, 2048, [32, 64]), (2048, 16384, [32, 64]),
               (4096, 1024, [10, 50]), (1024, 4096, [10, 50]), (8192, 1024, [50])],
     "focus": [(8192, 1024, [17, 32, 50, 64]), (16384, 2048, [32, 50, 64])],
+    "gemv": [(16384, 2048, [1, 16]), (2048, 16384, [1, 16]), (4096, 1024, [1]), (1024, 4096, [1])],
 }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", help="the build's label, first word of every line")
-    parser.add_argument("--rows", choices=sorted(ROWS), default="issue")
+    parser.add_argument("--rows", default="issue", help="comma-separated: " + ", ".join(ROWS))
     parser.add_argument("--formats", default="nvfp4,mxfp4", help="comma-separated: " + ", ".join(FORMATS))
     args = parser.parse_args()
     formats = args.formats.split(",")
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         parser.error(f"--formats: unknown {', '.join(unknown)}; expected some of {', '.join(FORMATS)}")
+    row_sets = args.rows.split(",")
+    unknown = [r for r in row_sets if r not in ROWS]
+    if unknown:
+        parser.error(f"--rows: unknown {', '.join(unknown)}; expected some of {', '.join(ROWS)}")
+    rows = [row for r in row_sets for row in ROWS[r]]
     if not torch.cuda.is_available():
         sys.exit("ab_times.py: needs a CUDA GPU")
     device = torch.device("cuda")
     l2 = torch.cuda.get_device_properties(0).L2_cache_size
     for fmt in formats:
-        for n, k, batches in ROWS[args.rows]:
+        for n, k, batches in rows:
             g = torch.Generator(device=device).manual_seed(n + k)
             w = torch.randn(n, k, device=device, generator=g, dtype=torch.bfloat16)
             copies = quantized_copies(w4a16.prepack(FORMATS[fmt](w)), l2)
