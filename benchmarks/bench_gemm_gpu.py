@@ -10,9 +10,12 @@ roofline, and the speedup over cuBLAS bf16.
 
 Method: weights rotate through enough copies to exceed 4x the L2 cache, so every call
 reads its weights from DRAM; a CUDA graph holds one call per copy and is replayed; the
-time per call is the median over replays (CUDA events) divided by the calls per graph.
+time per call is the median over replays (CUDA events) divided by the calls per graph, and
+each cell is the median of --runs such graphs captured one after another (one graph's median
+can land 5-25% off on an H100 when the clock or DRAM refresh catches it; three runs hide a
+single outlier).
 
-    python benchmarks/bench_gemm_gpu.py [--out DIR] [--quick] [--shapes 16384x2048,...] [--batches 32,64,...]
+    python benchmarks/bench_gemm_gpu.py [--out DIR] [--quick] [--shapes 16384x2048,...] [--batches 32,64,...] [--runs N]
 """
 
 from __future__ import annotations
@@ -72,6 +75,11 @@ def time_per_call(calls: list, replays: int = 30) -> float:
     seconds = replay_seconds(graph, replays)
     del graph
     return seconds / len(calls)
+
+
+def median_time(calls: list, runs: int) -> float:
+    """The median of `runs` time_per_call measurements, each with its own graph."""
+    return statistics.median(time_per_call(calls) for _ in range(runs))
 
 
 def clone_weight(qw: w4a16.QuantizedWeight) -> w4a16.QuantizedWeight:
@@ -136,32 +144,32 @@ def run(args) -> dict:
             x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
             y = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
             row = {"N": n, "K": k, "M": m}
-            row["cublas_bf16_us"] = 1e6 * time_per_call(
-                [lambda wc=wc: torch.nn.functional.linear(x, wc) for wc in dense_copies])
+            row["cublas_bf16_us"] = 1e6 * median_time(
+                [lambda wc=wc: torch.nn.functional.linear(x, wc) for wc in dense_copies], args.runs)
             if tiny is not None and m <= 256:
-                row["torch_int4_us"] = 1e6 * time_per_call(
-                    [lambda p=p, sz=sz: torch._weight_int4pack_mm(x, p, 128, sz) for p, sz in tiny])
+                row["torch_int4_us"] = 1e6 * median_time(
+                    [lambda p=p, sz=sz: torch._weight_int4pack_mm(x, p, 128, sz) for p, sz in tiny], args.runs)
             for name, copies in quantized.items():
-                t = time_per_call([lambda qw=qw: w4a16.gemm(x, qw, out=y) for qw in copies])
+                t = median_time([lambda qw=qw: w4a16.gemm(x, qw, out=y) for qw in copies], args.runs)
                 floor = (copies[0].nbytes + m * k * 2 + m * n * 2) / bandwidth
                 row[f"{name}_us"] = 1e6 * t
                 row[f"{name}_floor_us"] = 1e6 * floor
                 row[f"{name}_roofline_pct"] = 100 * floor / t
                 row[f"{name}_speedup"] = row["cublas_bf16_us"] / (1e6 * t)
             if m <= 16:
-                t = time_per_call([lambda qw=qw: w4a16.gemm(x, qw, out=y) for qw in canonical])
+                t = median_time([lambda qw=qw: w4a16.gemm(x, qw, out=y) for qw in canonical], args.runs)
                 row["nvfp4_canonical_us"] = 1e6 * t
             # what FP4Linear runs: the custom op, which hands large M to dequantize + cuBLAS
             op_fmt, layout = torch_ops.FORMAT_CODES["nvfp4"], w4a16._C.LAYOUT_PREPACKED
-            row["nvfp4_op_us"] = 1e6 * time_per_call([
+            row["nvfp4_op_us"] = 1e6 * median_time([
                 lambda qw=qw: torch.ops.w4a16.gemm(x, qw.codes, qw.scales, qw.global_scale, None, None, op_fmt, 16,
-                                                   1.0, layout) for qw in quantized["nvfp4"]])
+                                                   1.0, layout) for qw in quantized["nvfp4"]], args.runs)
             row["nvfp4_op_speedup"] = row["cublas_bf16_us"] / row["nvfp4_op_us"]
             rows.append(row)
             print(format_row(row), flush=True)
         del dense_copies, quantized, tiny, canonical
         torch.cuda.empty_cache()
-    return {"rows": rows, "bandwidth": bandwidth, "quantize": bench_quantize(bandwidth)}
+    return {"rows": rows, "runs": args.runs, "bandwidth": bandwidth, "quantize": bench_quantize(bandwidth)}
 
 
 def bench_quantize(bandwidth: float) -> dict:
@@ -196,7 +204,7 @@ def format_row(r: dict) -> str:
 def markdown(result: dict, device: str) -> str:
     lines = [f"Device: {device}; copy bandwidth {result['bandwidth'] / 1e12:.2f} TB/s (read + write); "
              f"{datetime.date.today().isoformat()}; torch {torch.__version__}; w4a16 {w4a16.__version__}.",
-             "Times in µs per call (median, CUDA-graph replay, weights rotated past 4x L2); "
+             f"Times in µs per call (median of {result['runs']} graphs' medians, CUDA-graph replay, weights rotated past 4x L2); "
              "formats with prepacked weights and the default kernel choice (C API); "
              "'module op' = torch.ops.w4a16.gemm as FP4Linear calls it (dequantize + cuBLAS from "
              f"M = {torch_ops._large_m_prepacked(0)}). "
@@ -225,7 +233,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="two shapes, three batch sizes")
     parser.add_argument("--shapes", help="N x K pairs to run instead, e.g. 16384x2048,1024x4096")
     parser.add_argument("--batches", help="values of M to run instead, e.g. 32,64")
+    parser.add_argument("--runs", type=int, default=3, help="graphs per cell, the median is reported (default 3)")
     args = parser.parse_args()
+    if args.runs < 1:
+        parser.error(f"--runs: expected at least 1, got {args.runs}")
     result = run(args)
     device = torch.cuda.get_device_name(0)
     os.makedirs(args.out, exist_ok=True)
