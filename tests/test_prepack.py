@@ -84,7 +84,8 @@ def test_hand_worked_e2m1_word():
     # slot 2 bits 0 and 2, slot 3 bits 13, 14, 10: 0x645D. With codes 8..15 instead (all
     # signs set, the second row) each half gains bits 15, 12, 9 and 11: 0x9A00.
     codes = np.array([[0x10, 0x32, 0x54, 0x76], [0x98, 0xBA, 0xDC, 0xFE]], np.uint8)
-    assert w4a16.prepack(_mxfp4_with_codes(codes)).codes.tolist() == [[0x14, 0x44, 0x5D, 0x64], [0x14, 0xDE, 0x5D, 0xFE]]
+    expected = [[0x14, 0x44, 0x5D, 0x64], [0x14, 0xDE, 0x5D, 0xFE]]
+    assert w4a16.prepack(_mxfp4_with_codes(codes)).codes.tolist() == expected
 
 
 def test_hand_worked_int4_chunk():

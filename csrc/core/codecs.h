@@ -236,7 +236,8 @@ W4A16_HD w4a16_slot_fields w4a16_prepacked_slot(int is_int4, int slot)
 W4A16_HD uint8_t w4a16_slot_code(uint32_t half, int is_int4, int slot)
 {
     const w4a16_slot_fields f = w4a16_prepacked_slot(is_int4, slot);
-    return (uint8_t)(((half >> f.low_shift) & (uint32_t)f.low_mask) | ((half >> f.high_shift) & 0xFu & ~(uint32_t)f.low_mask));
+    const uint32_t high_mask = 0xFu & ~(uint32_t)f.low_mask;
+    return (uint8_t)(((half >> f.low_shift) & (uint32_t)f.low_mask) | ((half >> f.high_shift) & high_mask));
 }
 
 W4A16_HD uint32_t w4a16_slot_put(uint32_t half, uint8_t code, int is_int4, int slot)
@@ -283,7 +284,7 @@ W4A16_HD uint8_t w4a16_code_at(const uint8_t *row, int64_t k, int64_t row_k, int
 }
 
 /* One chunk of `words` (1..4) words of codes, canonical -> prepacked (to_prepacked) or
- * back. */
+ * back, into dst (4 * words bytes, not overlapping src). */
 W4A16_HD void w4a16_prepack_chunk(const uint8_t *src, uint8_t *dst, int words, int to_prepacked, int is_int4)
 {
     uint32_t halves[8] = {0, 0, 0, 0, 0, 0, 0, 0};

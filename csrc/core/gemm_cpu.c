@@ -4,9 +4,9 @@
  * Decoding (row_decoder): 16 elements of a row of W at a time, 8 per fp32 vector. The 4-bit
  *   fields of 8 codes go to eight 32-bit lanes by shifts (canonical_codes; a whole prepacked
  *   chunk by one widening load, chunk_halves, and two shifts and masks a slot,
- *   prepacked_slot_codes, so the modules' prepacked weights are read in place), a variable permute of two 8-entry tables gives their values (code_values8: AVX2
- *   vpermps) and each becomes (value - zero) * scale, bit for bit what
- *   w4a16_dequantize_row_ref gives.
+ *   prepacked_slot_codes, so the modules' prepacked weights are read in place), a variable
+ *   permute of two 8-entry tables gives their values (code_values8: AVX2 vpermps) and each
+ *   becomes (value - zero) * scale, bit for bit what w4a16_dequantize_row_ref gives.
  *
  * The N rows of W are split into contiguous ranges, one per thread, and every thread takes
  * one of two plans, by M:
@@ -64,7 +64,6 @@ typedef uint16_t v8hu __attribute__((vector_size(16)));
  * a v8f member would ask for 32-byte alignment, which malloc does not give. */
 typedef struct {
     float low[8], high[8]; /* codes 0..7, 8..15 */
-    w4a16_slot_fields slots[4]; /* where prepacked codes sit in a 16-bit half (codecs.h) */
 } code_tables;
 
 typedef struct {
@@ -115,7 +114,6 @@ static void fill_code_tables(const w4a16_cpu_weight *w, code_tables *tables)
         tables->low[i] = w->code_values[i];
         tables->high[i] = w->code_values[8 + i];
     }
-    for (i = 0; i < 4; i++) tables->slots[i] = w4a16_prepacked_slot(w->format == W4A16_FORMAT_INT4, i);
 }
 
 /* The 8 codes of elements 8v .. 8v + 7 of a canonical chunk (32 elements, 16 bytes): word
@@ -145,25 +143,56 @@ static inline __attribute__((always_inline)) v8su chunk_halves(const uint8_t *ch
 #endif
 }
 
-/* The codes in one slot of 8 halves of a prepacked chunk (w4a16_slot_code, lane-wise). */
-static inline __attribute__((always_inline)) v8su prepacked_slot_codes(v8su halves, const w4a16_slot_fields *f)
+/* One slot of 8 halves of a prepacked chunk as code_values8 takes codes: the code's bits
+ * 0..2 at the bottom of each lane and its bit 3 at bit *high_bit. Where the slot keeps bits
+ * 0..2 together (INT4, E2M1 slots 0..2) that is one shift: code_values8 ignores the other
+ * bits. E2M1's slot 3 is gathered into a plain code (w4a16_slot_code, lane-wise). Called
+ * with constant arguments (prepacked_codes), so the fields fold into immediate shifts. */
+static inline __attribute__((always_inline)) v8su prepacked_slot_codes(v8su halves, int is_int4, int slot,
+                                                                       int *high_bit)
 {
-    return (halves >> f->low_shift & (uint32_t)f->low_mask) | (halves >> f->high_shift & (15u & ~(uint32_t)f->low_mask));
+    const w4a16_slot_fields f = w4a16_prepacked_slot(is_int4, slot);
+    if (f.low_mask >= 7) {
+        *high_bit = f.high_shift + 3 - f.low_shift;
+        return halves >> f.low_shift;
+    }
+    *high_bit = 3;
+    return (halves >> f.low_shift & (uint32_t)f.low_mask) | (halves >> f.high_shift & (15u & ~(uint32_t)f.low_mask));
 }
 
-/* The values of 8 codes (before scaling). */
-static inline __attribute__((always_inline)) v8f code_values8(v8su codes, const code_tables *tables)
+/* Slots v and v + 1 (v = 0 or 2: elements 8v .. 8v + 15) of a whole prepacked chunk. */
+static inline __attribute__((always_inline)) void prepacked_codes(v8su halves, int is_int4, int v, v8su codes[2],
+                                                                  int high_bit[2])
+{
+    if (is_int4 && v == 0) {
+        codes[0] = prepacked_slot_codes(halves, 1, 0, &high_bit[0]);
+        codes[1] = prepacked_slot_codes(halves, 1, 1, &high_bit[1]);
+    } else if (is_int4) {
+        codes[0] = prepacked_slot_codes(halves, 1, 2, &high_bit[0]);
+        codes[1] = prepacked_slot_codes(halves, 1, 3, &high_bit[1]);
+    } else if (v == 0) {
+        codes[0] = prepacked_slot_codes(halves, 0, 0, &high_bit[0]);
+        codes[1] = prepacked_slot_codes(halves, 0, 1, &high_bit[1]);
+    } else {
+        codes[0] = prepacked_slot_codes(halves, 0, 2, &high_bit[0]);
+        codes[1] = prepacked_slot_codes(halves, 0, 3, &high_bit[1]);
+    }
+}
+
+/* The values of 8 codes (before scaling): bits 0..2 of each lane index a table, bit
+ * `high_bit` (3 for a plain code) picks the table of codes 8..15, other bits are ignored. */
+static inline __attribute__((always_inline)) v8f code_values8(v8su codes, int high_bit, const code_tables *tables)
 {
 #if defined(__GNUC__) && !defined(__clang__)
-    /* each table is indexed by the low 3 bits; bit 3 picks the table */
+    /* __builtin_shuffle takes each index modulo 8: the low 3 bits */
     const v8si low = (v8si)__builtin_shuffle(load8(tables->low), (v8si)codes);
     const v8si high = (v8si)__builtin_shuffle(load8(tables->high), (v8si)codes);
-    const v8si pick_high = (v8si)(codes << 28) >> 31;
+    const v8si pick_high = (v8si)(codes << (31 - high_bit)) >> 31;
     return (v8f)((low & ~pick_high) | (high & pick_high));
 #else
     v8f v;
     int i;
-    for (i = 0; i < 8; i++) v[i] = codes[i] & 8 ? tables->high[codes[i] & 7] : tables->low[codes[i] & 7];
+    for (i = 0; i < 8; i++) v[i] = (codes[i] >> high_bit & 1 ? tables->high : tables->low)[codes[i] & 7];
     return v;
 #endif
 }
@@ -215,25 +244,24 @@ static inline __attribute__((always_inline)) void row_decoder_next16(row_decoder
 {
     const int64_t c = d->e / 32;
     const int v = (int)(d->e / 8 % 4); /* 0 or 2 */
-    v8su codes0, codes1;
+    v8su codes[2];
+    int high_bit[2] = {3, 3}; /* where bit 3 of each code sits (code_values8) */
     if (d->e == d->block_end) {
         d->block++;
         d->block_end += d->w->group_size;
         row_decoder_block(d);
     }
     if (!d->w->prepacked) {
-        codes0 = canonical_codes(d->q + 16 * c, v);
-        codes1 = canonical_codes(d->q + 16 * c, v + 1);
+        codes[0] = canonical_codes(d->q + 16 * c, v);
+        codes[1] = canonical_codes(d->q + 16 * c, v + 1);
     } else if (16 * (c + 1) <= d->w->k / 2) {
-        const v8su halves = chunk_halves(d->q + 16 * c);
-        codes0 = prepacked_slot_codes(halves, &d->tables->slots[v]);
-        codes1 = prepacked_slot_codes(halves, &d->tables->slots[v + 1]);
+        prepacked_codes(chunk_halves(d->q + 16 * c), d->w->format == W4A16_FORMAT_INT4, v, codes, high_bit);
     } else {
-        codes0 = canonical_codes(d->last, v);
-        codes1 = canonical_codes(d->last, v + 1);
+        codes[0] = canonical_codes(d->last, v);
+        codes[1] = canonical_codes(d->last, v + 1);
     }
-    *lo = (code_values8(codes0, d->tables) - d->z) * d->s;
-    *hi = (code_values8(codes1, d->tables) - d->z) * d->s;
+    *lo = (code_values8(codes[0], high_bit[0], d->tables) - d->z) * d->s;
+    *hi = (code_values8(codes[1], high_bit[1], d->tables) - d->z) * d->s;
     d->e += 16;
 }
 
