@@ -3,10 +3,10 @@
  *
  * Decoding (row_decoder): 16 elements of a row of W at a time, 8 per fp32 vector. The 4-bit
  *   fields of 8 codes go to eight 32-bit lanes by shifts (canonical_codes; a whole prepacked
- *   chunk by one widening load, chunk_halves, and two shifts and masks a slot,
- *   prepacked_slot_codes, so the modules' prepacked weights are read in place), a variable
- *   permute of two 8-entry tables gives their values (code_values8: AVX2 vpermps) and each
- *   becomes (value - zero) * scale, bit for bit what w4a16_dequantize_row_ref gives.
+ *   chunk by one widening load, chunk_halves, and a shift a slot, prepacked_codes, so the
+ *   modules' prepacked weights are read in place), a variable permute of two 8-entry tables
+ *   gives their values (code_values8: AVX2 vpermps) and each becomes (value - zero) * scale,
+ *   bit for bit what w4a16_dequantize_row_ref gives.
  *
  * The N rows of W are split into contiguous ranges, one per thread, and every thread takes
  * one of two plans, by M:
@@ -128,7 +128,7 @@ static inline __attribute__((always_inline)) v8su canonical_codes(const uint8_t 
 
 /* The 16-bit halves of a whole prepacked chunk, one per lane. Element 8v + i of the chunk
  * is in slot v of half i (codecs.h: pair p in slot p / 4 of the halves of word p % 4), so
- * elements 8v .. 8v + 7 are prepacked_slot_codes(halves, slot v). */
+ * elements 8v .. 8v + 7 are slot v of every lane (prepacked_codes). */
 static inline __attribute__((always_inline)) v8su chunk_halves(const uint8_t *chunk)
 {
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
@@ -157,7 +157,8 @@ static inline __attribute__((always_inline)) v8su prepacked_slot_codes(v8su halv
         return halves >> f.low_shift;
     }
     *high_bit = 3;
-    return (halves >> f.low_shift & (uint32_t)f.low_mask) | (halves >> f.high_shift & (15u & ~(uint32_t)f.low_mask));
+    return (halves >> f.low_shift & (uint32_t)f.low_mask) |
+           (halves >> f.high_shift & (15u & ~(uint32_t)f.low_mask));
 }
 
 /* Slots v and v + 1 (v = 0 or 2: elements 8v .. 8v + 15) of a whole prepacked chunk. */
