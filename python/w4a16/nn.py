@@ -26,8 +26,8 @@ from typing import Optional
 import torch
 
 from . import _C, torch_ops
-from ._arrays import cuda_stream, is_positive_int
-from .quantize import QuantizedWeight, pack_int4, prepack, quantize_mxfp4, quantize_nvfp4, unprepack
+from ._arrays import is_positive_int
+from .quantize import QuantizedWeight, convert_codes, pack_int4, prepack, quantize_mxfp4, quantize_nvfp4, unprepack
 
 _QUANTIZED_BUFFERS = ("weight", "weight_scale", "weight_scale_2", "weight_zero_point")
 
@@ -94,7 +94,7 @@ class QuantizedLinear(torch.nn.Module):
         super()._save_to_state_dict(destination, prefix, keep_vars)
         codes = destination.get(prefix + "weight")
         if isinstance(codes, torch.Tensor) and codes.device.type != "meta":
-            destination[prefix + "weight"] = _convert_codes(codes.detach(), self.format, to_prepacked=False)
+            destination[prefix + "weight"] = convert_codes(codes.detach().contiguous(), self.format, to_prepacked=False)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
@@ -102,7 +102,7 @@ class QuantizedLinear(torch.nn.Module):
         codes = state_dict.get(prefix + "weight")
         if (isinstance(codes, torch.Tensor) and codes.dtype == torch.uint8 and codes.dim() == 2
                 and codes.shape[1] % 4 == 0 and codes.device.type != "meta"):
-            state_dict[prefix + "weight"] = _convert_codes(codes.detach(), self.format, to_prepacked=True)
+            state_dict[prefix + "weight"] = convert_codes(codes.detach().contiguous(), self.format, to_prepacked=True)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 
@@ -126,15 +126,6 @@ class QuantizedLinear(torch.nn.Module):
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
                 f"format={self.format}, group_size={self.group_size}")
-
-
-def _convert_codes(codes: torch.Tensor, format: str, to_prepacked: bool) -> torch.Tensor:
-    """uint8 [N, K/2] codes of a `format` weight to (or from) the prepacked order, as a new
-    tensor."""
-    codes = codes.contiguous()
-    out = torch.empty_like(codes)
-    _C.prepack(torch_ops.FORMAT_CODES[format], codes, out, to_prepacked, cuda_stream(codes))
-    return out
 
 
 def _linear_weight(linear: torch.nn.Module) -> torch.Tensor:

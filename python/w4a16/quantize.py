@@ -322,15 +322,21 @@ def dequantize(qw: QuantizedWeight, dtype: str = "float32") -> Array:
     return to_framework_of(qw.codes, out)
 
 
+def convert_codes(codes: Array, format: str, to_prepacked: bool) -> Array:
+    """uint8 [N, K/2] codes of a `format` weight to (or from) the prepacked order, as a new
+    array in the framework and on the device of `codes` (C checks shape, dtype and layout)."""
+    out = empty_like_framework(codes, shape_of(codes), "uint8")
+    _C.prepack(_FORMAT_CODES[format], for_c(codes), for_c(out), to_prepacked, cuda_stream(codes))
+    return to_framework_of(codes, out)
+
+
 def _convert_layout(qw: QuantizedWeight, layout: str) -> QuantizedWeight:
     if not isinstance(qw, QuantizedWeight):
         raise TypeError(f"qw: expected a QuantizedWeight, got {type(qw).__name__}")
     _check_weight(qw)
     if qw.layout == layout:
         return qw
-    codes = empty_like_framework(qw.codes, shape_of(qw.codes), "uint8")
-    _C.prepack(_FORMAT_CODES[qw.format], for_c(qw.codes), for_c(codes), layout == "prepacked", cuda_stream(qw.codes))
-    return replace(qw, codes=to_framework_of(qw.codes, codes), layout=layout)
+    return replace(qw, codes=convert_codes(qw.codes, qw.format, layout == "prepacked"), layout=layout)
 
 
 def prepack(qw: QuantizedWeight) -> QuantizedWeight:
