@@ -3,8 +3,8 @@
 Imports whichever w4a16 is first on PYTHONPATH (ab_device.sh points it at each build in
 turn) and prints one line per (format, shape, M): `NAME FORMAT NxK M=m MICROSECONDS`,
 the best of 3 medians of 20 replays of a CUDA graph that calls gemm once per weight copy
-(bench_gemm_gpu.py's time_per_call; prepacked weights rotated past 4x L2, as there). ab_table.py summarises the lines of
-several builds and passes.
+(bench_gemm_gpu.py's time_per_call; prepacked weights rotated past 4x L2, as there).
+ab_table.py summarises the lines of several builds and passes.
 
     PYTHONPATH=BUILD python benchmarks/ab_times.py NAME [--rows issue,focus,gemv] [--formats nvfp4,mxfp4,int4-g128]
 """
@@ -32,21 +32,23 @@ ROWS = {
 }
 
 
+def pick(parser: argparse.ArgumentParser, option: str, text: str, choices) -> list[str]:
+    """The comma-separated names of `text`, each one of `choices`, or a parser error."""
+    names = text.split(",")
+    unknown = [name for name in names if name not in choices]
+    if unknown:
+        parser.error(f"{option}: unknown {', '.join(unknown)}; expected some of {', '.join(choices)}")
+    return names
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", help="the build's label, first word of every line")
     parser.add_argument("--rows", default="issue", help="comma-separated: " + ", ".join(ROWS))
     parser.add_argument("--formats", default="nvfp4,mxfp4", help="comma-separated: " + ", ".join(FORMATS))
     args = parser.parse_args()
-    formats = args.formats.split(",")
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown:
-        parser.error(f"--formats: unknown {', '.join(unknown)}; expected some of {', '.join(FORMATS)}")
-    row_sets = args.rows.split(",")
-    unknown = [r for r in row_sets if r not in ROWS]
-    if unknown:
-        parser.error(f"--rows: unknown {', '.join(unknown)}; expected some of {', '.join(ROWS)}")
-    rows = [row for r in row_sets for row in ROWS[r]]
+    formats = pick(parser, "--formats", args.formats, FORMATS)
+    rows = [row for r in pick(parser, "--rows", args.rows, ROWS) for row in ROWS[r]]
     if not torch.cuda.is_available():
         sys.exit("ab_times.py: needs a CUDA GPU")
     device = torch.device("cuda")
