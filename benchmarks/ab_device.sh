@@ -3,20 +3,22 @@
 # then alternate passes of ab_times.py over the builds (the spread between passes is
 # +-2-4% on an H100, so only alternating passes in one run compare fairly).
 #
-#   bash benchmarks/ab_device.sh [--passes N] [--rows issue,focus,gemv] [--formats nvfp4,...] NAME=TREE[:PATCH] ...
+#   bash benchmarks/ab_device.sh [--passes N] [--rows issue,focus,gemv] [--formats nvfp4,...]
+#       [--dtypes bfloat16,float16] NAME=TREE[:PATCH] ...
 #
 # TREE is a source tree on the device (`.` for the working tree the device tool copies; an
 # older commit as `git archive REV | tar -x -C .out/base` made beforehand and carried with
 # carry: [".out"]); PATCH, a `git diff` applied to a copy of TREE. Leaves $OUT/ab.txt (the
 # raw lines) and prints ab_table.py's summary, changes against the first build.
 set -uo pipefail
-passes=3 rows=issue formats=nvfp4,mxfp4
+passes=3 rows=issue formats=nvfp4,mxfp4 dtypes=bfloat16
 builds=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --passes) passes="$2"; shift 2 ;;
         --rows) rows="$2"; shift 2 ;;
         --formats) formats="$2"; shift 2 ;;
+        --dtypes) dtypes="$2"; shift 2 ;;
         *=*) builds+=("$1"); shift ;;
         *) echo "ab_device.sh: unexpected argument '$1' (expected NAME=TREE[:PATCH])" >&2; exit 2 ;;
     esac
@@ -51,8 +53,10 @@ echo "built in ${SECONDS}s"
 cd /tmp  # each build's w4a16, not the source tree's
 for pass in $(seq "$passes"); do
     for name in "${names[@]}"; do
-        PYTHONPATH="$work/lib-$name" timeout 120 python3 "$here/ab_times.py" "$name" --rows "$rows" --formats "$formats" \
-            >> "$OUT/ab.txt" 2>&1
+        for dtype in ${dtypes//,/ }; do
+            PYTHONPATH="$work/lib-$name" timeout 120 python3 "$here/ab_times.py" "$name" --rows "$rows" \
+                --formats "$formats" --dtype "$dtype" >> "$OUT/ab.txt" 2>&1
+        done
     done
     echo "pass $pass done at ${SECONDS}s"
 done

@@ -4,9 +4,12 @@ Imports whichever w4a16 is first on PYTHONPATH (ab_device.sh points it at each b
 turn) and prints one line per (format, shape, M): `NAME FORMAT NxK M=m MICROSECONDS`,
 the best of 3 medians of 20 replays of a CUDA graph that calls gemm once per weight copy
 (bench_gemm_gpu.py's time_per_call; prepacked weights rotated past 4x L2, as there).
-ab_table.py summarises the lines of several builds and passes.
+With `--dtype float16` x and y are fp16 and FORMAT reads e.g. `nvfp4-fp16`, so that bf16
+and fp16 lines of one build stay apart. ab_table.py summarises the lines of several
+builds and passes.
 
     PYTHONPATH=BUILD python benchmarks/ab_times.py NAME [--rows issue,focus,gemv] [--formats nvfp4,mxfp4,int4-g128]
+        [--dtype bfloat16|float16]
 """
 
 from __future__ import annotations
@@ -46,24 +49,27 @@ def main() -> None:
     parser.add_argument("name", help="the build's label, first word of every line")
     parser.add_argument("--rows", default="issue", help="comma-separated: " + ", ".join(ROWS))
     parser.add_argument("--formats", default="nvfp4,mxfp4", help="comma-separated: " + ", ".join(FORMATS))
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16"], help="x and y")
     args = parser.parse_args()
     formats = pick(parser, "--formats", args.formats, FORMATS)
     rows = [row for r in pick(parser, "--rows", args.rows, ROWS) for row in ROWS[r]]
     if not torch.cuda.is_available():
         sys.exit("ab_times.py: needs a CUDA GPU")
     device = torch.device("cuda")
+    dtype = getattr(torch, args.dtype)
+    suffix = "" if dtype == torch.bfloat16 else "-fp16"
     l2 = torch.cuda.get_device_properties(0).L2_cache_size
     for fmt in formats:
         for n, k, batches in rows:
             g = torch.Generator(device=device).manual_seed(n + k)
-            w = torch.randn(n, k, device=device, generator=g, dtype=torch.bfloat16)
+            w = torch.randn(n, k, device=device, generator=g, dtype=dtype)
             copies = quantized_copies(w4a16.prepack(FORMATS[fmt](w)), l2)
             for m in batches:
-                x = torch.randn(m, k, device=device, generator=g, dtype=torch.bfloat16)
-                y = torch.empty(m, n, device=device, dtype=torch.bfloat16)
+                x = torch.randn(m, k, device=device, generator=g, dtype=dtype)
+                y = torch.empty(m, n, device=device, dtype=dtype)
                 calls = [lambda q=q: w4a16.gemm(x, q, out=y) for q in copies]
                 seconds = min(time_per_call(calls, replays=20) for _ in range(3))  # best of 3 medians
-                print(f"{args.name} {fmt} {n}x{k} M={m} {seconds * 1e6:.2f}", flush=True)
+                print(f"{args.name} {fmt}{suffix} {n}x{k} M={m} {seconds * 1e6:.2f}", flush=True)
             del copies
 
 
