@@ -690,14 +690,14 @@ struct wgmma_tile {
         (PIPE_BYTES + Y_BYTES > OUT_BYTES ? PIPE_BYTES + Y_BYTES : OUT_BYTES) + WGMMA_ATOM_BYTES;
     static_assert(STAGES >= 3, "stage kt + 1 is decoded while stage kt + STAGES - 1 loads");
     static_assert(BM == 32 || BM == 64 || BM == 128 || BM == 256, "the wgmma N sizes of wgmma.cuh");
-    static_assert(BK == 64 || BK == 128, "whole 64-element column blocks; a code row of at most 64 bytes");
+    static_assert(BK == 64 || BK == 128 || BK == 256, "whole 64-element column blocks; a code row of at most 128 bytes");
     static_assert(STAGE_BYTES % WGMMA_ATOM_BYTES == 0 && W_STAGE % WGMMA_ATOM_BYTES == 0, "atoms stay aligned");
 };
 
 /* Byte offset of 16-byte chunk `chunk` of code row `row` in a stage as the TMA swizzle
- * leaves it: bits 4 .. 4 + log2(CHUNKS_ROW) of the address XOR its bits 7 .. (the 64- and
- * 32-byte modes), so that rows g = 0..7 of a warp's read land on 8 distinct 16-byte bank
- * groups. */
+ * leaves it: bits 4 .. 4 + log2(CHUNKS_ROW) of the address XOR its bits 7 .. (the 128-,
+ * 64- and 32-byte modes), so that rows g = 0..7 of a warp's read land on 8 distinct
+ * 16-byte bank groups. */
 template <class C> __device__ __forceinline__ int codes_offset_swizzled(int row, int chunk)
 {
     const int linear = row * C::W_ROW_BYTES + chunk * 16;
@@ -856,6 +856,8 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
      * a quarter of the loads and table lookups of each thread doing all of them. `own`
      * holds the raw scales of the next stage to decode, of tile scale_tile. */
     const int rows[2] = {16 * warp + g, 16 * warp + g + 8};
+    /* thread t of a quad owns chunks t, t + 4, ... of a stage's row (BK = 64: t % 2) */
+    constexpr int OWN = CHUNKS > 4 ? CHUNKS / 4 : 1;
     const int own_chunk = t % CHUNKS;
     scale_cursor<FMT, T> scales[2];
     /* own[f]: the raw scales of the next stage to be decoded into fragment set f. Without
@@ -866,7 +868,7 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
      * M = 50 / 64 nvfp4 -2 to -5%, mxfp4 -2 to -5% on the large shapes; 8192x1024 at M = 50
      * nvfp4 +1.3% (its 8 stages pay the second load before the first decode). WALK reads one
      * ahead into own[0]: a tile's last stage starts the next tile's cursors. */
-    raw_scale own[2][2];
+    raw_scale own[2][2][OWN];
     int scale_tile = blockIdx.x;
     auto start_scales = [&]() { /* the cursors at stage 0 of scale_tile */
         const int64_t n0 = wgmma_tile_at<C>(a, scale_tile).n0;
@@ -874,8 +876,11 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
         for (int h = 0; h < 2; h++) {
             scales[h] = scale_cursor<FMT, T>(a.scales, a.zero_points, a.k, a.group, min(n0 + rows[h], a.n - 1),
                                              k_begin, a.chunk_shift);
-            own[0][h] = scales[h].load_chunk((uint32_t)own_chunk);
-            if (!WALK && stages_total > 1) own[1][h] = scales[h].load_chunk((uint32_t)(CHUNKS + own_chunk));
+#pragma unroll
+            for (int o = 0; o < OWN; o++) {
+                own[0][h][o] = scales[h].load_chunk((uint32_t)(own_chunk + 4 * o));
+                if (!WALK && stages_total > 1) own[1][h][o] = scales[h].load_chunk((uint32_t)(CHUNKS + own_chunk + 4 * o));
+            }
         }
     };
     start_scales();
@@ -888,18 +893,27 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
     auto decode_stage = [&](int s, int s_kt, auto set_tag) {
         constexpr int set = decltype(set_tag)::value;
         const uint8_t *ws = smem + (s % C::STAGES) * C::STAGE_BYTES;
-        chunk_scale mine[2];
+        chunk_scale mine[2][OWN];
         constexpr int slot = WALK ? 0 : set;
 #pragma unroll
-        for (int h = 0; h < 2; h++) mine[h] = scale_cursor<FMT, T>::resolve(own[slot][h], lut, a.other_scale_type);
+        for (int h = 0; h < 2; h++)
+#pragma unroll
+            for (int o = 0; o < OWN; o++)
+                mine[h][o] = scale_cursor<FMT, T>::resolve(own[slot][h][o], lut, a.other_scale_type);
         if (!WALK) {
             if (s + 2 < stages_total)
 #pragma unroll
-                for (int h = 0; h < 2; h++) own[slot][h] = scales[h].load_chunk((uint32_t)(s_kt + 2) * CHUNKS + own_chunk);
+                for (int h = 0; h < 2; h++)
+#pragma unroll
+                    for (int o = 0; o < OWN; o++)
+                        own[slot][h][o] = scales[h].load_chunk((uint32_t)(s_kt + 2) * CHUNKS + own_chunk + 4 * o);
         } else if (s_kt + 1 < tile_stages) {
             if (s + 1 < stages_total)
 #pragma unroll
-                for (int h = 0; h < 2; h++) own[0][h] = scales[h].load_chunk((uint32_t)(s_kt + 1) * CHUNKS + own_chunk);
+                for (int h = 0; h < 2; h++)
+#pragma unroll
+                    for (int o = 0; o < OWN; o++)
+                        own[0][h][o] = scales[h].load_chunk((uint32_t)(s_kt + 1) * CHUNKS + own_chunk + 4 * o);
         } else if (s + 1 < stages_total) {
             scale_tile += gridDim.x; /* stage s + 1 starts the CTA's next tile */
             start_scales();
@@ -908,11 +922,12 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
         for (int h = 0; h < 2; h++)
 #pragma unroll
             for (int c = 0; c < CHUNKS; c++) {
-                const int src = (lane & ~3) | c;
+                const int src = (lane & ~3) | (c % 4);
+                const chunk_scale &held = mine[h][c / 4];
                 chunk_scale cs;
-                cs.s0 = __shfl_sync(0xffffffffu, mine[h].s0, src);
-                cs.s1 = FMT == W4A16_FORMAT_NVFP4 ? __shfl_sync(0xffffffffu, mine[h].s1, src) : cs.s0;
-                cs.offset = FMT == W4A16_FORMAT_INT4 ? __shfl_sync(0xffffffffu, mine[h].offset, src) : 0u;
+                cs.s0 = __shfl_sync(0xffffffffu, held.s0, src);
+                cs.s1 = FMT == W4A16_FORMAT_NVFP4 ? __shfl_sync(0xffffffffu, held.s1, src) : cs.s0;
+                cs.offset = FMT == W4A16_FORMAT_INT4 ? __shfl_sync(0xffffffffu, held.offset, src) : 0u;
                 const uint32_t word =
                     *reinterpret_cast<const uint32_t *>(ws + codes_offset_swizzled<C>(rows[h], c) + 4 * t);
                 uint32_t p[4];
@@ -1053,7 +1068,7 @@ using tile_n64_m64_wide = tile<2, 1, 2, 8, 2, 4>;  /* 4 warps, K split over 2 wa
  * class parts). 4 stages (224 KiB) measured the same; a 128 x 64 decoded tile was never
  * the fastest (H100, benchmarks/RESULTS.md). */
 using tile_n128_m128_decoded = decoded_tile<2, 4, 4, 4, 3>;
-/* the warpgroup kernel (SM90 with an sm_90a build only): 161 / 97 / 145 / 65 KiB. 5 stages
+/* the warpgroup kernel (SM90 with an sm_90a build only): 161 / 97 / 145 / 65 / 97 KiB. 5 stages
  * for the 128-row tile measured the same (H100, M = 64 and 128 on the large Pi0.5 shapes).
  * The 32-row tile (~120 registers, so two CTAs fit on an SM) against the best mma.sync
  * config at M = 17..32 (H100, nvfp4, benchmarks/sweep_configs.py): 16384x2048 M = 32 14.7
@@ -1064,6 +1079,15 @@ using tile_wg_n128_m128 = wgmma_tile<128, 128, 4>;
 using tile_wg_n128_m64 = wgmma_tile<64, 128, 4>;
 using tile_wg_n128_m256 = wgmma_tile<256, 64, 4>;
 using tile_wg_n128_m32 = wgmma_tile<32, 128, 4>;
+/* The 32-row tile with 256-element stages, 3 deep: half the stages, so half the per-stage
+ * barrier, waits and scale handling, for ~190 registers (one CTA per SM). Where the grid
+ * has at most one CTA per SM anyway and a CTA at least 4 such stages (H100, A/B, 3 passes,
+ * against the 128-element tile; nvfp4 / mxfp4): 16384x2048 M = 32 -5.9 / -8.8%, 2048x16384
+ * M = 32 split 8 -4.8 / -3.0%, 8192x1024 M = 50 (two M tiles) -5.5 / -7.7%; with 2 stages a
+ * CTA (1024x4096 M = 50, split 8) +1.9 / +3.5%, and 32768x2048 M = 32, which runs two
+ * 128-element-stage CTAs per SM, +22%. 4 deep: -2.6 / -4.3% on 16384x2048 M = 32. The
+ * 64-row tile at 256 x 3: 16384x2048 M = 64 -1.3 / -0.7%, 2048x16384 -3.8 / -1.1%, not kept. */
+using tile_wg_n128_m32_k256 = wgmma_tile<32, 256, 3>;
 
 /* config names: tile name + K split */
 #define W4A16_TILE_NAMES(t) t "_split1", t "_split2", t "_split4", t "_split8"
@@ -1073,6 +1097,7 @@ const char *const CONFIG_NAMES[] = {
     W4A16_TILE_NAMES("tc_n128_m64w"), W4A16_TILE_NAMES("tc_n64_m64w"),
     W4A16_TILE_NAMES("tc_n128_m128d"), W4A16_TILE_NAMES("tc_wg_n128_m128"), W4A16_TILE_NAMES("tc_wg_n128_m64"),
     W4A16_TILE_NAMES("tc_wg_n128_m256"), W4A16_TILE_NAMES("tc_n64_m32k4"), W4A16_TILE_NAMES("tc_wg_n128_m32"),
+    W4A16_TILE_NAMES("tc_wg_n128_m32k256"),
 };
 #undef W4A16_TILE_NAMES
 
@@ -1087,6 +1112,7 @@ const w4a16_tc_shape TILES[] = {
     describe<tile_n128_m64_wide>(nullptr), describe<tile_n64_m64_wide>(nullptr),
     describe<tile_n128_m128_decoded>(nullptr), describe<tile_wg_n128_m128>(nullptr), describe<tile_wg_n128_m64>(nullptr),
     describe<tile_wg_n128_m256>(nullptr), describe<tile_n64_m32_k4>(nullptr), describe<tile_wg_n128_m32>(nullptr),
+    describe<tile_wg_n128_m32_k256>(nullptr),
 };
 constexpr int TILE_COUNT = (int)(sizeof TILES / sizeof TILES[0]);
 /* every tile runs with each of these K splits across CTAs: config = tile * 4 + split index */
@@ -1132,7 +1158,9 @@ template <typename T, class C> cudaError_t make_wgmma_maps(const tc_args &a, wgm
     const uint64_t k = (uint64_t)a.k, n = (uint64_t)a.n, m = (uint64_t)a.m;
     const CUtensorMapDataType x_type = bits16<T>::IS_BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
     /* the codes with the swizzle codes_offset_swizzled undoes, x with wgmma's */
-    const CUtensorMapSwizzle codes_swizzle = C::BK == 128 ? CU_TENSOR_MAP_SWIZZLE_64B : CU_TENSOR_MAP_SWIZZLE_32B;
+    const CUtensorMapSwizzle codes_swizzle = C::BK == 256   ? CU_TENSOR_MAP_SWIZZLE_128B
+                                             : C::BK == 128 ? CU_TENSOR_MAP_SWIZZLE_64B
+                                                            : CU_TENSOR_MAP_SWIZZLE_32B;
     const bool ok = encode_map_2d(&maps->codes, CU_TENSOR_MAP_DATA_TYPE_UINT8, a.codes, k / 2, n, k / 2, C::BK / 2,
                                   C::BN, codes_swizzle) &&
                     encode_map_2d(&maps->x, x_type, a.x, k, m, 2 * k, 64, C::BM, CU_TENSOR_MAP_SWIZZLE_128B);
@@ -1250,7 +1278,8 @@ template <typename F> auto with_tile(int tile_index, F &&f)
     case 10: return f(tile_wg_n128_m64());
     case 11: return f(tile_wg_n128_m256());
     case 12: return f(tile_n64_m32_k4());
-    default: return f(tile_wg_n128_m32());
+    case 13: return f(tile_wg_n128_m32());
+    default: return f(tile_wg_n128_m32_k256());
     }
 }
 
