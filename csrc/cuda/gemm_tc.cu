@@ -690,7 +690,8 @@ struct wgmma_tile {
         (PIPE_BYTES + Y_BYTES > OUT_BYTES ? PIPE_BYTES + Y_BYTES : OUT_BYTES) + WGMMA_ATOM_BYTES;
     static_assert(STAGES >= 3, "stage kt + 1 is decoded while stage kt + STAGES - 1 loads");
     static_assert(BM == 32 || BM == 64 || BM == 128 || BM == 256, "the wgmma N sizes of wgmma.cuh");
-    static_assert(BK == 64 || BK == 128 || BK == 256, "whole 64-element column blocks; a code row of at most 128 bytes");
+    static_assert(BK == 64 || BK == 128 || BK == 256,
+                  "whole 64-element column blocks; a code row of at most 128 bytes (the widest TMA swizzle)");
     static_assert(STAGE_BYTES % WGMMA_ATOM_BYTES == 0 && W_STAGE % WGMMA_ATOM_BYTES == 0, "atoms stay aligned");
 };
 
@@ -879,7 +880,8 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
 #pragma unroll
             for (int o = 0; o < OWN; o++) {
                 own[0][h][o] = scales[h].load_chunk((uint32_t)(own_chunk + 4 * o));
-                if (!WALK && stages_total > 1) own[1][h][o] = scales[h].load_chunk((uint32_t)(CHUNKS + own_chunk + 4 * o));
+                if (!WALK && stages_total > 1)
+                    own[1][h][o] = scales[h].load_chunk((uint32_t)(CHUNKS + own_chunk + 4 * o));
             }
         }
     };
