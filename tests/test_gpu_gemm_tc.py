@@ -211,21 +211,23 @@ def test_default_dispatch_of_a_large_weight_at_m_17_to_32(rng, tmp_path, fmt, m)
 
 
 @pytest.mark.parametrize("n", [16384, 32768])
-def test_default_dispatch_of_256_element_stages(rng, tmp_path, n):
-    """At M = 17..32 on SM 9.0 the 32-row warpgroup tile runs 256-element stages where its
-    grid has at most one CTA per SM (N / 128 of them, unsplit at K = 2048) and each CTA at
-    least 4 such stages, and 128-element stages where two CTAs share an SM; y within 2x
+@pytest.mark.parametrize("m", [32, 64])
+def test_default_dispatch_of_256_element_stages(rng, tmp_path, n, m):
+    """At M = 17..64 on SM 9.0 the 32- and 64-row warpgroup tiles run 256-element stages where
+    their grid has at most one CTA per SM (N / 128 of them, unsplit at K = 2048) and each CTA
+    at least 4 such stages, and 128-element stages where two CTAs share an SM; y within 2x
     torch's error either way."""
     if torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("the warpgroup (wgmma) configs run on SM 9.0 only")
-    k, m = 2048, 32
+    k = 2048
     qw = w4a16.prepack(w4a16.quantize_nvfp4(random_weight(rng, n, k, torch.bfloat16)))
     x = random_x(rng, m, k, torch.bfloat16)
     out = torch.full((m, n), float("nan"), device="cuda", dtype=torch.bfloat16)
     grids = launched_grids(lambda: w4a16.gemm(x, qw, out=out), tmp_path)
     names = [name for name in grids if "gemm_wgmma" in name]
     one_wave = n // 128 <= torch.cuda.get_device_properties(0).multi_processor_count
-    assert len(names) == 1 and bool(re.search(r"wgmma_tile<32, ?256", names[0])) == one_wave, names
+    tile = re.search(r"wgmma_tile<(\d+), ?(\d+)", names[0]) if len(names) == 1 else None
+    assert tile and tile.groups() == (str(m), "256" if one_wave else "128"), names
     ours, theirs = errors(x, qw, out)
     assert torch.isfinite(out).all() and ours <= 2 * theirs + 1e-6, (ours, theirs)
 

@@ -94,6 +94,8 @@ template <> struct bits16<__half> {
     static constexpr bool IS_BF16 = false;
     static __device__ __forceinline__ uint16_t from_float(float f) { return __half_as_ushort(__float2half_rn(f)); }
     static __device__ __forceinline__ float to_float(uint16_t h) { return __half2float(__ushort_as_half(h)); }
+    static __device__ __forceinline__ pair low_both(pair p) { return __low2half2(p); }
+    static __device__ __forceinline__ pair high_both(pair p) { return __high2half2(p); }
 };
 template <> struct bits16<__nv_bfloat16> {
     using pair = __nv_bfloat162;
@@ -105,6 +107,8 @@ template <> struct bits16<__nv_bfloat16> {
     static constexpr bool IS_BF16 = true;
     static __device__ __forceinline__ uint16_t from_float(float f) { return __bfloat16_as_ushort(__float2bfloat16_rn(f)); }
     static __device__ __forceinline__ float to_float(uint16_t h) { return __bfloat162float(__ushort_as_bfloat16(h)); }
+    static __device__ __forceinline__ pair low_both(pair p) { return __low2bfloat162(p); }
+    static __device__ __forceinline__ pair high_both(pair p) { return __high2bfloat162(p); }
 };
 
 /* Two 16-bit values packed in a uint32, multiplied / subtracted as T's pair type. */
@@ -316,6 +320,35 @@ template <int FMT, typename T> struct scale_cursor {
         return cs;
     }
 };
+
+/* The chunk_scale of one chunk for two weight rows in the words of one: half h of each
+ * word is row h's 16-bit pattern. A quad of the warpgroup kernel shares a chunk's scales
+ * with one shuffle per word instead of one per row; unpacking costs nothing, as ptxas
+ * folds the half selection (low_both / high_both) into the multiply's and subtraction's
+ * operand selector (HMUL2 R, R, R.H0_H0). */
+struct chunk_scale_rows {
+    uint32_t s0, s1, offset;
+};
+
+__device__ __forceinline__ chunk_scale_rows pack_rows(const chunk_scale &row0, const chunk_scale &row1)
+{
+    return chunk_scale_rows{__byte_perm(row0.s0, row1.s0, 0x5410), __byte_perm(row0.s1, row1.s1, 0x5410),
+                            __byte_perm(row0.offset, row1.offset, 0x5410)};
+}
+
+/* half h of v in both halves */
+template <typename T> __device__ __forceinline__ uint32_t half_in_both(uint32_t v, int h)
+{
+    using P = typename bits16<T>::pair;
+    const P p = *reinterpret_cast<const P *>(&v);
+    P r = h ? bits16<T>::high_both(p) : bits16<T>::low_both(p);
+    return *reinterpret_cast<uint32_t *>(&r);
+}
+
+template <typename T> __device__ __forceinline__ chunk_scale row_of(const chunk_scale_rows &rows, int h)
+{
+    return chunk_scale{half_in_both<T>(rows.s0, h), half_in_both<T>(rows.s1, h), half_in_both<T>(rows.offset, h)};
+}
 
 /* One raw pair scaled: INT4 first loses its magic number and zero point; NVFP4 takes the
  * chunk's second block scale for the pairs of its second 16 elements. */

@@ -33,7 +33,8 @@ constexpr int64_t GEMV_SMALL_WEIGHT = (int64_t)1 << 22;
 /* Tiles of gemm_tc.cu (config index = 1 + tile * 4 + split index). */
 constexpr int TILE_N128_M64 = 0, TILE_N128_M32 = 2, TILE_N64_M64 = 3, TILE_N64_M32 = 4, TILE_N64_M16 = 5,
               TILE_N128_M64_WIDE = 6, TILE_N128_M128_DECODED = 8, TILE_WG_N128_M128 = 9, TILE_WG_N128_M64 = 10,
-              TILE_WG_N128_M256 = 11, TILE_N64_M32_K4 = 12, TILE_WG_N128_M32 = 13, TILE_WG_N128_M32_K256 = 14;
+              TILE_WG_N128_M256 = 11, TILE_N64_M32_K4 = 12, TILE_WG_N128_M32 = 13, TILE_WG_N128_M32_K256 = 14,
+              TILE_WG_N128_M64_K256 = 15;
 constexpr int SPLITS_PER_TILE = 4;
 
 struct device_facts {
@@ -58,17 +59,25 @@ cudaError_t query_device(int device_id, device_facts *facts)
     return err;
 }
 
-/* `config` (1 + index), or where it is the 32-row warpgroup tile, the same tile with 256-element
- * stages when that grid has at most one CTA per SM anyway and every CTA at least 4 such
- * stages: half the stages, each with the same fixed barrier, waits and scale handling
- * (H100, tile_wg_n128_m32_k256 in gemm_tc.cu: 16384x2048 M = 32 -6 / -9% nvfp4 / mxfp4;
- * two stages a CTA, 1024x4096 M = 50 split 8, +2 / +4%; 32768x2048 M = 32, whose 128-element
- * tile runs two CTAs per SM, +22%). */
+/* The tile with 256-element stages that stands in for warpgroup tile `tile`, or -1. */
+int long_stage_tile(int tile)
+{
+    if (tile == TILE_WG_N128_M32) return TILE_WG_N128_M32_K256;
+    if (tile == TILE_WG_N128_M64) return TILE_WG_N128_M64_K256;
+    return -1;
+}
+
+/* `config` (1 + index), or where it is the 32- or 64-row warpgroup tile, the same tile with
+ * 256-element stages when that grid has at most one CTA per SM anyway and every CTA at
+ * least 4 such stages: half the stages, each with the same fixed barrier, waits and scale
+ * handling (H100, gemm_tc.cu: 16384x2048 M = 32 -6 / -9% nvfp4 / mxfp4, M = 64 -2.0 / -1.5%;
+ * two stages a CTA, 1024x4096 M = 50 split 8, +2 / +4%; 32768x2048, whose 128-element tiles
+ * run two CTAs per SM, +22% at M = 32 and +20% at M = 64). */
 int with_long_stages(const w4a16_cuda_gemm_args &a, int config, const device_facts &dev)
 {
-    const int index = config - 1;
-    if (index / SPLITS_PER_TILE != TILE_WG_N128_M32) return config;
-    const int long_index = TILE_WG_N128_M32_K256 * SPLITS_PER_TILE + index % SPLITS_PER_TILE;
+    const int index = config - 1, long_tile = long_stage_tile(index / SPLITS_PER_TILE);
+    if (long_tile < 0) return config;
+    const int long_index = long_tile * SPLITS_PER_TILE + index % SPLITS_PER_TILE;
     w4a16_tc_shape shape;
     if (!w4a16_tc_shape_at(long_index, &shape) || w4a16_tc_unsupported(a, shape, dev.max_smem, dev.wgmma))
         return config;

@@ -895,13 +895,12 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
     auto decode_stage = [&](int s, int s_kt, auto set_tag) {
         constexpr int set = decltype(set_tag)::value;
         const uint8_t *ws = smem + (s % C::STAGES) * C::STAGE_BYTES;
-        chunk_scale mine[2][OWN];
+        chunk_scale_rows mine[OWN]; /* chunks own_chunk + 4 o of both rows */
         constexpr int slot = WALK ? 0 : set;
 #pragma unroll
-        for (int h = 0; h < 2; h++)
-#pragma unroll
-            for (int o = 0; o < OWN; o++)
-                mine[h][o] = scale_cursor<FMT, T>::resolve(own[slot][h][o], lut, a.other_scale_type);
+        for (int o = 0; o < OWN; o++)
+            mine[o] = pack_rows(scale_cursor<FMT, T>::resolve(own[slot][0][o], lut, a.other_scale_type),
+                                scale_cursor<FMT, T>::resolve(own[slot][1][o], lut, a.other_scale_type));
         if (!WALK) {
             if (s + 2 < stages_total)
 #pragma unroll
@@ -921,24 +920,25 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
             start_scales();
         }
 #pragma unroll
-        for (int h = 0; h < 2; h++)
+        for (int c = 0; c < CHUNKS; c++) {
+            const int src = (lane & ~3) | (c % 4);
+            const chunk_scale_rows &held = mine[c / 4];
+            chunk_scale_rows shared;
+            shared.s0 = __shfl_sync(0xffffffffu, held.s0, src);
+            shared.s1 = FMT == W4A16_FORMAT_NVFP4 ? __shfl_sync(0xffffffffu, held.s1, src) : shared.s0;
+            shared.offset = FMT == W4A16_FORMAT_INT4 ? __shfl_sync(0xffffffffu, held.offset, src) : 0u;
 #pragma unroll
-            for (int c = 0; c < CHUNKS; c++) {
-                const int src = (lane & ~3) | (c % 4);
-                const chunk_scale &held = mine[h][c / 4];
-                chunk_scale cs;
-                cs.s0 = __shfl_sync(0xffffffffu, held.s0, src);
-                cs.s1 = FMT == W4A16_FORMAT_NVFP4 ? __shfl_sync(0xffffffffu, held.s1, src) : cs.s0;
-                cs.offset = FMT == W4A16_FORMAT_INT4 ? __shfl_sync(0xffffffffu, held.offset, src) : 0u;
+            for (int h = 0; h < 2; h++) {
                 const uint32_t word =
                     *reinterpret_cast<const uint32_t *>(ws + codes_offset_swizzled<C>(rows[h], c) + 4 * t);
                 uint32_t p[4];
-                dequant_fragment_word<FMT, T>(word, cs, int_xor, p);
+                dequant_fragment_word<FMT, T>(word, row_of<T>(shared, h), int_xor, p);
                 frag[set][2 * c][h] = p[0];
                 frag[set][2 * c][2 + h] = p[1];
                 frag[set][2 * c + 1][h] = p[2];
                 frag[set][2 * c + 1][2 + h] = p[3];
             }
+        }
     };
 
     float acc[C::FN][C::FM][4]; /* = the wgmma fragment d[BM / 2]: d[4j + e] is acc[0][j][e] */
@@ -1070,9 +1070,9 @@ using tile_n64_m64_wide = tile<2, 1, 2, 8, 2, 4>;  /* 4 warps, K split over 2 wa
  * class parts). 4 stages (224 KiB) measured the same; a 128 x 64 decoded tile was never
  * the fastest (H100, benchmarks/RESULTS.md). */
 using tile_n128_m128_decoded = decoded_tile<2, 4, 4, 4, 3>;
-/* the warpgroup kernel (SM90 with an sm_90a build only): 161 / 97 / 145 / 65 / 97 KiB. 5 stages
- * for the 128-row tile measured the same (H100, M = 64 and 128 on the large Pi0.5 shapes).
- * The 32-row tile (~120 registers, so two CTAs fit on an SM) against the best mma.sync
+/* the warpgroup kernel (SM90 with an sm_90a build only): 161 / 97 / 145 / 65 / 97 / 145
+ * KiB. 5 stages for the 128-row tile measured the same (H100, M = 64 and 128 on the large
+ * Pi0.5 shapes). The 32-row tile (~120 registers, so two CTAs fit on an SM) against the best mma.sync
  * config at M = 17..32 (H100, nvfp4, benchmarks/sweep_configs.py): 16384x2048 M = 32 14.7
  * -> 13.3 µs, 32768x2048 29.0 -> 22.1, 2048x16384 (split 8) 16.8 -> 15.2. A 16-row one
  * (M = 16: 12.7 vs 11.8 on 16384x2048, 21.8 vs 23.7 on 32768x2048) and a 32-row one with
@@ -1087,9 +1087,15 @@ using tile_wg_n128_m32 = wgmma_tile<32, 128, 4>;
  * against the 128-element tile; nvfp4 / mxfp4): 16384x2048 M = 32 -5.9 / -8.8%, 2048x16384
  * M = 32 split 8 -4.8 / -3.0%, 8192x1024 M = 50 (two M tiles) -5.5 / -7.7%; with 2 stages a
  * CTA (1024x4096 M = 50, split 8) +1.9 / +3.5%, and 32768x2048 M = 32, which runs two
- * 128-element-stage CTAs per SM, +22%. 4 deep: -2.6 / -4.3% on 16384x2048 M = 32. The
- * 64-row tile at 256 x 3: 16384x2048 M = 64 -1.3 / -0.7%, 2048x16384 -3.8 / -1.1%, not kept. */
+ * 128-element-stage CTAs per SM, +22%. 4 deep: -2.6 / -4.3% on 16384x2048 M = 32. */
 using tile_wg_n128_m32_k256 = wgmma_tile<32, 256, 3>;
+/* The 64-row tile likewise (145 KiB, 205-241 registers), where its grid has one CTA per SM
+ * and a CTA at least 4 stages (H100, A/B against the 128-element tile, 3 passes, nvfp4 /
+ * mxfp4 / int4): 16384x2048 M = 64 -2.0 / -1.5 / -4.5%, M = 50 -1.7 / -1.8 / -5.1%,
+ * 2048x16384 M = 64 split 8 -4.1 / +1.1 / -3.5% (an earlier A/B, nvfp4 / mxfp4: -1.3 / -0.7%
+ * and -3.8 / -1.1%). Decoding its stages as two 128-element fragment sets (~125 registers,
+ * the same barriers and copies) gained less: -0.6 / -0.4 / -0.7% on the gate at M = 64. */
+using tile_wg_n128_m64_k256 = wgmma_tile<64, 256, 3>;
 
 /* config names: tile name + K split */
 #define W4A16_TILE_NAMES(t) t "_split1", t "_split2", t "_split4", t "_split8"
@@ -1099,7 +1105,7 @@ const char *const CONFIG_NAMES[] = {
     W4A16_TILE_NAMES("tc_n128_m64w"), W4A16_TILE_NAMES("tc_n64_m64w"),
     W4A16_TILE_NAMES("tc_n128_m128d"), W4A16_TILE_NAMES("tc_wg_n128_m128"), W4A16_TILE_NAMES("tc_wg_n128_m64"),
     W4A16_TILE_NAMES("tc_wg_n128_m256"), W4A16_TILE_NAMES("tc_n64_m32k4"), W4A16_TILE_NAMES("tc_wg_n128_m32"),
-    W4A16_TILE_NAMES("tc_wg_n128_m32k256"),
+    W4A16_TILE_NAMES("tc_wg_n128_m32k256"), W4A16_TILE_NAMES("tc_wg_n128_m64k256"),
 };
 #undef W4A16_TILE_NAMES
 
@@ -1114,7 +1120,7 @@ const w4a16_tc_shape TILES[] = {
     describe<tile_n128_m64_wide>(nullptr), describe<tile_n64_m64_wide>(nullptr),
     describe<tile_n128_m128_decoded>(nullptr), describe<tile_wg_n128_m128>(nullptr), describe<tile_wg_n128_m64>(nullptr),
     describe<tile_wg_n128_m256>(nullptr), describe<tile_n64_m32_k4>(nullptr), describe<tile_wg_n128_m32>(nullptr),
-    describe<tile_wg_n128_m32_k256>(nullptr),
+    describe<tile_wg_n128_m32_k256>(nullptr), describe<tile_wg_n128_m64_k256>(nullptr),
 };
 constexpr int TILE_COUNT = (int)(sizeof TILES / sizeof TILES[0]);
 /* every tile runs with each of these K splits across CTAs: config = tile * 4 + split index */
@@ -1281,7 +1287,8 @@ template <typename F> auto with_tile(int tile_index, F &&f)
     case 11: return f(tile_wg_n128_m256());
     case 12: return f(tile_n64_m32_k4());
     case 13: return f(tile_wg_n128_m32());
-    default: return f(tile_wg_n128_m32_k256());
+    case 14: return f(tile_wg_n128_m32_k256());
+    default: return f(tile_wg_n128_m64_k256());
     }
 }
 
