@@ -3,7 +3,7 @@
 # then alternate passes of ab_times.py over the builds (the spread between passes is
 # +-2-4% on an H100, so only alternating passes in one run compare fairly).
 #
-#   bash benchmarks/ab_device.sh [--passes N] [--rows issue,focus,gemv] [--formats nvfp4,...]
+#   bash benchmarks/ab_device.sh [--passes N] [--rows issue,focus,gemv,large] [--formats nvfp4,...]
 #       [--dtypes bfloat16,float16] NAME=TREE[:PATCH] ...
 #
 # TREE is a source tree on the device (`.` for the working tree the device tool copies; an

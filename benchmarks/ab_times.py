@@ -8,8 +8,8 @@ With `--dtype float16` x and y are fp16 and FORMAT reads e.g. `nvfp4-fp16`, so t
 and fp16 lines of one build stay apart. ab_table.py summarises the lines of several
 builds and passes.
 
-    PYTHONPATH=BUILD python benchmarks/ab_times.py NAME [--rows issue,focus,gemv] [--formats nvfp4,mxfp4,int4-g128]
-        [--dtype bfloat16|float16]
+    PYTHONPATH=BUILD python benchmarks/ab_times.py NAME [--rows issue,focus,gemv,large]
+        [--formats nvfp4,mxfp4,int4-g128] [--dtype bfloat16|float16]
 """
 
 from __future__ import annotations
@@ -25,13 +25,14 @@ import w4a16
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_gemm_gpu import FORMATS, quantized_copies, time_per_call  # noqa: E402
 
-# (N, K, values of M): issue 4's speed rows, the two shapes most A/B runs watched, or the
-# small-M kernel's rows (issue 3)
+# (N, K, values of M): issue 4's speed rows, the two shapes most A/B runs watched, the
+# small-M kernel's rows (issue 3), or the 128- and 256-row warpgroup tiles' rows
 ROWS = {
     "issue": [(16384, 2048, [32, 64]), (32768, 2048, [32, 64]), (2048, 16384, [32, 64]),
               (4096, 1024, [10, 50]), (1024, 4096, [10, 50]), (8192, 1024, [50])],
     "focus": [(8192, 1024, [17, 32, 50, 64]), (16384, 2048, [32, 50, 64])],
     "gemv": [(16384, 2048, [1, 16]), (2048, 16384, [1, 16]), (4096, 1024, [1]), (1024, 4096, [1])],
+    "large": [(16384, 2048, [128, 256, 968]), (32768, 2048, [128]), (2048, 16384, [128, 256, 968])],
 }
 
 
