@@ -853,8 +853,9 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
 
     /* rows 16 warp + g and + 8 of the tile; rows past N read row N - 1's scales. The 4
      * threads of a quad need the same scales (their rows and chunks are the same): thread
-     * t loads and resolves those of chunk t % CHUNKS and the quad shares them by shuffles,
-     * a quarter of the loads and table lookups of each thread doing all of them. `own`
+     * t loads and resolves those of chunk t % CHUNKS and the quad shares them by shuffles
+     * (one per scale word for both rows, chunk_scale_rows), a quarter of the loads and table
+     * lookups of each thread doing all of them. `own`
      * holds the raw scales of the next stage to decode, of tile scale_tile. */
     const int rows[2] = {16 * warp + g, 16 * warp + g + 8};
     /* thread t of a quad owns chunks t, t + 4, ... of a stage's row (BK = 64: t % 2) */
@@ -1072,11 +1073,11 @@ using tile_n64_m64_wide = tile<2, 1, 2, 8, 2, 4>;  /* 4 warps, K split over 2 wa
 using tile_n128_m128_decoded = decoded_tile<2, 4, 4, 4, 3>;
 /* the warpgroup kernel (SM90 with an sm_90a build only): 161 / 97 / 145 / 65 / 97 / 145
  * KiB. 5 stages for the 128-row tile measured the same (H100, M = 64 and 128 on the large
- * Pi0.5 shapes). The 32-row tile (~120 registers, so two CTAs fit on an SM) against the best mma.sync
- * config at M = 17..32 (H100, nvfp4, benchmarks/sweep_configs.py): 16384x2048 M = 32 14.7
- * -> 13.3 µs, 32768x2048 29.0 -> 22.1, 2048x16384 (split 8) 16.8 -> 15.2. A 16-row one
- * (M = 16: 12.7 vs 11.8 on 16384x2048, 21.8 vs 23.7 on 32768x2048) and a 32-row one with
- * 64-element stages (17.5 at M = 32 on 16384x2048) are not kept. */
+ * Pi0.5 shapes). The 32-row tile (~120 registers, so two CTAs fit on an SM) against the
+ * best mma.sync config at M = 17..32 (H100, nvfp4, benchmarks/sweep_configs.py): 16384x2048
+ * M = 32 14.7 -> 13.3 µs, 32768x2048 29.0 -> 22.1, 2048x16384 (split 8) 16.8 -> 15.2. A
+ * 16-row one (M = 16: 12.7 vs 11.8 on 16384x2048, 21.8 vs 23.7 on 32768x2048) and a 32-row
+ * one with 64-element stages (17.5 at M = 32 on 16384x2048) are not kept. */
 using tile_wg_n128_m128 = wgmma_tile<128, 128, 4>;
 using tile_wg_n128_m64 = wgmma_tile<64, 128, 4>;
 using tile_wg_n128_m256 = wgmma_tile<256, 64, 4>;
