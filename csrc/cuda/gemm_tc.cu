@@ -855,8 +855,8 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
      * threads of a quad need the same scales (their rows and chunks are the same): thread
      * t loads and resolves those of chunk t % CHUNKS and the quad shares them by shuffles
      * (one per scale word for both rows, chunk_scale_rows), a quarter of the loads and table
-     * lookups of each thread doing all of them. `own`
-     * holds the raw scales of the next stage to decode, of tile scale_tile. */
+     * lookups of each thread doing all of them. `own` holds the raw scales of the next stage
+     * to decode, of tile scale_tile. */
     const int rows[2] = {16 * warp + g, 16 * warp + g + 8};
     /* thread t of a quad owns chunks t, t + 4, ... of a stage's row (BK = 64: t % 2) */
     constexpr int OWN = CHUNKS > 4 ? CHUNKS / 4 : 1;
