@@ -54,11 +54,13 @@ def test_gpu_prepack_bytes_equal_cpu(rng, fmt, k):
 
 
 @pytest.mark.parametrize("config", TC_CONFIGS)
-@pytest.mark.parametrize("fmt", ["nvfp4", "mxfp4", "int4-g64-asym", "int4-channel"])
+@pytest.mark.parametrize("fmt", ["nvfp4", "mxfp4", "int4-g64-asym", "int4-g128-asym", "int4-channel"])
 @pytest.mark.parametrize("n", [200, 203])
 def test_every_tc_config_against_float64(rng, config, fmt, n):
     """N = 200: a partial tile, whole 16-byte rows of y and of the split's partial sums;
-    N = 203: rows of neither (scalar stores, the K split's scalar reduction)."""
+    N = 203: rows of neither (scalar stores, the K split's scalar reduction). INT4 groups
+    of 64 take the warpgroup kernel's scale shuffles; groups of 128 (two in a 256-element
+    stage) and one group a row take its path without them."""
     if "_wg_" in config and torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("the warpgroup (wgmma) configs run on SM 9.0 only")
     k = 4096
