@@ -16,8 +16,11 @@
 //                     next stage's decode, then a wait for all of them;
 //   ping-pong:        the warpgroups take turns issuing (named barriers), no __syncthreads;
 //   integer part, multiplies only: half of the decode each (+lds);
+//   ALU-pipe ops, FMA-pipe ops: as much integer work as the integer part, written as
+//                     shifts and LOP3 (ALU pipe) or as IMAD (FMA pipe) (+lds);
 //   A via smem (SS):  both wgmma operands in shared memory; the decode stores its fragments
-//                     there for the next step (+lds).
+//                     there for the next step (+lds); "no stores": the SS wgmma beside the
+//                     decode into registers, or beside the ALU-pipe ops.
 // Each is timed with the wgmma alone, the decode alone and both. If "both" takes the
 // larger of the two, the decode hides; if their sum, the SM runs them one after the other.
 //   nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Icsrc/include -Icsrc \
@@ -133,10 +136,12 @@ __global__ void __launch_bounds__(256) overlap_loop(float *out, int iters, uint3
                 for (int e = 0; e < 4; e++) p[e] ^= e < 2 ? cs.s0 : cs.s1;
             } else if (MODE & ALU_ONLY) { /* as many integer ops, all on the ALU pipe: shift, mask-and-xor */
 #pragma unroll
-                for (int e = 0; e < 4; e++) p[e] = (word >> (3 * e + 1)) & (0x81C081C0u >> e) ^ (e < 2 ? shared.s0 : shared.s1);
+                for (int e = 0; e < 4; e++)
+                    p[e] = ((word >> (3 * e + 1)) & (0x81C081C0u >> e)) ^ (e < 2 ? shared.s0 : shared.s1);
             } else if (MODE & FMA_ONLY) { /* as many integer ops, all on the FMA pipe: two IMAD */
 #pragma unroll
-                for (int e = 0; e < 4; e++) p[e] = (word * (2u * e + 3u) + (e < 2 ? shared.s0 : shared.s1)) * 0x01000100u + e;
+                for (int e = 0; e < 4; e++)
+                    p[e] = (word * (2u * e + 3u) + (e < 2 ? shared.s0 : shared.s1)) * 0x01000100u + e;
             } else if (MODE & MUL_ONLY) { /* the multiplies only, of the word itself */
 #pragma unroll
                 for (int e = 0; e < 4; e++) p[e] = mul2<__nv_bfloat16>(word ^ (0x01000100u * e), e < 2 ? cs.s0 : cs.s1);

@@ -59,8 +59,8 @@ def test_gpu_prepack_bytes_equal_cpu(rng, fmt, k):
 def test_every_tc_config_against_float64(rng, config, fmt, n):
     """N = 200: a partial tile, whole 16-byte rows of y and of the split's partial sums;
     N = 203: rows of neither (scalar stores, the K split's scalar reduction). INT4 groups
-    of 64 take the warpgroup kernel's scale shuffles; groups of 128 (two in a 256-element
-    stage) and one group a row take its path without them."""
+    of 64 and of 128 (two groups in a 256-element stage, each thread of a quad resolving
+    the scales of one) and one group a row."""
     if "_wg_" in config and torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("the warpgroup (wgmma) configs run on SM 9.0 only")
     k = 4096
