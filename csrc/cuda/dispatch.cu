@@ -81,7 +81,7 @@ int with_long_stages(const w4a16_cuda_gemm_args &a, int config, const device_fac
     w4a16_tc_shape shape;
     if (!w4a16_tc_shape_at(long_index, &shape) || w4a16_tc_unsupported(a, shape, dev.max_smem, dev.wgmma))
         return config;
-    const int64_t ctas = (int64_t)w4a16_ceil_div(a.m, shape.bm) * w4a16_ceil_div(a.n, shape.bn) * shape.split_k;
+    const int64_t ctas = w4a16_tc_tiles(a, shape) * shape.split_k;
     const int64_t stages = a.k / shape.split_k / shape.bk;
     return ctas <= dev.launch.sms && stages >= 4 ? 1 + long_index : config;
 }
@@ -168,7 +168,7 @@ int choose_config(const w4a16_cuda_gemm_args &a, const device_facts &dev, size_t
             if (!w4a16_tc_shape_at(index, &shape) || w4a16_tc_unsupported(a, shape, dev.max_smem, dev.wgmma) ||
                 w4a16_tc_workspace_bytes(a, shape) > workspace_bytes)
                 continue;
-            const int64_t tiles = (int64_t)w4a16_ceil_div(a.m, shape.bm) * w4a16_ceil_div(a.n, shape.bn);
+            const int64_t tiles = w4a16_tc_tiles(a, shape);
             const int64_t ctas = tiles * shape.split_k;
             if (shape.wgmma) {
                 /* one CTA per SM (their shared memory; the 64-row tile takes two where the

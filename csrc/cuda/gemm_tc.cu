@@ -1350,7 +1350,7 @@ const char *w4a16_tc_unsupported(const w4a16_cuda_gemm_args &a, const w4a16_tc_s
         return "the warpgroup (wgmma) kernels need an SM 9.0 GPU (H100, H200) and a build for sm_90a";
     if (shape.wgmma && (a.m > INT32_MAX || a.n > INT32_MAX || a.k > INT32_MAX))
         return "the warpgroup kernels' copies address M, N and K as 32-bit coordinates";
-    if (shape.wgmma && (int64_t)w4a16_ceil_div(a.m, shape.bm) * w4a16_ceil_div(a.n, shape.bn) * (a.k / shape.bk) > INT32_MAX)
+    if (shape.wgmma && w4a16_tc_tiles(a, shape) * (a.k / shape.bk) > INT32_MAX)
         return "the warpgroup kernels count their tiles' stages with 32-bit integers";
     if (!a.prepacked) return "the tensor-core GEMM reads prepacked weights (w4a16_prepack)";
     if (a.k % ((int64_t)shape.bk * shape.split_k) != 0) return "K is not a multiple of the tile's K per stage times its split";

@@ -33,6 +33,13 @@ struct w4a16_tc_shape {
     bool wgmma;       /* Hopper's warpgroup MMA: SM 9.0 and an sm_90a build only */
 };
 
+/* Output tiles of `shape` for `a`: x tiles times weight tiles (a K split multiplies the
+ * CTAs, not the tiles). */
+static inline int64_t w4a16_tc_tiles(const w4a16_cuda_gemm_args &a, const w4a16_tc_shape &shape)
+{
+    return ((a.m + shape.bm - 1) / shape.bm) * ((a.n + shape.bn - 1) / shape.bn);
+}
+
 /* The tensor-core configurations (tile shape x K split), indexed from 0 (= config index
  * - 1); w4a16_tc_shape_at fills *shape and returns false past the end. */
 int w4a16_tc_shape_count(void);
