@@ -432,12 +432,19 @@ __device__ __forceinline__ float epilogue_factor(float alpha, const float *globa
 }
 
 /* One output of y: an fp32 sum times the epilogue factor, plus bias[n] when there is a
- * bias (null: none, and callers pass null for rows past N), rounded to T's 16 bits. */
+ * bias (null: none, and callers pass null for rows past N), rounded to T's 16 bits. The
+ * multiply and the add are rounded each, written out: left to the compiler, `sum * factor
+ * + b` became one fma in one inlined copy (the warpgroup kernels' K-split reduction for
+ * gemm_geglu, SASS) and not in the others, so gemm_geglu and the plain gemm could round a
+ * sum an fp32 rounding apart -- now and then one bf16 step of a gate, which gelu's steep
+ * relative slope at negative gates made several steps of y. Two roundings because that is
+ * what ptxas had compiled everywhere else (H100: the same times as before, within the
+ * spread; one fma everywhere moved the schedule of more kernels). */
 template <typename T>
 __device__ __forceinline__ uint16_t output_bits(float sum, float factor, const void *bias, int64_t n)
 {
-    float v = sum * factor;
-    if (bias) v += bits16<T>::to_float(static_cast<const uint16_t *>(bias)[n]);
+    float v = __fmul_rn(sum, factor);
+    if (bias) v = __fadd_rn(v, bits16<T>::to_float(static_cast<const uint16_t *>(bias)[n]));
     return bits16<T>::from_float(v);
 }
 
