@@ -293,8 +293,8 @@ def test_gpu_k_split_epilogues_round_as_the_plain_gemm(rng, config, fmt):
     rounding, at all 64 x 2048 outputs. One fp32 rounding of difference in the epilogue (an
     fma in one inlined copy, a multiply and an add in the other) moved a gate by one bf16
     step only where the sum lay next to a rounding boundary, and only where gelu's slope
-    made that more than a step of y did a check fail (H100: one case of the warpgroup
-    split-2 configs' 18 a run), hence the many outputs per case."""
+    made that more than a step of y did a check fail (H100, one run against that build:
+    one of the 18 warpgroup split-2 cases failed), hence the many outputs per case."""
     if "_wg_" in config and torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("the warpgroup (wgmma) configs run on SM 9.0 only")
     qw, x, bias = gpu_case(rng, fmt, torch.bfloat16, 4096, 2048, 64)
