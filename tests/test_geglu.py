@@ -259,6 +259,21 @@ def gpu_case(rng, fmt, dtype, n, k, m):
     return qw, x, bias
 
 
+def gemm_and_geglu_of_config(rng, config, fmt, n, m, out=None):
+    """A fresh bf16 case (W [n, 2048], x [m, 2048], bias, alpha 0.75) through gemm (h) and
+    gemm_geglu (y) with `config` forced on both; skips where the config cannot run it.
+    Returns qw, x, bias, h, y."""
+    if "_wg_" in config and torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the warpgroup (wgmma) configs run on SM 9.0 only")
+    qw, x, bias = gpu_case(rng, fmt, torch.bfloat16, n, 2048, m)
+    try:
+        h = w4a16.gemm(x, qw, bias=bias, alpha=0.75, config=config)
+    except RuntimeError as e:  # a config that cannot run this shape (K per stage and split)
+        pytest.skip(str(e))
+    y = w4a16.gemm_geglu(x, qw, bias=bias, alpha=0.75, out=out, config=config)
+    return qw, x, bias, h, y
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("config", GPU_CONFIGS)
 @pytest.mark.parametrize("fmt", ["nvfp4", "mxfp4", "int4-g64-asym"])
@@ -266,15 +281,8 @@ def gpu_case(rng, fmt, dtype, n, k, m):
 def test_gpu_every_config_gives_the_plain_gemm_then_the_activation(rng, config, fmt, m):
     """Each kernel's epilogue pairs the right rows and rounds its sums as the plain gemm of
     the same config does: y is the float64 geglu of that gemm's h, to one rounding."""
-    if "_wg_" in config and torch.cuda.get_device_capability() != (9, 0):
-        pytest.skip("the warpgroup (wgmma) configs run on SM 9.0 only")
-    qw, x, bias = gpu_case(rng, fmt, torch.bfloat16, 384, 2048, m)
-    try:
-        h = w4a16.gemm(x, qw, bias=bias, alpha=0.75, config=config)
-    except RuntimeError as e:  # a config that cannot run this shape (K per stage and split)
-        pytest.skip(str(e))
     out = torch.full((m, 192), float("nan"), dtype=torch.bfloat16, device="cuda")
-    y = w4a16.gemm_geglu(x, qw, bias=bias, alpha=0.75, out=out, config=config)
+    qw, x, bias, h, y = gemm_and_geglu_of_config(rng, config, fmt, 384, m, out=out)
     assert y is out and torch.isfinite(y).all()
     assert within_one_step(y, geglu_of(h)), config
     ref = geglu64(x, qw.dequantize().double(), bias, 0.75)
@@ -295,14 +303,7 @@ def test_gpu_k_split_epilogues_round_as_the_plain_gemm(rng, config, fmt):
     step only where the sum lay next to a rounding boundary, and only where gelu's slope
     made that more than a step of y did a check fail (H100, one run against that build:
     one of the 18 warpgroup split-2 cases failed), hence the many outputs per case."""
-    if "_wg_" in config and torch.cuda.get_device_capability() != (9, 0):
-        pytest.skip("the warpgroup (wgmma) configs run on SM 9.0 only")
-    qw, x, bias = gpu_case(rng, fmt, torch.bfloat16, 4096, 2048, 64)
-    try:
-        h = w4a16.gemm(x, qw, bias=bias, alpha=0.75, config=config)
-    except RuntimeError as e:  # a config that cannot run this shape
-        pytest.skip(str(e))
-    y = w4a16.gemm_geglu(x, qw, bias=bias, alpha=0.75, config=config)
+    _, _, _, h, y = gemm_and_geglu_of_config(rng, config, fmt, 4096, 64)
     assert within_one_step(y, geglu_of(h)), config
 
 
