@@ -280,11 +280,17 @@ def gemm_and_geglu_of_config(rng, config, fmt, n, m, out=None):
 @pytest.mark.parametrize("m", [3, 10, 37])
 def test_gpu_every_config_gives_the_plain_gemm_then_the_activation(rng, config, fmt, m):
     """Each kernel's epilogue pairs the right rows and rounds its sums as the plain gemm of
-    the same config does: y is the float64 geglu of that gemm's h, to one rounding."""
+    the same config does: y is the float64 geglu of that gemm's h, to one rounding. Not
+    the small-M kernel: there the plain gemm adds K in two halves where its grid is small
+    and gemm_geglu never does (gemv.cu, split2), so only torch's fp32 activation of h to
+    about one rounding holds."""
     out = torch.full((m, 192), float("nan"), dtype=torch.bfloat16, device="cuda")
     qw, x, bias, h, y = gemm_and_geglu_of_config(rng, config, fmt, 384, m, out=out)
     assert y is out and torch.isfinite(y).all()
-    assert within_one_step(y, geglu_of(h)), config
+    if config == "gemv":
+        assert one_rounding_apart(y, geglu_reference(h))
+    else:
+        assert within_one_step(y, geglu_of(h)), config
     ref = geglu64(x, qw.dequantize().double(), bias, 0.75)
     assert rel(y, ref) < 2e-2
 
