@@ -13,33 +13,34 @@ from w4a16 import tuning
 torch = pytest.importorskip("torch")
 
 
-# Where bits 0, 1, 2, 3 of the code in slot j of a 16-bit half go (the quantize.prepack
-# docstring): INT4 nibble j; E2M1 magnitude at 6 / 3 / 0 with the sign 9 above, and slot 3
-# the bits left over.
+# Where bits 0, 1, 2, 3 of the code in slot j go (the quantize.prepack docstring), as bits
+# of the 32-bit word for the element in its low half; the element in the high half uses
+# the same positions plus 16, modulo 32. INT4 nibble j; E2M1 slot 0 magnitude at 6..8 and
+# sign at 15, slots 1 and 2 that pattern rotated left by 3 and 6, slot 3 the bits left over.
 SLOT_BITS = {
     "int4": [(0, 1, 2, 3), (4, 5, 6, 7), (8, 9, 10, 11), (12, 13, 14, 15)],
-    "e2m1": [(6, 7, 8, 15), (3, 4, 5, 12), (0, 1, 2, 9), (13, 14, 10, 11)],
+    "e2m1": [(6, 7, 8, 15), (9, 10, 11, 18), (12, 13, 14, 21), (3, 4, 0, 1)],
 }
 
 
 def prepack_oracle(codes: np.ndarray, kind: str) -> np.ndarray:
     """Independent statement of the order: a row is cut into chunks of 32 elements (the
     last may hold 8, 16 or 24); in a chunk of W words, pair p (elements 2p, 2p + 1) goes to
-    slot j = p // W of the low and the high 16-bit half of word p % W, bit by bit as
-    SLOT_BITS[kind][j] says (code element e = nibble e of the canonical row)."""
+    slot j = p // W of word p % W, element 2p as the low and 2p + 1 as the high half, bit by
+    bit as SLOT_BITS[kind][j] says (code element e = nibble e of the canonical row)."""
     n, half = codes.shape
     k = 2 * half
-    nibbles = np.empty((n, k), np.uint16)
+    nibbles = np.empty((n, k), np.uint32)
     nibbles[:, 0::2], nibbles[:, 1::2] = codes & 0xF, codes >> 4
-    halves = np.zeros((n, k // 4), np.uint16)  # 16-bit halves of the prepacked row
+    words = np.zeros((n, k // 8), np.uint32)  # the prepacked row's little-endian words
     for base in range(0, k, 32):
-        words = min(32, k - base) // 8
-        for e in range(8 * words):
+        chunk_words = min(32, k - base) // 8
+        for e in range(8 * chunk_words):
             p = e // 2
-            h = base // 4 + 2 * (p % words) + e % 2
-            for bit, pos in enumerate(SLOT_BITS[kind][p // words]):
-                halves[:, h] |= ((nibbles[:, base + e] >> bit) & 1) << pos
-    return halves.astype("<u2").view(np.uint8).reshape(n, half)
+            w = base // 8 + p % chunk_words
+            for bit, pos in enumerate(SLOT_BITS[kind][p // chunk_words]):
+                words[:, w] |= ((nibbles[:, base + e] >> bit) & 1) << ((pos + 16 * (e % 2)) % 32)
+    return words.astype("<u4").view(np.uint8).reshape(n, half)
 
 
 @pytest.mark.parametrize("make,kind,k", [(w4a16.quantize_nvfp4, "e2m1", 96), (w4a16.quantize_nvfp4, "e2m1", 48),
@@ -78,13 +79,15 @@ def test_hand_worked_int4_word():
 
 
 def test_hand_worked_e2m1_word():
-    # the same word as E2M1 codes: the low half holds elements 0, 2, 4, 6 = codes 0, 2, 4,
-    # 6 in slots 0..3: slot 1 code 2 -> bit 4, slot 2 code 4 -> bit 2, slot 3 code 6 -> bits
-    # 14 and 10: 0x4414. The high half, codes 1, 3, 5, 7: slot 0 bit 6, slot 1 bits 3 and 4,
-    # slot 2 bits 0 and 2, slot 3 bits 13, 14, 10: 0x645D. With codes 8..15 instead (all
-    # signs set, the second row) each half gains bits 15, 12, 9 and 11: 0x9A00.
+    # the same word as E2M1 codes: element e in slot e // 2 of half e % 2. The low half's
+    # elements 0, 2, 4, 6 = codes 0, 2, 4, 6: slot 1 code 2 -> bit 10, slot 2 code 4 -> bit
+    # 14, slot 3 code 6 -> bits 4 and 0. The high half's codes 1, 3, 5, 7 at those places
+    # plus 16: slot 0 bit 22, slot 1 bits 25 and 26, slot 2 bits 28 and 30, slot 3 bits 19,
+    # 20 and 16. Word 0x56594411. With codes 8..15 instead (the second row) every sign is
+    # set: the low half's at 15, 18, 21 and 1, the high half's at 31, 2, 5 and 17, which
+    # adds 0x80268026: 0xD67FC437.
     codes = np.array([[0x10, 0x32, 0x54, 0x76], [0x98, 0xBA, 0xDC, 0xFE]], np.uint8)
-    expected = [[0x14, 0x44, 0x5D, 0x64], [0x14, 0xDE, 0x5D, 0xFE]]
+    expected = [[0x11, 0x44, 0x59, 0x56], [0x37, 0xC4, 0x7F, 0xD6]]
     assert w4a16.prepack(_mxfp4_with_codes(codes)).codes.tolist() == expected
 
 

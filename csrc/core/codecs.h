@@ -198,53 +198,51 @@ W4A16_HD float w4a16_code_value(uint8_t code, int is_int4, int has_zero_points)
  * order, which is how the mma.sync kernels read it. Rows, bytes per row and the scales
  * stay as they are.
  *
- * Where a slot's 4 code bits sit in its half depends on the format (w4a16_prepacked_slot):
+ * Where a slot's 4 code bits sit depends on the format (w4a16_prepacked_bit). Positions
+ * are bits of the 32-bit word for the element in its low half; the element in the high
+ * half uses the same positions plus 16, modulo 32 (so E2M1 slot 1's sign, bit 18 for the
+ * low-half element, is bit 2 of the high half, and for the high-half element bit 2 of
+ * the low half):
  *   INT4: nibble j (bits 4j .. 4j + 3), as the magic-number decode wants them;
- *   E2M1 (NVFP4, MXFP4): the 3 magnitude bits of slots 0, 1, 2 at bits 6, 3, 0 and their
- *     signs 9 bits higher (15, 12, 9), so that one shift and one mask put magnitude and
- *     sign where a bf16 pair wants them (bits 8..6 and 15 of each half) -- slot 0 needs no
- *     shift at all. Slot 3 takes the bits left over: magnitude bits 0..1 at 13..14, bit 2
- *     at 10 and the sign at 11 (a shift, a mask and one multiply that makes three
- *     non-overlapping copies; dequant.cuh). 9 integer operations a word instead of the 12
- *     that nibble-ordered codes need. */
+ *   E2M1 (NVFP4, MXFP4): slot 0 holds the 3 magnitude bits at 6..8 and the sign at 15,
+ *     where a bf16 pair wants them (bits 8..6 and 15 of each half), so one mask decodes
+ *     it; slots 1 and 2 hold slot 0's pattern rotated left by 3 and 6 (magnitude at 9..11
+ *     and 12..14, sign at 18 and 21, i.e. in the other half), so one 32-bit rotation by
+ *     3j and the same mask decode them; slot 3 takes the bits left over: magnitude bits
+ *     0, 1, 2 at 3, 4, 0 and the sign at 1 (one mask, one multiply that makes
+ *     non-overlapping copies, one mask; dequant.cuh). 8 integer operations a word for bf16
+ *     instead of the 12 that nibble-ordered codes need. */
 
-/* Slot j's bits within its 16-bit half: the code bits under low_mask shifted left by
- * low_shift, the other code bits by high_shift. */
-typedef struct {
-    int low_shift, low_mask, high_shift;
-} w4a16_slot_fields;
-
-W4A16_HD w4a16_slot_fields w4a16_prepacked_slot(int is_int4, int slot)
+/* Where bit `bit` (0..3; 3 is E2M1's sign) of the code in slot `slot` sits in its 32-bit
+ * word, for an element in the word's low half. */
+W4A16_HD int w4a16_prepacked_bit(int is_int4, int slot, int bit)
 {
-    w4a16_slot_fields f;
-    if (is_int4) {
-        f.low_shift = f.high_shift = 4 * slot;
-        f.low_mask = 0xF;
-    } else if (slot < 3) {
-        f.low_shift = 6 - 3 * slot; /* magnitude bits 8..6, 5..3, 2..0 */
-        f.low_mask = 0x7;
-        f.high_shift = 12 - 3 * slot; /* sign bit 15, 12, 9 */
-    } else {
-        f.low_shift = 13; /* magnitude bits 0, 1 at 13, 14 */
-        f.low_mask = 0x3;
-        f.high_shift = 8; /* magnitude bit 2 at 10, sign at 11 */
+    if (is_int4) return 4 * slot + bit;
+    if (slot < 3) return (bit < 3 ? 6 + bit : 15) + 3 * slot;
+    return bit < 2 ? 3 + bit : bit - 2; /* magnitude bits 0, 1 at 3, 4; bit 2 at 0; sign at 1 */
+}
+
+/* The code in slot `slot` of the element in half `high_half` (0 or 1) of a 32-bit word, and
+ * the word with `code` added there. */
+W4A16_HD uint8_t w4a16_slot_code(uint32_t word, int high_half, int is_int4, int slot)
+{
+    uint32_t code = 0;
+    int bit;
+    for (bit = 0; bit < 4; bit++) {
+        const int at = (w4a16_prepacked_bit(is_int4, slot, bit) + 16 * high_half) & 31;
+        code |= (word >> at & 1u) << bit;
     }
-    return f;
+    return (uint8_t)code;
 }
 
-/* The code in slot `slot` of a 16-bit half, and the half with `code` added in that slot. */
-W4A16_HD uint8_t w4a16_slot_code(uint32_t half, int is_int4, int slot)
+W4A16_HD uint32_t w4a16_slot_put(uint32_t word, uint8_t code, int high_half, int is_int4, int slot)
 {
-    const w4a16_slot_fields f = w4a16_prepacked_slot(is_int4, slot);
-    const uint32_t high_mask = 0xFu & ~(uint32_t)f.low_mask;
-    return (uint8_t)(((half >> f.low_shift) & (uint32_t)f.low_mask) | ((half >> f.high_shift) & high_mask));
-}
-
-W4A16_HD uint32_t w4a16_slot_put(uint32_t half, uint8_t code, int is_int4, int slot)
-{
-    const w4a16_slot_fields f = w4a16_prepacked_slot(is_int4, slot);
-    return half | ((uint32_t)code & (uint32_t)f.low_mask) << f.low_shift |
-           ((uint32_t)code & 0xFu & ~(uint32_t)f.low_mask) << f.high_shift;
+    int bit;
+    for (bit = 0; bit < 4; bit++) {
+        const int at = (w4a16_prepacked_bit(is_int4, slot, bit) + 16 * high_half) & 31;
+        word |= ((uint32_t)code >> bit & 1u) << at;
+    }
+    return word;
 }
 
 /* The words of chunk c (16 bytes each) of a row of bytes_per_row bytes (a multiple of 4). */
@@ -254,11 +252,11 @@ W4A16_HD int w4a16_prepack_chunk_words(int64_t bytes_per_row, int64_t c)
     return left >= 16 ? 4 : (int)(left / 4);
 }
 
-/* Element e (0 .. 8 words - 1) of a prepacked chunk of `words` words: the index of its
- * 16-bit half in the chunk (2 word + e % 2), and its slot there. */
-W4A16_HD int w4a16_prepacked_half(int e, int words)
+/* Element e (0 .. 8 words - 1) of a prepacked chunk of `words` words: its word in the chunk
+ * (its half is e % 2), and its slot there. */
+W4A16_HD int w4a16_prepacked_word(int e, int words)
 {
-    return 2 * ((e >> 1) % words) + (e & 1);
+    return (e >> 1) % words;
 }
 
 W4A16_HD int w4a16_prepacked_slot_of(int e, int words)
@@ -266,9 +264,11 @@ W4A16_HD int w4a16_prepacked_slot_of(int e, int words)
     return (e >> 1) / words;
 }
 
-W4A16_HD uint32_t w4a16_load_half(const uint8_t *chunk, int half)
+/* Little-endian 32-bit word `word` of a chunk. */
+W4A16_HD uint32_t w4a16_load_word(const uint8_t *chunk, int word)
 {
-    return (uint32_t)chunk[2 * half] | (uint32_t)chunk[2 * half + 1] << 8;
+    const uint8_t *b = chunk + 4 * word;
+    return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
 }
 
 /* The 4-bit code of element k of a row of codes (row_k elements) in either layout. */
@@ -277,7 +277,7 @@ W4A16_HD uint8_t w4a16_code_at(const uint8_t *row, int64_t k, int64_t row_k, int
     if (prepacked) {
         const int64_t base = k & ~(int64_t)31;
         const int words = w4a16_prepack_chunk_words(row_k / 2, k >> 5), e = (int)(k - base);
-        return w4a16_slot_code(w4a16_load_half(row + base / 2, w4a16_prepacked_half(e, words)), is_int4,
+        return w4a16_slot_code(w4a16_load_word(row + base / 2, w4a16_prepacked_word(e, words)), e & 1, is_int4,
                                w4a16_prepacked_slot_of(e, words));
     }
     return (uint8_t)((row[k >> 1] >> (4 * (k & 1))) & 0xF);
@@ -287,22 +287,19 @@ W4A16_HD uint8_t w4a16_code_at(const uint8_t *row, int64_t k, int64_t row_k, int
  * back, into dst (4 * words bytes, not overlapping src). */
 W4A16_HD void w4a16_prepack_chunk(const uint8_t *src, uint8_t *dst, int words, int to_prepacked, int is_int4)
 {
-    uint32_t halves[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int e;
     if (to_prepacked) {
+        uint32_t packed[4] = {0, 0, 0, 0};
         for (e = 0; e < 8 * words; e++) {
-            const int h = w4a16_prepacked_half(e, words);
+            const int w = w4a16_prepacked_word(e, words);
             const uint8_t code = (uint8_t)((src[e >> 1] >> (4 * (e & 1))) & 0xF);
-            halves[h] = w4a16_slot_put(halves[h], code, is_int4, w4a16_prepacked_slot_of(e, words));
+            packed[w] = w4a16_slot_put(packed[w], code, e & 1, is_int4, w4a16_prepacked_slot_of(e, words));
         }
-        for (e = 0; e < 2 * words; e++) {
-            dst[2 * e] = (uint8_t)(halves[e] & 0xFF);
-            dst[2 * e + 1] = (uint8_t)(halves[e] >> 8);
-        }
+        for (e = 0; e < 4 * words; e++) dst[e] = (uint8_t)(packed[e >> 2] >> (8 * (e & 3)));
     } else {
         for (e = 0; e < 4 * words; e++) dst[e] = 0;
         for (e = 0; e < 8 * words; e++) {
-            const uint8_t code = w4a16_slot_code(w4a16_load_half(src, w4a16_prepacked_half(e, words)), is_int4,
+            const uint8_t code = w4a16_slot_code(w4a16_load_word(src, w4a16_prepacked_word(e, words)), e & 1, is_int4,
                                                  w4a16_prepacked_slot_of(e, words));
             dst[e >> 1] = (uint8_t)(dst[e >> 1] | (code << (4 * (e & 1))));
         }

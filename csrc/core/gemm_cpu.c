@@ -143,22 +143,49 @@ static inline __attribute__((always_inline)) v8su chunk_halves(const uint8_t *ch
 #endif
 }
 
+/* The halves with each word's two halves swapped: lane i of the result is lane i ^ 1. */
+static inline __attribute__((always_inline)) v8su other_halves(v8su halves)
+{
+#if defined(__clang__)
+    return __builtin_shufflevector(halves, halves, 1, 0, 3, 2, 5, 4, 7, 6);
+#elif defined(__GNUC__)
+    return __builtin_shuffle(halves, (v8su){1, 0, 3, 2, 5, 4, 7, 6});
+#else
+    v8su o;
+    int i;
+    for (i = 0; i < 8; i++) o[i] = halves[i ^ 1];
+    return o;
+#endif
+}
+
 /* One slot of 8 halves of a prepacked chunk as code_values8 takes codes: the code's bits
  * 0..2 at the bottom of each lane and its bit 3 at bit *high_bit. Where the slot keeps bits
- * 0..2 together (INT4, E2M1 slots 0..2) that is one shift: code_values8 ignores the other
- * bits. E2M1's slot 3 is gathered into a plain code (w4a16_slot_code, lane-wise). Called
- * with constant arguments (prepacked_codes), so the fields fold into immediate shifts. */
+ * 0..2 together and bit 3 in the same half (INT4, E2M1 slot 0) that is one shift:
+ * code_values8 ignores the other bits. Otherwise the code is gathered into a plain code, a
+ * run of neighbouring bits at a time (a position of 16 or more is in the other half of the
+ * word, codecs.h). Called with constant arguments (prepacked_codes), so the positions fold
+ * into immediate shifts. */
 static inline __attribute__((always_inline)) v8su prepacked_slot_codes(v8su halves, int is_int4, int slot,
                                                                        int *high_bit)
 {
-    const w4a16_slot_fields f = w4a16_prepacked_slot(is_int4, slot);
-    if (f.low_mask >= 7) {
-        *high_bit = f.high_shift + 3 - f.low_shift;
-        return halves >> f.low_shift;
+    const int low = w4a16_prepacked_bit(is_int4, slot, 0), sign = w4a16_prepacked_bit(is_int4, slot, 3);
+    v8su codes = halves - halves;
+    int bit, run;
+    if (w4a16_prepacked_bit(is_int4, slot, 1) == low + 1 && w4a16_prepacked_bit(is_int4, slot, 2) == low + 2 &&
+        sign < 16) {
+        *high_bit = sign - low;
+        return halves >> low;
     }
     *high_bit = 3;
-    return (halves >> f.low_shift & (uint32_t)f.low_mask) |
-           (halves >> f.high_shift & (15u & ~(uint32_t)f.low_mask));
+    for (bit = 0; bit < 4; bit += run) {
+        const int at = w4a16_prepacked_bit(is_int4, slot, bit);
+        for (run = 1; bit + run < 4; run++) {
+            const int next = w4a16_prepacked_bit(is_int4, slot, bit + run);
+            if (next != at + run || next / 16 != at / 16) break;
+        }
+        codes |= ((at < 16 ? halves : other_halves(halves)) >> (at & 15) & ((1u << run) - 1)) << bit;
+    }
+    return codes;
 }
 
 /* Slots v and v + 1 (v = 0 or 2: elements 8v .. 8v + 15) of a whole prepacked chunk. */

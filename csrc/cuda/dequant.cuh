@@ -11,7 +11,8 @@
  * has the pairs at elements 2t + 8j in slots j = 0..3 -- thread t's A fragment of the
  * chunk's two k16 steps (dequant_fragment_word) -- and slot r of the 4 words the pairs of
  * elements 8r .. 8r + 7 in order (dequant_chunk_pairs). A prepacked INT4 slot is a nibble;
- * a prepacked E2M1 slot has its bits where bf16 wants them (prepacked_e2m1_pair).
+ * a prepacked E2M1 slot has its bits where bf16 wants them after a rotation
+ * (prepacked_e2m1_pair).
  *
  * Decoding:
  *   E2M1: magnitude bits shifted into the exponent/mantissa field and the sign into
@@ -196,25 +197,30 @@ __device__ __forceinline__ void dequant_word(uint32_t w, uint32_t int_xor, uint3
     out[3] = convert_pair<FMT, T, 3>(w, int_xor);
 }
 
-/* Slot J of a prepacked E2M1 word -> pair J (codecs.h, w4a16_prepacked_slot). Slots 0, 1,
- * 2 hold a code's magnitude at bits 6, 3, 0 of each half and its sign 9 bits higher: bf16
- * wants them at 8..6 and 15, so one left shift by 3J and one mask place both (slot 0: the
- * mask alone); fp16 wants the magnitude 3 bits higher (11..9), so there the two fields
- * shift apart. Slot 3 holds magnitude bits 0..1 at 13..14, bit 2 at 10 and the sign at
- * 11: for bf16, w >> 8 puts them at 5..6, 2 and 3, and one multiply by 2^1 + 2^6 + 2^12
- * makes three copies that overlap nowhere (bits 3..18 of the low half's, 19..31 of the
- * high half's), so no carry disturbs the bits the mask keeps. 9 integer operations a word
- * for bf16, against dequant_e2m1_bf16_word's 12. */
+/* Slot J of a prepacked E2M1 word -> pair J (codecs.h, w4a16_prepacked_bit). Slot 0 holds
+ * a code's magnitude at bits 6..8 of its half and its sign at 15, where bf16 wants them,
+ * and slots 1 and 2 the same pattern rotated left by 3 and 6 within the 32-bit word (the
+ * signs land in the other half), so for bf16 a rotation by 3J and one mask decode slots
+ * 0..2 (slot 0: the mask alone). Slot 3 holds magnitude bits 0, 1, 2 at 3, 4, 0 and the
+ * sign at 1: a multiply by 2^3 + 2^8 + 2^14 of the isolated bits makes three copies whose
+ * bits all differ (3..18 from the low half, 19..31 from the high half), so no carry
+ * disturbs the bits the mask keeps. 8 integer operations a word for bf16, against
+ * dequant_e2m1_bf16_word's 12. fp16 wants the magnitude 3 bits higher (11..9), so there
+ * magnitude and sign move apart. */
 template <typename T, int J> __device__ __forceinline__ uint32_t prepacked_e2m1_pair(uint32_t w)
 {
     constexpr uint32_t MAG = bits16<T>::E2M1_MAG_MASK, SIGN = 0x80008000u;
     if (J < 3) {
-        constexpr int FIELD = 6 - 3 * J; /* where the slot's magnitude starts */
-        return (shift_left<(int)bits16<T>::E2M1_MAG_SHIFT - FIELD>(w) & MAG) | (shift_left<3 * J>(w) & SIGN);
+        const uint32_t rotated = J == 0 ? w : __funnelshift_r(w, w, 3 * J); /* sign to bit 15 / 31 */
+        if (bits16<T>::IS_BF16) return rotated & (MAG | SIGN);
+        /* fp16: magnitude 3 bits up (slot 0), in place (slot 1), 3 down (slot 2: slot 1's
+         * rotation, which the caller's inlined slot 1 shares) */
+        const uint32_t magnitude = J == 0 ? w << 3 : J == 1 ? w : __funnelshift_r(w, w, 3);
+        return (magnitude & MAG) | (rotated & SIGN);
     }
-    if (bits16<T>::IS_BF16) return (((w >> 8) & 0x006C006Cu) * ((1u << 1) + (1u << 6) + (1u << 12))) & (MAG | SIGN);
-    /* fp16: bits 13..14 -> 9..10, 10 -> 11, 11 -> 15 */
-    return ((w >> 4) & 0x06000600u) | ((w << 1) & 0x08000800u) | ((w << 4) & SIGN);
+    if (bits16<T>::IS_BF16) return ((w & 0x001B001Bu) * ((1u << 3) + (1u << 8) + (1u << 14))) & (MAG | SIGN);
+    /* fp16: bits 3, 4 -> 9, 10; 0 -> 11; 1 -> 15 */
+    return ((w << 6) & 0x06000600u) | ((w << 11) & 0x08000800u) | ((w << 14) & SIGN);
 }
 
 /* A word of prepacked codes (slot J of both halves -> pair J): INT4's slots are the

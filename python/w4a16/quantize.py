@@ -348,11 +348,14 @@ def prepack(qw: QuantizedWeight) -> QuantizedWeight:
     the high 16-bit half of word p % 4 (like the halves of a 16-bit pair register), so
     word t holds exactly what thread t of a quad holds of a tensor-core A fragment over the
     chunk's two k16 steps; a shorter last chunk of W < 4 words uses p % W and p // W. For
-    INT4, slot j is nibble j of the half. For NVFP4 and MXFP4, slots 0, 1, 2 hold a code's
-    three magnitude bits at bits 6, 3, 0 of the half and its sign 9 bits above them (15,
-    12, 9), slot 3 magnitude bits 0-1 at 13-14, bit 2 at 10 and the sign at 11: where a
-    bf16 value wants them after one shift. The kernels then decode fragments with a shift
-    and a mask per pair and no data shuffles.
+    INT4, slot j is nibble j of the half. For NVFP4 and MXFP4, counting bits of the 32-bit
+    word for the element in the low half (the high half's element: the same positions
+    plus 16, modulo 32), slot 0 holds a code's three magnitude bits at 6-8 and its sign at
+    15, where a bf16 value wants them; slots 1 and 2 hold that pattern rotated left by 3
+    and 6 (magnitude at 9-11 and 12-14, sign at 18 and 21, i.e. in the other half); slot 3
+    holds magnitude bits 0-1 at 3-4, bit 2 at 0 and the sign at 1. The kernels then decode
+    a fragment word with a rotation and a mask per pair (slot 3: a mask, a multiply and a
+    mask) and no data shuffles.
     Do it once, when a layer is built (FP4Linear / Int4Linear do); the gemm, dequantize
     and the modules accept both layouts, and :meth:`state_dict` and the exporters always
     write the canonical one. Needs K % 8 == 0 (true of every format).
