@@ -3,10 +3,10 @@
  *
  * Decoding (row_decoder): 16 elements of a row of W at a time, 8 per fp32 vector. The 4-bit
  *   fields of 8 codes go to eight 32-bit lanes by shifts (canonical_codes; a whole prepacked
- *   chunk by one widening load, chunk_halves, and a shift a slot, prepacked_codes, so the
- *   modules' prepacked weights are read in place), a variable permute of two 8-entry tables
- *   gives their values (code_values8: AVX2 vpermps) and each becomes (value - zero) * scale,
- *   bit for bit what w4a16_dequantize_row_ref gives.
+ *   chunk by one byte shuffle, chunk_lanes, or for INT4 one widening load, chunk_halves, and
+ *   a shift a slot, prepacked_codes, so the modules' prepacked weights are read in place), a
+ *   variable permute of two 8-entry tables gives their values (code_values8: AVX2 vpermps)
+ *   and each becomes (value - zero) * scale, bit for bit what w4a16_dequantize_row_ref gives.
  *
  * The N rows of W are split into contiguous ranges, one per thread, and every thread takes
  * one of two plans, by M:
@@ -42,6 +42,13 @@
 #define W4A16_SIMD_CLONES
 #endif
 
+/* __builtin_shufflevector with a result wider than its inputs: Clang, GCC 12 on */
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_shufflevector)
+#define W4A16_HAVE_SHUFFLEVECTOR 1
+#endif
+#endif
+
 #define FUSED_MAX_M 12 /* the small-M plan up to this M (measured: benchmarks/RESULTS.md, CPU) */
 #define PANEL_ROWS 48  /* rows of W per panel: a multiple of TILE_N */
 #define TILE_N 6       /* rows of W in the register tile */
@@ -59,6 +66,7 @@ typedef float v8f __attribute__((vector_size(32)));
 typedef int32_t v8si __attribute__((vector_size(32)));
 typedef uint32_t v8su __attribute__((vector_size(32)));
 typedef uint16_t v8hu __attribute__((vector_size(16)));
+typedef uint8_t v16qu __attribute__((vector_size(16)));
 
 /* The 16 code values as two tables of 8, for a variable permute of 8 lanes. Plain floats:
  * a v8f member would ask for 32-byte alignment, which malloc does not give. */
@@ -143,67 +151,69 @@ static inline __attribute__((always_inline)) v8su chunk_halves(const uint8_t *ch
 #endif
 }
 
-/* The halves with each word's two halves swapped: lane i of the result is lane i ^ 1. */
-static inline __attribute__((always_inline)) v8su other_halves(v8su halves)
+/* Each lane's word as its element sees it: the lane's half in bits 0..15 and the other half
+ * of its word in bits 16..31 (lane 2w holds word w, lane 2w + 1 word w rotated by 16). A
+ * code's bit at position p of codecs.h's w4a16_prepacked_bit is then bit p of its lane in
+ * either half, the E2M1 signs that sit in the other half included. One byte shuffle of the
+ * 16 bytes (x86-64-v3: a 128-bit load, vperm2i128 and vpshufb). */
+static inline __attribute__((always_inline)) v8su chunk_lanes(const uint8_t *chunk)
 {
-#if defined(__clang__)
-    return __builtin_shufflevector(halves, halves, 1, 0, 3, 2, 5, 4, 7, 6);
-#elif defined(__GNUC__)
-    return __builtin_shuffle(halves, (v8su){1, 0, 3, 2, 5, 4, 7, 6});
+#if defined(W4A16_HAVE_SHUFFLEVECTOR) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    v16qu b;
+    memcpy(&b, chunk, sizeof b);
+    return (v8su)__builtin_shufflevector(b, b, 0, 1, 2, 3, 2, 3, 0, 1, 4, 5, 6, 7, 6, 7, 4, 5, 8, 9, 10, 11, 10, 11, 8,
+                                         9, 12, 13, 14, 15, 14, 15, 12, 13);
 #else
-    v8su o;
+    const v8su halves = chunk_halves(chunk);
+    v8su lanes;
     int i;
-    for (i = 0; i < 8; i++) o[i] = halves[i ^ 1];
-    return o;
+    for (i = 0; i < 8; i++) lanes[i] = halves[i] | halves[i ^ 1] << 16;
+    return lanes;
 #endif
 }
 
-/* One slot of 8 halves of a prepacked chunk as code_values8 takes codes: the code's bits
- * 0..2 at the bottom of each lane and its bit 3 at bit *high_bit. Where the slot keeps bits
- * 0..2 together and bit 3 in the same half (INT4, E2M1 slot 0) that is one shift:
- * code_values8 ignores the other bits. Otherwise the code is gathered into a plain code, a
- * run of neighbouring bits at a time (a position of 16 or more is in the other half of the
- * word, codecs.h). Called with constant arguments (prepacked_codes), so the positions fold
- * into immediate shifts. */
-static inline __attribute__((always_inline)) v8su prepacked_slot_codes(v8su halves, int is_int4, int slot,
+/* One slot of the 8 lanes of a prepacked chunk (chunk_lanes; INT4's slots, which stay in
+ * their half, read chunk_halves) as code_values8 takes codes: the code's bits 0..2 at the
+ * bottom of each lane and its bit 3 at bit *high_bit. Where the slot keeps bits 0..2
+ * together (INT4, E2M1 slots 0..2) that is one shift: code_values8 ignores the other bits.
+ * E2M1's slot 3 is gathered into a plain code, a run of neighbouring bits at a time. Called
+ * with constant arguments (prepacked_codes), so the positions fold into immediate shifts. */
+static inline __attribute__((always_inline)) v8su prepacked_slot_codes(v8su lanes, int is_int4, int slot,
                                                                        int *high_bit)
 {
-    const int low = w4a16_prepacked_bit(is_int4, slot, 0), sign = w4a16_prepacked_bit(is_int4, slot, 3);
-    v8su codes = halves - halves;
+    const int low = w4a16_prepacked_bit(is_int4, slot, 0);
+    v8su codes = lanes - lanes;
     int bit, run;
-    if (w4a16_prepacked_bit(is_int4, slot, 1) == low + 1 && w4a16_prepacked_bit(is_int4, slot, 2) == low + 2 &&
-        sign < 16) {
-        *high_bit = sign - low;
-        return halves >> low;
+    if (w4a16_prepacked_bit(is_int4, slot, 1) == low + 1 && w4a16_prepacked_bit(is_int4, slot, 2) == low + 2) {
+        *high_bit = w4a16_prepacked_bit(is_int4, slot, 3) - low;
+        return lanes >> low;
     }
     *high_bit = 3;
     for (bit = 0; bit < 4; bit += run) {
         const int at = w4a16_prepacked_bit(is_int4, slot, bit);
-        for (run = 1; bit + run < 4; run++) {
-            const int next = w4a16_prepacked_bit(is_int4, slot, bit + run);
-            if (next != at + run || next / 16 != at / 16) break;
-        }
-        codes |= ((at < 16 ? halves : other_halves(halves)) >> (at & 15) & ((1u << run) - 1)) << bit;
+        run = 1;
+        while (bit + run < 4 && w4a16_prepacked_bit(is_int4, slot, bit + run) == at + run) run++;
+        codes |= (lanes >> at & ((1u << run) - 1)) << bit;
     }
     return codes;
 }
 
 /* Slots v and v + 1 (v = 0 or 2: elements 8v .. 8v + 15) of a whole prepacked chunk. */
-static inline __attribute__((always_inline)) void prepacked_codes(v8su halves, int is_int4, int v, v8su codes[2],
+static inline __attribute__((always_inline)) void prepacked_codes(v8su lanes, int is_int4, int v, v8su codes[2],
                                                                   int high_bit[2])
 {
     if (is_int4 && v == 0) {
-        codes[0] = prepacked_slot_codes(halves, 1, 0, &high_bit[0]);
-        codes[1] = prepacked_slot_codes(halves, 1, 1, &high_bit[1]);
+        codes[0] = prepacked_slot_codes(lanes, 1, 0, &high_bit[0]);
+        codes[1] = prepacked_slot_codes(lanes, 1, 1, &high_bit[1]);
     } else if (is_int4) {
-        codes[0] = prepacked_slot_codes(halves, 1, 2, &high_bit[0]);
-        codes[1] = prepacked_slot_codes(halves, 1, 3, &high_bit[1]);
+        codes[0] = prepacked_slot_codes(lanes, 1, 2, &high_bit[0]);
+        codes[1] = prepacked_slot_codes(lanes, 1, 3, &high_bit[1]);
     } else if (v == 0) {
-        codes[0] = prepacked_slot_codes(halves, 0, 0, &high_bit[0]);
-        codes[1] = prepacked_slot_codes(halves, 0, 1, &high_bit[1]);
+        codes[0] = prepacked_slot_codes(lanes, 0, 0, &high_bit[0]);
+        codes[1] = prepacked_slot_codes(lanes, 0, 1, &high_bit[1]);
     } else {
-        codes[0] = prepacked_slot_codes(halves, 0, 2, &high_bit[0]);
-        codes[1] = prepacked_slot_codes(halves, 0, 3, &high_bit[1]);
+        codes[0] = prepacked_slot_codes(lanes, 0, 2, &high_bit[0]);
+        codes[1] = prepacked_slot_codes(lanes, 0, 3, &high_bit[1]);
     }
 }
 
@@ -283,7 +293,9 @@ static inline __attribute__((always_inline)) void row_decoder_next16(row_decoder
         codes[0] = canonical_codes(d->q + 16 * c, v);
         codes[1] = canonical_codes(d->q + 16 * c, v + 1);
     } else if (16 * (c + 1) <= d->w->k / 2) {
-        prepacked_codes(chunk_halves(d->q + 16 * c), d->w->format == W4A16_FORMAT_INT4, v, codes, high_bit);
+        const int is_int4 = d->w->format == W4A16_FORMAT_INT4; /* INT4 slots stay within their half */
+        prepacked_codes(is_int4 ? chunk_halves(d->q + 16 * c) : chunk_lanes(d->q + 16 * c), is_int4, v, codes,
+                        high_bit);
     } else {
         codes[0] = canonical_codes(d->last, v);
         codes[1] = canonical_codes(d->last, v + 1);
