@@ -222,26 +222,28 @@ W4A16_HD int w4a16_prepacked_bit(int is_int4, int slot, int bit)
     return bit < 2 ? 3 + bit : bit - 2; /* magnitude bits 0, 1 at 3, 4; bit 2 at 0; sign at 1 */
 }
 
-/* The code in slot `slot` of the element in half `high_half` (0 or 1) of a 32-bit word, and
- * the word with `code` added there. */
+/* The same for the element in half `high_half` (0 or 1) of the word. */
+W4A16_HD int w4a16_prepacked_bit_of_half(int is_int4, int slot, int bit, int high_half)
+{
+    return (w4a16_prepacked_bit(is_int4, slot, bit) + 16 * high_half) & 31;
+}
+
+/* The code in slot `slot` of the element in half `high_half` of a 32-bit word, and the word
+ * with `code` added there. */
 W4A16_HD uint8_t w4a16_slot_code(uint32_t word, int high_half, int is_int4, int slot)
 {
     uint32_t code = 0;
     int bit;
-    for (bit = 0; bit < 4; bit++) {
-        const int at = (w4a16_prepacked_bit(is_int4, slot, bit) + 16 * high_half) & 31;
-        code |= (word >> at & 1u) << bit;
-    }
+    for (bit = 0; bit < 4; bit++)
+        code |= (word >> w4a16_prepacked_bit_of_half(is_int4, slot, bit, high_half) & 1u) << bit;
     return (uint8_t)code;
 }
 
 W4A16_HD uint32_t w4a16_slot_put(uint32_t word, uint8_t code, int high_half, int is_int4, int slot)
 {
     int bit;
-    for (bit = 0; bit < 4; bit++) {
-        const int at = (w4a16_prepacked_bit(is_int4, slot, bit) + 16 * high_half) & 31;
-        word |= ((uint32_t)code >> bit & 1u) << at;
-    }
+    for (bit = 0; bit < 4; bit++)
+        word |= ((uint32_t)code >> bit & 1u) << w4a16_prepacked_bit_of_half(is_int4, slot, bit, high_half);
     return word;
 }
 
