@@ -8,8 +8,12 @@ With `--dtype float16` x and y are fp16 and FORMAT reads e.g. `nvfp4-fp16`, so t
 and fp16 lines of one build stay apart. ab_table.py summarises the lines of several
 builds and passes.
 
-    PYTHONPATH=BUILD python benchmarks/ab_times.py NAME [--rows issue,focus,gemv,large]
-        [--formats nvfp4,mxfp4,int4-g128] [--dtype bfloat16|float16]
+    PYTHONPATH=BUILD python benchmarks/ab_times.py NAME [--rows issue,focus,gemv,large,small]
+        [--formats nvfp4,mxfp4,int4-g128] [--dtype bfloat16|float16] [--config NAME]
+
+`--config` times one gemm config (a name from w4a16.gemm_configs()) instead of the default
+choice, so that a dispatch rule can be compared with the config it would pick, in one build;
+a row that config cannot run is left out.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ ROWS = {
     "focus": [(8192, 1024, [17, 32, 50, 64]), (16384, 2048, [32, 50, 64])],
     "gemv": [(16384, 2048, [1, 16]), (2048, 16384, [1, 16]), (4096, 1024, [1]), (1024, 4096, [1])],
     "large": [(16384, 2048, [128, 256, 968]), (32768, 2048, [128]), (2048, 16384, [128, 256, 968])],
+    "small": [(4096, 1024, [40, 50, 64]), (2048, 2048, [50]), (1024, 1024, [50])],
 }
 
 
@@ -51,11 +56,13 @@ def main() -> None:
     parser.add_argument("--rows", default="issue", help="comma-separated: " + ", ".join(ROWS))
     parser.add_argument("--formats", default="nvfp4,mxfp4", help="comma-separated: " + ", ".join(FORMATS))
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16"], help="x and y")
+    parser.add_argument("--config", default=None, help="a gemm config name (default: the heuristic's choice)")
     args = parser.parse_args()
     formats = pick(parser, "--formats", args.formats, FORMATS)
     rows = [row for r in pick(parser, "--rows", args.rows, ROWS) for row in ROWS[r]]
     if not torch.cuda.is_available():
         sys.exit("ab_times.py: needs a CUDA GPU")
+    config = -1 if args.config is None else args.config  # -1: the heuristic, not the tuning cache
     device = torch.device("cuda")
     dtype = getattr(torch, args.dtype)
     suffix = "" if dtype == torch.bfloat16 else "-fp16"
@@ -68,7 +75,11 @@ def main() -> None:
             for m in batches:
                 x = torch.randn(m, k, device=device, generator=g, dtype=dtype)
                 y = torch.empty(m, n, device=device, dtype=dtype)
-                calls = [lambda q=q: w4a16.gemm(x, q, out=y) for q in copies]
+                calls = [lambda q=q: w4a16.gemm(x, q, out=y, config=config) for q in copies]
+                try:
+                    calls[0]()
+                except (RuntimeError, ValueError):  # the config cannot run this row
+                    continue
                 seconds = min(time_per_call(calls, replays=20) for _ in range(3))  # best of 3 medians
                 print(f"{args.name} {fmt}{suffix} {n}x{k} M={m} {seconds * 1e6:.2f}", flush=True)
             del copies

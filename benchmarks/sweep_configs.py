@@ -3,6 +3,10 @@ Pi0.5 shapes, so that the dispatch heuristic in csrc/cuda/dispatch.cu rests on
 measurements. Same method as bench_gemm_gpu.py (rotated weights past 2x L2, CUDA-graph
 replay, median). The tuner (python -m w4a16 tune) does the same per machine and caches it.
 
+Each line also gives the default choice (the heuristic, config -1) timed in the same run,
+and how far the fastest config is below it: where that is more than the spread of a few
+percent, the heuristic misses.
+
     python benchmarks/sweep_configs.py [--out DIR] [--format nvfp4] [--ms 64,128] [--shapes 16384x2048]
 """
 
@@ -33,7 +37,10 @@ def main() -> None:
     for key, entry in results.items():
         timings = entry["timings_us"]
         top = sorted(timings, key=timings.get)[:4]
-        print(f"{key}: " + "  ".join(f"{name} {timings[name]:.1f}" for name in top), flush=True)
+        default = entry["default_us"]
+        gain = 100.0 * (entry["us"] / default - 1.0)
+        print(f"{key}: default {default:.1f}, best {gain:+.1f}%: " +
+              "  ".join(f"{name} {timings[name]:.1f}" for name in top), flush=True)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, f"sweep_{args.format}.json"), "w") as f:
         json.dump({"device": torch.cuda.get_device_name(0), "results": results}, f, indent=1)

@@ -142,11 +142,14 @@ int choose_config(const w4a16_cuda_gemm_args &a, const device_facts &dev, size_t
          * split 8 ways (H100, nvfp4, 1024x4096 at M = 50 / 64: 6.4 / 6.6 µs vs n64_m32k4 7.2 /
          * 7.2; at M = 32 6.2 vs 5.9) */
         order[0] = TILE_WG_N128_M32, order[1] = TILE_N64_M32_K4, order[2] = TILE_N64_M32;
-    else if (small_weight && a.k >= 4096 && a.m <= 64)
+    else if (small_weight && a.m <= 64 && (a.k >= 4096 || a.m > 32))
         /* the expert's down projection: the 8-warp 32-row tile, split across CTAs (H100, nvfp4,
          * 1024x4096 at M = 32 / 50 / 64: 5.8 / 7.2 / 7.1 µs vs 6.5 / 7.4 / 7.5 with the orders
-         * below; 4096x1024 keeps them: two 512-element stages are too few there, M = 32 5.6 vs
-         * n64_m16 4.6) */
+         * below); with a shorter K only past M = 32, where it leads n64_m32 (H100, 4 alternating
+         * passes, nvfp4 / mxfp4 / int4: 4096x1024 at M = 40..64 -3.0 to -3.8 / -6.9 to -7.8 /
+         * -4.1 to -6.8%; 2048x2048 M = 50 -9.5 / -6.3 / -14.5%; 1024x1024 M = 50 -3.3 / -5.4 /
+         * +1.3%). At M = 32 4096x1024 keeps n64_m16 (5.6 vs 4.6 µs): two 512-element stages
+         * are too few there. */
         order[0] = TILE_N64_M32_K4, order[1] = TILE_N64_M32, order[2] = TILE_N64_M16;
     else if (a.m <= 16 || (small_weight && a.m <= 32))
         order[0] = TILE_N64_M16, order[1] = TILE_N64_M32, order[2] = TILE_N64_M64;
