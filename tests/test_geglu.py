@@ -63,6 +63,27 @@ def within_one_step(y: torch.Tensor, ref64: torch.Tensor) -> bool:
     return bool(((y.double() - ref64).abs() <= bound).all())
 
 
+def within_one_step_of_a_neighbouring_h(y: torch.Tensor, h: torch.Tensor) -> bool:
+    """y is within one step (as within_one_step) of the float64 geglu of some h' whose gate
+    and up values are h's or one step of h's format away: the property of a gemm_geglu that
+    adds K in another order than the gemm that gave h, so that its 16-bit gate and up may
+    round to a neighbour of h's. (gelu is not monotonic, but between neighbours the dip
+    below the end points is second order in the step, far inside the bound.)"""
+    bits = 8 if h.dtype == torch.bfloat16 else 11
+    gate, up = split_gate_up(h.double(), dim=-1)
+
+    def step(v: torch.Tensor) -> torch.Tensor:
+        return torch.ldexp(torch.ones_like(v), torch.frexp(v).exponent - bits)
+
+    values = torch.stack([gelu_tanh64(g) * u for g in (gate - step(gate), gate, gate + step(gate))
+                          for u in (up - step(up), up, up + step(up))])
+    low, high = values.min(dim=0).values, values.max(dim=0).values
+    floor = 2 ** -16 * geglu_of(h).abs().max().item()
+    y64 = y.double()
+    return bool(((y64 >= low - torch.clamp(step(low), min=floor)) &
+                 (y64 <= high + torch.clamp(step(high), min=floor))).all())
+
+
 def geglu_of(h: torch.Tensor) -> torch.Tensor:
     """float64 gelu_tanh(gate) * up of a 16-bit h [M, N] in gemm_geglu's order."""
     gate, up = split_gate_up(h.double(), dim=-1)
@@ -280,19 +301,35 @@ def gemm_and_geglu_of_config(rng, config, fmt, n, m, out=None):
 @pytest.mark.parametrize("m", [3, 10, 37])
 def test_gpu_every_config_gives_the_plain_gemm_then_the_activation(rng, config, fmt, m):
     """Each kernel's epilogue pairs the right rows and rounds its sums as the plain gemm of
-    the same config does: y is the float64 geglu of that gemm's h, to one rounding. Not
-    the small-M kernel: there the plain gemm adds K in two halves where its grid is small
-    and gemm_geglu never does (gemv.cu, split2), so only torch's fp32 activation of h to
-    about one rounding holds."""
+    the same config does: y is the float64 geglu of that gemm's h, to one rounding. Not the
+    small-M kernel (config "gemv") at this N: there the plain gemm adds K in two halves
+    (gemv.cu, split2: its grid is small) and gemm_geglu in one piece, so its gate and up may
+    round to a neighbour of h's (test_gpu_small_m_geglu_over_many_cases)."""
     out = torch.full((m, 192), float("nan"), dtype=torch.bfloat16, device="cuda")
     qw, x, bias, h, y = gemm_and_geglu_of_config(rng, config, fmt, 384, m, out=out)
     assert y is out and torch.isfinite(y).all()
     if config == "gemv":
-        assert one_rounding_apart(y, geglu_reference(h))
+        assert within_one_step_of_a_neighbouring_h(y, h)
     else:
         assert within_one_step(y, geglu_of(h)), config
     ref = geglu64(x, qw.dequantize().double(), bias, 0.75)
     assert rel(y, ref) < 2e-2
+
+
+@pytest.mark.gpu
+def test_gpu_small_m_geglu_over_many_cases(rng):
+    """Where the small-M kernel's plain gemm adds K in two halves (split2, N = 384) and its
+    gemm_geglu in one piece, y is the float64 geglu of an h' whose gate and up are h's or
+    its neighbours, to one rounding, in every one of 48 fresh cases. The stricter check (y
+    within one step of the geglu of h itself) failed in one of 9 such cases of one H100 run:
+    a gate one bf16 step off where gelu is steep. Adding K as gemm does there (split2 tiles
+    in gate/up pairs) made gemm_geglu 10-50% slower on 384x2048 and 2048x2048 at M = 1 and 10
+    (H100), so the kernels keep the two orders."""
+    for case in range(48):
+        fmt = ["nvfp4", "mxfp4", "int4-g64-asym"][case % 3]
+        m = [3, 10, 37][case // 3 % 3]
+        qw, x, bias, h, y = gemm_and_geglu_of_config(rng, "gemv", fmt, 384, m)
+        assert within_one_step_of_a_neighbouring_h(y, h), (case, fmt, m)
 
 
 SPLIT_CONFIGS = [c for c in GPU_CONFIGS if c.startswith("tc_") and not c.endswith("_split1")]
@@ -356,11 +393,13 @@ def test_gpu_gated_mlp_under_cuda_graph_matches_eager():
 @pytest.mark.parametrize("k,layout", [(80, "canonical"), (256, "canonical"), (80, "prepacked")])
 def test_gpu_generic_and_canonical_paths(rng, dtype, k, layout):
     """K = 80 (not a multiple of 128) runs the generic kernel, K = 256 canonical the
-    small-M kernel on the canonical layout: both pair the rows like the others."""
+    small-M kernel on the canonical layout: both pair the rows like the others. (At this N
+    the small-M kernel's plain gemm adds K in two halves and gemm_geglu in one piece, as in
+    test_gpu_small_m_geglu_over_many_cases.)"""
     qw = w4a16.quantize_nvfp4(random_weight(rng, 48, k, dtype))
     if layout == "prepacked":
         qw = w4a16.prepack(qw)
     x = torch.from_numpy(rng.standard_normal((5, k)).astype(np.float32)).cuda().to(dtype)
     y = w4a16.gemm_geglu(x, qw)
-    assert one_rounding_apart(y, geglu_reference(w4a16.gemm(x, qw)))
+    assert within_one_step_of_a_neighbouring_h(y, w4a16.gemm(x, qw))
     assert rel(y, geglu64(x, qw.dequantize().double())) < 2e-2

@@ -48,7 +48,10 @@ def gemm_geglu(x: Array, qw: QuantizedWeight, bias: Array | None = None, alpha: 
     """The gate and up projections of a Gemma MLP in one call: gelu_tanh(gate) * up.
 
     h = alpha * x @ dequant(qw)^T + bias [..., N] as :func:`gemm` gives it (rounded to x's
-    dtype); qw holds gate and up rows interleaved in blocks of 8
+    dtype; on a GPU, where the small-M kernel runs (M <= 16) a weight of fewer than 16 rows
+    per SM (N < 2112 on an H100), gemm adds K in two halves and gemm_geglu in one piece, so
+    there h may differ from gemm's by one rounding); qw holds gate and up rows interleaved
+    in blocks of 8
     (:func:`w4a16.torch_ops.interleave_gate_up`: rows 16j .. 16j + 7 are gate rows 8j ..,
     the next 8 the matching up rows), and y[..., 8j + r] = gelu_tanh(h[..., 16j + r]) *
     h[..., 16j + 8 + r], in fp32, rounded once. On a GPU the activation and the product
