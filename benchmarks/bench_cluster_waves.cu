@@ -6,7 +6,7 @@
 // then as "not every cluster finds its SMs at once". This checks that reading directly:
 // for CTAs that take one SM each (or half an SM), and cluster sizes 1..16, it prints
 // cudaOccupancyMaxActiveClusters and, for a launch of `ctas` CTAs that each spin for
-// SPIN_US, how many of them started more than half a spin after the first (a second wave).
+// SPIN_NS, how many of them started more than half a spin after the first (a second wave).
 //
 //   nvcc -O3 -arch=sm_90a -o /tmp/cluster_waves benchmarks/bench_cluster_waves.cu && /tmp/cluster_waves
 #include <cuda_runtime.h>
