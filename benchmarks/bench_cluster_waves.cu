@@ -16,14 +16,7 @@
 #include <cstdio>
 #include <vector>
 
-#define CHECK(call)                                                                              \
-    do {                                                                                         \
-        cudaError_t err_ = (call);                                                               \
-        if (err_ != cudaSuccess) {                                                               \
-            std::fprintf(stderr, "%s:%d %s\n", __FILE__, __LINE__, cudaGetErrorString(err_));   \
-            std::exit(1);                                                                        \
-        }                                                                                        \
-    } while (0)
+#include "bench_check.cuh"
 
 constexpr int THREADS = 256;
 constexpr uint64_t SPIN_NS = 40000;

@@ -11,14 +11,7 @@
 #include <cstdio>
 #include <vector>
 
-#define CHECK(call)                                                                              \
-    do {                                                                                         \
-        cudaError_t err_ = (call);                                                               \
-        if (err_ != cudaSuccess) {                                                               \
-            std::fprintf(stderr, "%s:%d %s\n", __FILE__, __LINE__, cudaGetErrorString(err_));   \
-            std::exit(1);                                                                        \
-        }                                                                                        \
-    } while (0)
+#include "bench_check.cuh"
 
 // Each thread keeps UNROLL 16-byte streaming loads in flight per loop trip. Launched as a
 // programmatic dependent (PDL), a kernel starts while the previous one drains and waits for
