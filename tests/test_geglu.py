@@ -52,13 +52,18 @@ def one_rounding_apart(y: torch.Tensor, ref: torch.Tensor) -> bool:
     return bool(torch.isclose(y.float(), r, rtol=2 ** -7, atol=2 ** -16 * r.abs().max().item()).all())
 
 
+def step_of(v: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """One step of the 16-bit `dtype` (8 significant bits for bf16, 11 for fp16) at each
+    float64 value of v."""
+    bits = 8 if dtype == torch.bfloat16 else 11
+    return torch.ldexp(torch.ones_like(v), torch.frexp(v).exponent - bits)
+
+
 def within_one_step(y: torch.Tensor, ref64: torch.Tensor) -> bool:
     """y (16-bit) is the float64 ref64 rounded down or up: at most one step of y's format
-    from it (8 significant bits for bf16, 11 for fp16). Where gelu tends to 0 an fp32
-    formula flushes to 0 or a subnormal, so there an absolute 2^-16 of the largest |ref64|
-    suffices."""
-    bits = 8 if y.dtype == torch.bfloat16 else 11
-    step = torch.ldexp(torch.ones_like(ref64), torch.frexp(ref64).exponent - bits)
+    from it. Where gelu tends to 0 an fp32 formula flushes to 0 or a subnormal, so there an
+    absolute 2^-16 of the largest |ref64| suffices."""
+    step = step_of(ref64, y.dtype)
     bound = torch.clamp(torch.where(ref64 == 0, 0.0, step), min=2 ** -16 * ref64.abs().max().item())
     return bool(((y.double() - ref64).abs() <= bound).all())
 
@@ -69,19 +74,15 @@ def within_one_step_of_a_neighbouring_h(y: torch.Tensor, h: torch.Tensor) -> boo
     adds K in another order than the gemm that gave h, so that its 16-bit gate and up may
     round to a neighbour of h's. (gelu is not monotonic, but between neighbours the dip
     below the end points is second order in the step, far inside the bound.)"""
-    bits = 8 if h.dtype == torch.bfloat16 else 11
     gate, up = split_gate_up(h.double(), dim=-1)
-
-    def step(v: torch.Tensor) -> torch.Tensor:
-        return torch.ldexp(torch.ones_like(v), torch.frexp(v).exponent - bits)
-
-    values = torch.stack([gelu_tanh64(g) * u for g in (gate - step(gate), gate, gate + step(gate))
-                          for u in (up - step(up), up, up + step(up))])
+    step_gate, step_up = step_of(gate, h.dtype), step_of(up, h.dtype)
+    values = torch.stack([gelu_tanh64(g) * u for g in (gate - step_gate, gate, gate + step_gate)
+                          for u in (up - step_up, up, up + step_up)])
     low, high = values.min(dim=0).values, values.max(dim=0).values
     floor = 2 ** -16 * geglu_of(h).abs().max().item()
     y64 = y.double()
-    return bool(((y64 >= low - torch.clamp(step(low), min=floor)) &
-                 (y64 <= high + torch.clamp(step(high), min=floor))).all())
+    return bool(((y64 >= low - torch.clamp(step_of(low, h.dtype), min=floor)) &
+                 (y64 <= high + torch.clamp(step_of(high, h.dtype), min=floor))).all())
 
 
 def geglu_of(h: torch.Tensor) -> torch.Tensor:
