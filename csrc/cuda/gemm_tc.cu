@@ -699,10 +699,22 @@ struct wgmma_tile {
  * leaves it: bits 4 .. 4 + log2(CHUNKS_ROW) of the address XOR its bits 7 .. (the 128-,
  * 64- and 32-byte modes), so that rows g = 0..7 of a warp's read land on 8 distinct
  * 16-byte bank groups. */
-template <class C> __device__ __forceinline__ int codes_offset_swizzled(int row, int chunk)
+template <class C> __host__ __device__ constexpr int codes_offset_swizzled(int row, int chunk)
 {
     const int linear = row * C::W_ROW_BYTES + chunk * 16;
     return linear ^ (((linear >> 7) & (C::CHUNKS_ROW - 1)) << 4);
+}
+
+/* The swizzle XORs a key taken from the row alone: chunk c of a row lies at chunk 0's offset
+ * ^ 16 c, and row + 8 has row's key (gemm_wgmma_kernel's word_offset relies on both). */
+template <class C> __host__ __device__ constexpr bool swizzle_key_is_per_row()
+{
+    for (int row = 0; row < C::BN - 8; row++)
+        for (int chunk = 0; chunk < C::CHUNKS_ROW; chunk++)
+            if (codes_offset_swizzled<C>(row, chunk) != (codes_offset_swizzled<C>(row, 0) ^ (16 * chunk)) ||
+                codes_offset_swizzled<C>(row + 8, chunk) != codes_offset_swizzled<C>(row, chunk) + 8 * C::W_ROW_BYTES)
+                return false;
+    return true;
 }
 
 /* Output tiles of the warpgroup kernel, in launch order: tile t is x tile t % tiles_m of
@@ -890,6 +902,13 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
     if (FMT != W4A16_FORMAT_INT4) fill_scale_lut<FMT, T>(lut);
     const uint32_t int_xor = int4_xor<T>(a.zero_points != nullptr);
 
+    /* Where word t of chunk c of row rows[0] lies in a stage: word_offset ^ 16 c, one
+     * integer op (codes_offset_swizzled's key does not depend on the chunk; as written there,
+     * ptxas rebuilt the swizzle for each word of each stage, ~4 ops a word). Row rows[1] =
+     * rows[0] + 8 has the same key, 8 rows further on. */
+    static_assert(swizzle_key_is_per_row<C>(), "word_offset ^ 16 c is chunk c, row + 8 is 8 rows on");
+    const uint32_t word_offset = (uint32_t)codes_offset_swizzled<C>(rows[0], 0) + 4 * t;
+
     uint32_t frag[2][STEPS][4]; /* [set][k16 step]: the A fragment {row g, row g + 8} x {2t, 2t + 8} */
     /* stage s (stage s_kt of its tile) -> fragment set `set`: word t of chunk c of row h
      * gives k16 steps 2c and 2c + 1 */
@@ -922,16 +941,16 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
         }
 #pragma unroll
         for (int c = 0; c < CHUNKS; c++) {
-            const int src = (lane & ~3) | (c % 4);
+            /* from thread c % 4 of the quad (width 4: a constant lane, no index arithmetic) */
             const chunk_scale_rows &held = mine[c / 4];
             chunk_scale_rows shared;
-            shared.s0 = __shfl_sync(0xffffffffu, held.s0, src);
-            shared.s1 = FMT == W4A16_FORMAT_NVFP4 ? __shfl_sync(0xffffffffu, held.s1, src) : shared.s0;
-            shared.offset = FMT == W4A16_FORMAT_INT4 ? __shfl_sync(0xffffffffu, held.offset, src) : 0u;
+            shared.s0 = __shfl_sync(0xffffffffu, held.s0, c % 4, 4);
+            shared.s1 = FMT == W4A16_FORMAT_NVFP4 ? __shfl_sync(0xffffffffu, held.s1, c % 4, 4) : shared.s0;
+            shared.offset = FMT == W4A16_FORMAT_INT4 ? __shfl_sync(0xffffffffu, held.offset, c % 4, 4) : 0u;
 #pragma unroll
             for (int h = 0; h < 2; h++) {
                 const uint32_t word =
-                    *reinterpret_cast<const uint32_t *>(ws + codes_offset_swizzled<C>(rows[h], c) + 4 * t);
+                    *reinterpret_cast<const uint32_t *>(ws + (word_offset ^ 16 * c) + h * 8 * C::W_ROW_BYTES);
                 uint32_t p[4];
                 dequant_fragment_word<FMT, T>(word, row_of<T>(shared, h), int_xor, p);
                 frag[set][2 * c][h] = p[0];
