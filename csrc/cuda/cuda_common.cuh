@@ -47,6 +47,16 @@ static __device__ __forceinline__ uint32_t shared_address(const void *p)
     return (uint32_t)__cvta_generic_to_shared(p);
 }
 
+/* The 32-bit word at shared-memory address `addr` + OFFSET (bytes). For addresses built with
+ * integer operations a pointer cannot express (an XOR); volatile, so that the compiler keeps
+ * each load where it is written (after the barrier wait that made the bytes valid). */
+template <int OFFSET = 0> static __device__ __forceinline__ uint32_t load_shared_u32(uint32_t addr)
+{
+    uint32_t v;
+    asm volatile("ld.shared.b32 %0, [%1+%2];\n" : "=r"(v) : "r"(addr), "n"(OFFSET));
+    return v;
+}
+
 /* 16 bytes global -> shared, bypassing L1; `valid` false zero-fills the destination and
  * reads nothing. Completion: cp_async_commit groups the copies issued so far, and
  * cp_async_wait<N> waits until at most N groups of this thread are still in flight. */

@@ -905,8 +905,11 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
     /* Where word t of chunk c of row rows[0] lies in a stage: word_offset ^ 16 c, one
      * integer op (codes_offset_swizzled's key does not depend on the chunk; as written there,
      * ptxas rebuilt the swizzle for each word of each stage, ~4 ops a word). Row rows[1] =
-     * rows[0] + 8 has the same key, 8 rows further on. */
+     * rows[0] + 8 has the same key, 8 rows further on. Stages start on WGMMA_ATOM_BYTES
+     * boundaries, so the XOR can take the stage's address + word_offset: one add a stage. */
     static_assert(swizzle_key_is_per_row<C>(), "word_offset ^ 16 c is chunk c, row + 8 is 8 rows on");
+    static_assert(C::STAGE_BYTES % WGMMA_ATOM_BYTES == 0 && WGMMA_ATOM_BYTES >= 16 * CHUNKS,
+                  "a stage's address (smem is WGMMA_ATOM_BYTES-aligned) leaves the XOR's bits alone");
     const uint32_t word_offset = (uint32_t)codes_offset_swizzled<C>(rows[0], 0) + 4 * t;
 
     uint32_t frag[2][STEPS][4]; /* [set][k16 step]: the A fragment {row g, row g + 8} x {2t, 2t + 8} */
@@ -914,7 +917,7 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
      * gives k16 steps 2c and 2c + 1 */
     auto decode_stage = [&](int s, int s_kt, auto set_tag) {
         constexpr int set = decltype(set_tag)::value;
-        const uint8_t *ws = smem + (s % C::STAGES) * C::STAGE_BYTES;
+        const uint32_t row_words = shared_address(smem + (s % C::STAGES) * C::STAGE_BYTES) + word_offset;
         chunk_scale_rows mine[OWN]; /* chunks own_chunk + 4 o of both rows */
         constexpr int slot = WALK ? 0 : set;
 #pragma unroll
@@ -949,8 +952,8 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
             shared.offset = FMT == W4A16_FORMAT_INT4 ? __shfl_sync(0xffffffffu, held.offset, c % 4, 4) : 0u;
 #pragma unroll
             for (int h = 0; h < 2; h++) {
-                const uint32_t word =
-                    *reinterpret_cast<const uint32_t *>(ws + (word_offset ^ 16 * c) + h * 8 * C::W_ROW_BYTES);
+                const uint32_t at = row_words ^ (16 * c);
+                const uint32_t word = h ? load_shared_u32<8 * C::W_ROW_BYTES>(at) : load_shared_u32(at);
                 uint32_t p[4];
                 dequant_fragment_word<FMT, T>(word, row_of<T>(shared, h), int_xor, p);
                 frag[set][2 * c][h] = p[0];
