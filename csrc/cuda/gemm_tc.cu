@@ -832,9 +832,10 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
     /* where thread 0 copies to next (WALK): stage copy_kt of tile copy_tile */
     int copy_kt = 0, copy_tile = blockIdx.x;
     tile_origin copy_at = first;
-    /* stage s into buffer s % STAGES (thread 0 only, for s = 0, 1, 2, ... in turn); nothing
-     * past the CTA's last stage. Coordinates are elements of K (x) or bytes (codes) and rows:
-     * w4a16_tc_unsupported keeps them within int32. */
+    /* stage s into buffer s % STAGES (thread 0 only, for s = 0, 1, 2, ... in turn): the codes,
+     * and x's BK / 64 column blocks as one 3-D box; nothing past the CTA's last stage.
+     * Coordinates are elements of K (x) or bytes (codes) and rows: w4a16_tc_unsupported keeps
+     * them within int32. */
     auto copy_stage = [&](int s) {
         if (s >= stages_total) return;
         uint8_t *buffer = smem + (s % C::STAGES) * C::STAGE_BYTES;
@@ -842,10 +843,7 @@ __global__ void __launch_bounds__(C::THREADS) gemm_wgmma_kernel(tc_args a, const
         const int64_t k = k_begin + (int64_t)(WALK ? copy_kt : s) * C::BK;
         mbarrier_arrive_expect_tx(bar, C::STAGE_BYTES);
         tma_load_2d(buffer, &maps.codes, bar, (int32_t)(k / 2), (int32_t)copy_at.n0);
-#pragma unroll
-        for (int block = 0; block < C::BK / 64; block++)
-            tma_load_2d(buffer + C::W_STAGE + block * C::X_BOX_BYTES, &maps.x, bar, (int32_t)(k + 64 * block),
-                        (int32_t)copy_at.m0);
+        tma_load_3d(buffer + C::W_STAGE, &maps.x, bar, 0, (int32_t)copy_at.m0, (int32_t)(k / 64));
         if (WALK && ++copy_kt == tile_stages) {
             copy_kt = 0, copy_tile += gridDim.x;
             copy_at = wgmma_tile_at<C>(a, copy_tile);
@@ -1167,18 +1165,18 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder()
     return encode;
 }
 
-/* A row-major 2-D tensor of rows x cols elements (`pitch` bytes apart), copied in boxes of
- * box_rows x box_cols; elements outside it arrive as zeros. */
-bool encode_map_2d(CUtensorMap *map, CUtensorMapDataType type, const void *base, uint64_t cols, uint64_t rows,
-                   uint64_t pitch, uint32_t box_cols, uint32_t box_rows, CUtensorMapSwizzle swizzle)
+/* A tensor of RANK dimensions, dims[0] contiguous elements and dims[d] (d > 0) strides[d - 1]
+ * bytes apart, copied in boxes of box[0] x .. x box[RANK - 1] elements (laid out in shared
+ * memory with box[0] innermost); elements outside it arrive as zeros. */
+template <int RANK>
+bool encode_map(CUtensorMap *map, CUtensorMapDataType type, const void *base, const cuuint64_t (&dims)[RANK],
+                const cuuint64_t (&strides)[RANK - 1], const cuuint32_t (&box)[RANK], CUtensorMapSwizzle swizzle)
 {
     const PFN_cuTensorMapEncodeTiled_v12000 encode = tensor_map_encoder();
     if (!encode) return false;
-    const cuuint64_t dims[2] = {cols, rows};
-    const cuuint64_t strides[1] = {pitch};
-    const cuuint32_t box[2] = {box_cols, box_rows};
-    const cuuint32_t element_strides[2] = {1, 1};
-    return encode(map, type, 2, const_cast<void *>(base), dims, strides, box, element_strides,
+    cuuint32_t element_strides[RANK];
+    for (int d = 0; d < RANK; d++) element_strides[d] = 1;
+    return encode(map, type, RANK, const_cast<void *>(base), dims, strides, box, element_strides,
                   CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
                   CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
@@ -1192,9 +1190,13 @@ template <typename T, class C> cudaError_t make_wgmma_maps(const tc_args &a, wgm
     const CUtensorMapSwizzle codes_swizzle = C::BK == 256   ? CU_TENSOR_MAP_SWIZZLE_128B
                                              : C::BK == 128 ? CU_TENSOR_MAP_SWIZZLE_64B
                                                             : CU_TENSOR_MAP_SWIZZLE_32B;
-    const bool ok = encode_map_2d(&maps->codes, CU_TENSOR_MAP_DATA_TYPE_UINT8, a.codes, k / 2, n, k / 2, C::BK / 2,
-                                  C::BN, codes_swizzle) &&
-                    encode_map_2d(&maps->x, x_type, a.x, k, m, 2 * k, 64, C::BM, CU_TENSOR_MAP_SWIZZLE_128B);
+    /* x as [K / 64][M][64]: a stage's BK / 64 column blocks of [BM rows][64 elements], one
+     * after the other as wgmma reads them, in one box (one copy to issue instead of BK / 64) */
+    const cuuint32_t bn = C::BN, bm = C::BM, bk = C::BK;
+    const bool ok = encode_map<2>(&maps->codes, CU_TENSOR_MAP_DATA_TYPE_UINT8, a.codes, {k / 2, n}, {k / 2},
+                                  {bk / 2, bn}, codes_swizzle) &&
+                    encode_map<3>(&maps->x, x_type, a.x, {64, m, k / 64}, {2 * k, 128}, {64, bm, bk / 64},
+                                  CU_TENSOR_MAP_SWIZZLE_128B);
     return ok ? cudaSuccess : cudaErrorNotSupported;
 }
 

@@ -41,7 +41,7 @@ constexpr int WGMMA_ATOM_BYTES = 1024; /* 8 rows x 128 bytes */
  * passed as a __grid_constant__ parameter). */
 struct wgmma_maps {
     CUtensorMap codes; /* uint8 [N][K / 2] (prepacked codes), box [BN][BK / 2], 64- or 32-byte swizzle */
-    CUtensorMap x;     /* 16-bit [M][K], box [BM][64], 128-byte swizzle */
+    CUtensorMap x;     /* 16-bit [M][K] seen as [K / 64][M][64], box [BK / 64][BM][64], 128-byte swizzle */
 };
 
 #if W4A16_HAVE_WGMMA
@@ -171,6 +171,18 @@ __device__ __forceinline__ void tma_load_2d(void *dst, const void *map, uint64_t
     asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];\n"
                  ::"r"(shared_address(dst)), "l"(reinterpret_cast<uint64_t>(map)), "r"(shared_address(bar)), "r"(inner),
                  "r"(outer)
+                 : "memory");
+}
+
+/* The box of the 3-D tensor map `map` at element coordinates (inner, middle, outer), as
+ * tma_load_2d. */
+__device__ __forceinline__ void tma_load_3d(void *dst, const void *map, uint64_t *bar, int32_t inner, int32_t middle,
+                                            int32_t outer)
+{
+    asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+                 " [%0], [%1, {%3, %4, %5}], [%2];\n"
+                 ::"r"(shared_address(dst)), "l"(reinterpret_cast<uint64_t>(map)), "r"(shared_address(bar)), "r"(inner),
+                 "r"(middle), "r"(outer)
                  : "memory");
 }
 
