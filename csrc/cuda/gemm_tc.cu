@@ -634,11 +634,12 @@ __global__ void __launch_bounds__(C::THREADS) gemm_tc_decoded_kernel(tc_args a)
  * its ceiling here, NOTES.md). The weights are wgmma's A operand *in registers*, x its B
  * operand in shared memory.
  *
- * Copies: the tensor memory accelerator. One thread issues a stage's copies -- the codes
- * tile [BN rows][BK / 2 bytes] with the 64-byte (BK = 128) or 32-byte (BK = 64) swizzle,
- * x as BK / 64 boxes of [BM rows][64 elements] with the 128-byte swizzle wgmma reads --
- * and they complete on the stage's mbarrier; rows past N or M arrive as zeros. The warps
- * spend no instructions on copies (cp.async took a quarter of their issue slots here).
+ * Copies: the tensor memory accelerator. One thread issues a stage's two copies -- the codes
+ * tile [BN rows][BK / 2 bytes] with the 128-, 64- or 32-byte swizzle (BK = 256, 128, 64),
+ * and x's BK / 64 column blocks of [BM rows][64 elements] with the 128-byte swizzle wgmma
+ * reads, one 3-D box -- and they complete on the stage's mbarrier; rows past N or M arrive
+ * as zeros. The other warps spend no instructions on copies (cp.async took a quarter of
+ * their issue slots here).
  *
  * Decode: the A fragment of warp w is weight rows 16w + g and + 8 (g = lane / 4), and for
  * each k16 step the pairs at elements 2t and 2t + 8 (t = lane % 4) -- in the prepacked
