@@ -1191,8 +1191,9 @@ template <typename T, class C> cudaError_t make_wgmma_maps(const tc_args &a, wgm
     const CUtensorMapSwizzle codes_swizzle = C::BK == 256   ? CU_TENSOR_MAP_SWIZZLE_128B
                                              : C::BK == 128 ? CU_TENSOR_MAP_SWIZZLE_64B
                                                             : CU_TENSOR_MAP_SWIZZLE_32B;
-    /* x as [K / 64][M][64]: a stage's BK / 64 column blocks of [BM rows][64 elements], one
-     * after the other as wgmma reads them, in one box (one copy to issue instead of BK / 64) */
+    /* x as [K / 64][M][64] (K is a multiple of BK: w4a16_tc_unsupported): a stage's BK / 64
+     * column blocks of [BM rows][64 elements], one after the other as wgmma reads them, in one
+     * box (one copy to issue instead of BK / 64) */
     const cuuint32_t bn = C::BN, bm = C::BM, bk = C::BK;
     const bool ok = encode_map<2>(&maps->codes, CU_TENSOR_MAP_DATA_TYPE_UINT8, a.codes, {k / 2, n}, {k / 2},
                                   {bk / 2, bn}, codes_swizzle) &&

@@ -40,7 +40,7 @@ constexpr int WGMMA_ATOM_BYTES = 1024; /* 8 rows x 128 bytes */
 /* What the kernel's copies read, described for the TMA unit (built on the host per call,
  * passed as a __grid_constant__ parameter). */
 struct wgmma_maps {
-    CUtensorMap codes; /* uint8 [N][K / 2] (prepacked codes), box [BN][BK / 2], 64- or 32-byte swizzle */
+    CUtensorMap codes; /* uint8 [N][K / 2] (prepacked codes), box [BN][BK / 2], 128-, 64- or 32-byte swizzle */
     CUtensorMap x;     /* 16-bit [M][K] seen as [K / 64][M][64], box [BK / 64][BM][64], 128-byte swizzle */
 };
 
