@@ -4,12 +4,13 @@
 # +-2-4% on an H100, so only alternating passes in one run compare fairly).
 #
 #   bash benchmarks/ab_device.sh [--passes N] [--rows issue,focus,gemv,large] [--formats nvfp4,...]
-#       [--dtypes bfloat16,float16] NAME=TREE[:PATCH] ...
+#       [--dtypes bfloat16,float16] NAME=TREE[:PATCH[:PATCH...]] ...
 #
 # TREE is a source tree on the device (`.` for the working tree the device tool copies; an
 # older commit as `git archive REV | tar -x -C .out/base` made beforehand and carried with
-# carry: [".out"]); PATCH, a `git diff` applied to a copy of TREE. Leaves $OUT/ab.txt (the
-# raw lines) and prints ab_table.py's summary, changes against the first build.
+# carry: [".out"]); each PATCH, a `git diff` applied in turn to a copy of TREE. Leaves
+# $OUT/ab.txt (the raw lines) and prints ab_table.py's summary, changes against the first
+# build.
 set -uo pipefail
 passes=3 rows=issue formats=nvfp4,mxfp4 dtypes=bfloat16
 builds=()
@@ -32,13 +33,13 @@ export W4A16_CUDA_ARCHS=90 PYTHONUNBUFFERED=1
 names=()
 for spec in "${builds[@]}"; do
     name=${spec%%=*} tree_patch=${spec#*=}
-    tree=${tree_patch%%:*} patch=
-    [ "$tree" != "$tree_patch" ] && patch=${tree_patch#*:}
+    tree=${tree_patch%%:*} patches=()
+    [ "$tree" != "$tree_patch" ] && IFS=: read -r -a patches <<< "${tree_patch#*:}"
     mkdir -p "$work/src-$name"
     tar -C "$tree" --exclude=./build --exclude=./.out --exclude=./.git -cf - . | tar -xf - -C "$work/src-$name" || exit 1
-    if [ -n "$patch" ]; then
+    for patch in "${patches[@]}"; do
         (cd "$work/src-$name" && patch -s -p1) < "$patch" || { echo "ab_device.sh: $patch does not apply to $tree" >&2; exit 1; }
-    fi
+    done
     names+=("$name")
 done
 for name in "${names[@]}"; do

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Floors of the matmul kernels, measured by taking their work away (device; results are
-# wrong, only the times count): builds the working tree as it is and three copies --
+# wrong, only the times count): builds the working tree as it is and three patched copies --
 #   nodecode: ablation_no_decode.patch, every kernel feeds the raw code words to its MMA
 #             (no E2M1 / INT4 decode, no block scales: dequant.cuh);
 #   nomma:    ablation_no_mma.patch, the warpgroup kernel issues no wgmma (its decode is
@@ -13,18 +13,6 @@
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
-work=/tmp/w4a16-ablation
-rm -rf "$work" && mkdir -p "$work"
-make_tree() { # NAME PATCH...: a copy of the working tree with the patches applied
-    local name=$1
-    shift
-    mkdir -p "$work/$name"
-    tar -C "$repo" --exclude=./build --exclude=./.out --exclude=./.git -cf - . | tar -xf - -C "$work/$name" || return 1
-    for p in "$@"; do
-        (cd "$work/$name" && patch -s -p1 < "$here/$p") || { echo "ablation_device.sh: $p does not apply" >&2; return 1; }
-    done
-}
-make_tree nodecode ablation_no_decode.patch || exit 1
-make_tree nomma ablation_no_mma.patch || exit 1
-make_tree neither ablation_no_decode.patch ablation_no_mma.patch || exit 1
-bash "$here/ab_device.sh" "$@" head="$repo" nodecode="$work/nodecode" nomma="$work/nomma" neither="$work/neither"
+no_decode="$here/ablation_no_decode.patch" no_mma="$here/ablation_no_mma.patch"
+bash "$here/ab_device.sh" "$@" head="$repo" nodecode="$repo:$no_decode" nomma="$repo:$no_mma" \
+    neither="$repo:$no_decode:$no_mma"
